@@ -1,0 +1,92 @@
+//! `servebench engine-bench`: prefill and decode speed of the engine alone,
+//! measured the way llama.cpp's `llama-bench` does (pp: one forward pass
+//! over N prompt tokens; tg: N single-token steps from an empty context).
+
+use std::time::Instant;
+
+use servebench_engine::SeqStep;
+
+use super::ModelArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt tokens for the prefill test (pp).
+    #[arg(short = 'p', long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Generated tokens for the decode test (tg).
+    #[arg(short = 'n', long, default_value_t = 128)]
+    gen_tokens: usize,
+    /// Repetitions; the median is reported.
+    #[arg(short = 'r', long, default_value_t = 5)]
+    repetitions: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(a.repetitions > 0, "--repetitions must be at least 1");
+    let (path, engine) = a.model.load()?;
+    let model = &engine.model;
+    let vocab = model.config().vocab_size as u32;
+    // Any valid ids do: speed does not depend on which tokens they are.
+    let tokens: Vec<u32> = (0..a.prompt_tokens.max(a.gen_tokens) as u32)
+        .map(|i| (i * 7919 + 13) % vocab)
+        .collect();
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    // One untimed round warms caches and pages in the weights.
+    for rep in 0..=a.repetitions {
+        let mut cache = model.new_cache();
+        let start = Instant::now();
+        model.forward(&mut [SeqStep {
+            tokens: &tokens[..a.prompt_tokens],
+            cache: &mut cache,
+        }])?;
+        let pp_rate = a.prompt_tokens as f64 / start.elapsed().as_secs_f64();
+        let mut cache = model.new_cache();
+        let start = Instant::now();
+        for t in &tokens[..a.gen_tokens] {
+            model.forward(&mut [SeqStep {
+                tokens: std::slice::from_ref(t),
+                cache: &mut cache,
+            }])?;
+        }
+        let tg_rate = a.gen_tokens as f64 / start.elapsed().as_secs_f64();
+        if rep > 0 {
+            pp.push(pp_rate);
+            tg.push(tg_rate);
+        }
+    }
+    let threads = rayon::current_num_threads();
+    let (pp_med, tg_med) = (median(pp), median(tg));
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": path.display().to_string(),
+                "threads": threads,
+                "kernels": servebench_engine::cpu::dot::best().name,
+                "pp_tokens": a.prompt_tokens, "pp_tok_s": pp_med,
+                "tg_tokens": a.gen_tokens, "tg_tok_s": tg_med,
+                "repetitions": a.repetitions,
+            })
+        );
+    } else {
+        println!(
+            "model {} threads {threads} kernels {}",
+            path.display(),
+            servebench_engine::cpu::dot::best().name
+        );
+        println!("pp{:<5} {pp_med:>9.1} tokens/s", a.prompt_tokens);
+        println!("tg{:<5} {tg_med:>9.1} tokens/s", a.gen_tokens);
+    }
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! `servebench make-model`: synthetic GGUF models for tests and GPU-sized runs.
+
+use std::path::PathBuf;
+
+use servebench_engine::synthetic::{parse_quant, preset, write_model, VocabKind};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// tiny, smollm2-135m, llama-2-7b, llama-2-13b or llama-2-70b.
+    #[arg(long)]
+    arch_preset: String,
+    /// Weight type: f32, f16, bf16, q4_0, q4_1, q8_0, q4_k, q6_k, ...
+    #[arg(long, default_value = "q4_1")]
+    quant: String,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Tokenizer style: bpe (GPT-2 byte-level) or spm (SentencePiece-style).
+    #[arg(long, default_value = "bpe")]
+    vocab: String,
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let p = preset(&a.arch_preset)?;
+    let vocab = match a.vocab.as_str() {
+        "bpe" => VocabKind::Bpe,
+        "spm" => VocabKind::Spm,
+        other => anyhow::bail!("--vocab must be bpe or spm, not `{other}`"),
+    };
+    write_model(p, parse_quant(&a.quant)?, vocab, a.seed, &a.out)?;
+    println!("{}", a.out.display());
+    Ok(())
+}

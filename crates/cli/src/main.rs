@@ -1,0 +1,41 @@
+//! The `servebench` binary: parses flags and hands each subcommand to the
+//! library that does the work.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+/// Serve LLMs, benchmark endpoints, and tell which deployment to buy.
+#[derive(Parser)]
+#[command(name = "servebench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt with a local model.
+    Generate(commands::generate::Args),
+    /// Print the token ids of a text.
+    Tokenize(commands::tokenize::Args),
+    /// Download the default model (SmolLM2-135M-Instruct Q4_1) and print its path.
+    FetchModel,
+    /// Write a GGUF model with random weights in a preset's shape.
+    MakeModel(commands::make_model::Args),
+    /// Measure prefill and decode tokens/s of the engine (like llama-bench).
+    EngineBench(commands::engine_bench::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Generate(a) => commands::generate::run(a),
+        Command::Tokenize(a) => commands::tokenize::run(a),
+        Command::FetchModel => {
+            println!("{}", servebench_engine::fetch::fetch_default()?.display());
+            Ok(())
+        }
+        Command::MakeModel(a) => commands::make_model::run(a),
+        Command::EngineBench(a) => commands::engine_bench::run(a),
+    }
+}

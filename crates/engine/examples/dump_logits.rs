@@ -1,0 +1,21 @@
+//! Prints the last-position logits of a prompt as JSON, for comparing the
+//! engine's numerics with another implementation by hand:
+//! `cargo run --release --example dump_logits -- MODEL.gguf "prompt"`.
+
+use servebench_engine::{Engine, SeqStep};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(model), Some(prompt)) = (args.get(1), args.get(2)) else {
+        return Err("usage: dump_logits MODEL.gguf PROMPT".into());
+    };
+    let engine = Engine::load(std::path::Path::new(model))?;
+    let ids = engine.encode_prompt(prompt, false)?;
+    let mut cache = engine.model.new_cache();
+    let logits = engine.model.forward(&mut [SeqStep {
+        tokens: &ids,
+        cache: &mut cache,
+    }])?;
+    println!("{}", serde_json::json!({ "ids": ids, "logits": logits }));
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! Weight matrices and `out = x · Wᵀ` for a batch of activation rows.
+//! Q4_0, Q4_1 and Q8_0 use our kernels (activations quantized once per call,
+//! each weight row read once for all rows of the batch); every other GGUF
+//! type goes through candle's quantized matmul.
+
+use candle_core::quantized::{GgmlDType, QuantizedType};
+use candle_core::CpuStorage;
+use rayon::prelude::*;
+
+use super::blocks::{
+    parse_blocks, quantize_q8_0, quantize_q8_1, BlockQ4_0, BlockQ4_1, BlockQ8_0, FromBytes, QK,
+};
+use super::dot;
+use crate::error::{EngineError, Result};
+use crate::gguf::TensorView;
+
+enum Storage {
+    Q4_0(Vec<BlockQ4_0>),
+    Q4_1(Vec<BlockQ4_1>),
+    Q8_0(Vec<BlockQ8_0>),
+    Candle(Box<dyn QuantizedType>),
+}
+
+/// A `[rows, cols]` weight matrix (rows = output features).
+pub struct Matrix {
+    rows: usize,
+    cols: usize,
+    dtype: GgmlDType,
+    storage: Storage,
+}
+
+impl std::fmt::Debug for Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Matrix({:?}, {}x{})", self.dtype, self.rows, self.cols)
+    }
+}
+
+impl Matrix {
+    /// Loads a 2-D tensor (1-D tensors load as one row).
+    pub fn from_view(view: &TensorView<'_>) -> Result<Self> {
+        let (rows, cols) = match view.shape.as_slice() {
+            [cols] => (1, *cols),
+            [rows, cols] => (*rows, *cols),
+            other => {
+                return Err(EngineError::tensor(
+                    view.name,
+                    format!("expected a matrix, found shape {other:?}"),
+                ))
+            }
+        };
+        if cols % view.dtype.block_size() != 0 {
+            return Err(EngineError::tensor(
+                view.name,
+                format!(
+                    "row length {cols} is not a multiple of the {:?} block size {}",
+                    view.dtype,
+                    view.dtype.block_size()
+                ),
+            ));
+        }
+        let storage = match view.dtype {
+            GgmlDType::Q4_0 => Storage::Q4_0(parse_blocks(view.bytes)),
+            GgmlDType::Q4_1 => Storage::Q4_1(parse_blocks(view.bytes)),
+            GgmlDType::Q8_0 => Storage::Q8_0(parse_blocks(view.bytes)),
+            GgmlDType::F32
+            | GgmlDType::F16
+            | GgmlDType::BF16
+            | GgmlDType::Q4K
+            | GgmlDType::Q5K
+            | GgmlDType::Q6K
+            | GgmlDType::Q8K
+            | GgmlDType::Q2K
+            | GgmlDType::Q3K
+            | GgmlDType::Q5_0
+            | GgmlDType::Q5_1 => {
+                Storage::Candle(view.dtype.from_data(std::borrow::Cow::Borrowed(view.bytes)))
+            }
+            GgmlDType::Q8_1 => {
+                return Err(EngineError::tensor(view.name, "Q8_1 is not a weight type"))
+            }
+        };
+        Ok(Self {
+            rows,
+            cols,
+            dtype: view.dtype,
+            storage,
+        })
+    }
+
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Storage type.
+    pub fn dtype(&self) -> GgmlDType {
+        self.dtype
+    }
+
+    /// Dequantizes row `r` into `out` (`cols` floats): embedding lookup.
+    pub fn row(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        if r >= self.rows {
+            return Err(EngineError::InvalidRequest(format!(
+                "token id {r} is outside the vocabulary of {} tokens",
+                self.rows
+            )));
+        }
+        let bpr = self.cols / QK;
+        fn deq<B: FromBytes>(blocks: &[B], out: &mut [f32]) {
+            for (b, o) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
+                b.dequantize(o);
+            }
+        }
+        match &self.storage {
+            Storage::Q4_0(b) => deq(&b[r * bpr..(r + 1) * bpr], out),
+            Storage::Q4_1(b) => deq(&b[r * bpr..(r + 1) * bpr], out),
+            Storage::Q8_0(b) => deq(&b[r * bpr..(r + 1) * bpr], out),
+            Storage::Candle(q) => match q
+                .embedding(&[r as u32], self.rows, self.cols)
+                .map_err(|e| EngineError::Compute(e.to_string()))?
+            {
+                CpuStorage::F32(v) => out.copy_from_slice(&v),
+                _ => return Err(EngineError::Compute("embedding did not give f32".into())),
+            },
+        }
+        Ok(())
+    }
+
+    /// `out[t, r] = Σ_c x[t, c] · W[r, c]` for `t` in `0..n_tokens`.
+    /// `x` is `[n_tokens, cols]`, `out` is `[n_tokens, rows]`.
+    pub fn matmul(&self, x: &[f32], n_tokens: usize, out: &mut [f32]) -> Result<()> {
+        debug_assert_eq!(x.len(), n_tokens * self.cols);
+        debug_assert_eq!(out.len(), n_tokens * self.rows);
+        let k = dot::best();
+        match &self.storage {
+            Storage::Q4_0(w) => {
+                let xq = quantize_rows(x, self.cols, quantize_q8_0);
+                rows_times(w, &xq, n_tokens, self.rows, out, k.q4_0_q8_0);
+            }
+            Storage::Q4_1(w) => {
+                let xq = quantize_rows(x, self.cols, quantize_q8_1);
+                rows_times(w, &xq, n_tokens, self.rows, out, k.q4_1_q8_1);
+            }
+            Storage::Q8_0(w) => {
+                let xq = quantize_rows(x, self.cols, quantize_q8_0);
+                rows_times(w, &xq, n_tokens, self.rows, out, k.q8_0_q8_0);
+            }
+            Storage::Candle(q) => q
+                .matmul_t((n_tokens, self.cols, self.rows), x, out)
+                .map_err(|e| EngineError::Compute(e.to_string()))?,
+        }
+        Ok(())
+    }
+}
+
+fn quantize_rows<B: Default + Clone>(
+    x: &[f32],
+    cols: usize,
+    quantize: fn(&[f32], &mut [B]),
+) -> Vec<B> {
+    let bpr = cols / QK;
+    let mut out = vec![B::default(); x.len() / QK];
+    for (row, q) in x.chunks_exact(cols).zip(out.chunks_exact_mut(bpr)) {
+        quantize(row, q);
+    }
+    out
+}
+
+/// Raw output pointer shared by the workers; each writes disjoint columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: workers write disjoint indices (their own weight rows) and the
+// borrow of `out` outlives the parallel loop.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Weight rows are split among threads; each weight row is dotted with every
+/// activation row while it is hot in cache.
+fn rows_times<W: Sync, A: Sync>(
+    w: &[W],
+    xq: &[A],
+    n_tokens: usize,
+    rows: usize,
+    out: &mut [f32],
+    dot: fn(&[W], &[A]) -> f32,
+) {
+    let bpr = w.len() / rows;
+    let ptr = OutPtr(out.as_mut_ptr());
+    let threads = rayon::current_num_threads().max(1);
+    // Several chunks per thread balance uneven cores without much overhead.
+    let chunk = rows.div_ceil(threads * 4).max(16);
+    w.par_chunks(chunk * bpr)
+        .enumerate()
+        .for_each(move |(c, wchunk)| {
+            let ptr = ptr;
+            let first = c * chunk;
+            for (i, wrow) in wchunk.chunks_exact(bpr).enumerate() {
+                let r = first + i;
+                for t in 0..n_tokens {
+                    let v = dot(wrow, &xq[t * bpr..(t + 1) * bpr]);
+                    // SAFETY: r < rows and t < n_tokens, so the index is in
+                    // bounds, and only this worker owns row r.
+                    unsafe { *ptr.0.add(t * rows + r) = v };
+                }
+            }
+        });
+}

@@ -1,0 +1,11 @@
+//! The CPU compute boundary: everything the model needs from hardware
+//! (matmul, attention, norm, rope, activations). A GPU backend is another
+//! module with the same operations.
+
+pub mod attention;
+pub mod blocks;
+pub mod dot;
+pub mod matmul;
+pub mod ops;
+
+pub use matmul::Matrix;

@@ -1,0 +1,141 @@
+//! Element-wise and row-wise operations of the Llama block: RMSNorm, rotary
+//! embeddings, SwiGLU, softmax. Numerics follow ggml's CPU code.
+
+/// `out = x / rms(x) * weight`, row by row (rows of `weight.len()`).
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let n = weight.len();
+    for (row, o) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        // As ggml: squares in f32, summed in f64. The normed values are
+        // quantized next, so even last-bit differences flip roundings.
+        let sum: f64 = row.iter().map(|v| (v * v) as f64).sum();
+        let scale = 1.0 / ((sum / n as f64) as f32 + eps).sqrt();
+        for ((o, v), w) in o.iter_mut().zip(row).zip(weight) {
+            *o = v * scale * w;
+        }
+    }
+}
+
+/// Rotary embedding angles for one model: `theta_i = pos * scale * base^(-2i/d) / factor_i`.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    rope_dim: usize,
+    theta_scale: f32,
+    position_scale: f32,
+    freq_factors: Option<Vec<f32>>,
+}
+
+impl Rope {
+    /// `rope_dim` leading dimensions of each head rotate; `position_scale`
+    /// is 1/factor under linear scaling; `freq_factors` is the optional
+    /// `rope_freqs.weight` tensor (one divisor per pair).
+    pub fn new(
+        rope_dim: usize,
+        base: f32,
+        position_scale: f32,
+        freq_factors: Option<Vec<f32>>,
+    ) -> Self {
+        Self {
+            rope_dim,
+            theta_scale: base.powf(-2.0 / rope_dim as f32),
+            position_scale,
+            freq_factors,
+        }
+    }
+
+    /// Fills `cos`/`sin` (`rope_dim / 2` each) for position `pos`.
+    pub fn angles(&self, pos: usize, cos: &mut [f32], sin: &mut [f32]) {
+        // Repeated multiplication, as ggml's rope cache does, keeps our angles
+        // bit-close to llama.cpp's.
+        let mut theta = pos as f32;
+        for i in 0..self.rope_dim / 2 {
+            let ff = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
+            let t = self.position_scale * (theta / ff);
+            cos[i] = t.cos();
+            sin[i] = t.sin();
+            theta *= self.theta_scale;
+        }
+    }
+
+    /// Rotates adjacent pairs `(x[2i], x[2i+1])` of every head in `row`
+    /// (llama.cpp's "normal" rope mode, used by the `llama` architecture).
+    pub fn apply(&self, row: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
+        for head in row.chunks_exact_mut(head_dim) {
+            for i in 0..self.rope_dim / 2 {
+                let (x0, x1) = (head[2 * i], head[2 * i + 1]);
+                head[2 * i] = x0 * cos[i] - x1 * sin[i];
+                head[2 * i + 1] = x0 * sin[i] + x1 * cos[i];
+            }
+        }
+    }
+
+    /// Number of rotated dimensions per head.
+    pub fn dim(&self) -> usize {
+        self.rope_dim
+    }
+}
+
+/// `gate = silu(gate) * up`, the SwiGLU of Llama's feed-forward block.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// `x += y`.
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// In-place softmax.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_gives_unit_rms() {
+        let x = [3.0, -4.0, 0.0, 5.0];
+        let mut out = [0.0; 4];
+        rms_norm(&x, &[1.0; 4], 0.0, &mut out);
+        let rms = (out.iter().map(|v| v * v).sum::<f32>() / 4.0).sqrt();
+        assert!((rms - 1.0).abs() < 1e-5, "rms {rms}");
+    }
+
+    #[test]
+    fn rope_at_zero_is_identity_and_preserves_norm() {
+        let rope = Rope::new(8, 10000.0, 1.0, None);
+        let (mut c, mut s) = ([0.0; 4], [0.0; 4]);
+        let orig: Vec<f32> = (0..16).map(|i| i as f32 * 0.3 - 2.0).collect();
+        let mut x = orig.clone();
+        rope.angles(0, &mut c, &mut s);
+        rope.apply(&mut x, 8, &c, &s);
+        assert_eq!(x, orig);
+        rope.angles(17, &mut c, &mut s);
+        rope.apply(&mut x, 8, &c, &s);
+        let n = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
+        assert!((n(&x) - n(&orig)).abs() < 1e-3);
+        assert_ne!(x, orig);
+    }
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut x = [1.0, 2.0, 3.0, -1000.0];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
+    }
+}

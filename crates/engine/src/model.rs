@@ -1,0 +1,278 @@
+//! The Llama forward pass over a packed batch: several sequences, each with
+//! its own new tokens (a long prefill or a single decode token) and its own
+//! KV cache, go through every layer together so each weight is read once
+//! per step for the whole batch.
+
+use rayon::prelude::*;
+
+use crate::config::{LlamaConfig, RopeScaling};
+use crate::cpu::attention::{attend_head, AttentionShape};
+use crate::cpu::ops::{add_assign, rms_norm, swiglu, Rope};
+use crate::cpu::Matrix;
+use crate::error::{EngineError, Result};
+use crate::gguf::GgufFile;
+use crate::kv_cache::KvCache;
+
+/// One transformer block's weights.
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Matrix,
+    wk: Matrix,
+    wv: Matrix,
+    wo: Matrix,
+    ffn_norm: Vec<f32>,
+    w_gate: Matrix,
+    w_up: Matrix,
+    w_down: Matrix,
+}
+
+/// A loaded Llama model.
+#[derive(Debug)]
+pub struct Llama {
+    config: LlamaConfig,
+    embed: Matrix,
+    layers: Vec<Layer>,
+    output_norm: Vec<f32>,
+    /// `None` when the output projection is tied to the embeddings.
+    output: Option<Matrix>,
+    rope: Rope,
+}
+
+/// One sequence's part of a batch: the tokens to append and its cache.
+pub struct SeqStep<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+}
+
+fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+    let m = Matrix::from_view(&file.tensor(name)?)?;
+    if (m.rows(), m.cols()) != (rows, cols) {
+        return Err(EngineError::tensor(
+            name,
+            format!(
+                "shape is [{}, {}], the metadata implies [{rows}, {cols}]",
+                m.rows(),
+                m.cols()
+            ),
+        ));
+    }
+    Ok(m)
+}
+
+fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
+    let m = matrix(file, name, 1, len)?;
+    let mut v = vec![0f32; len];
+    m.row(0, &mut v)?;
+    Ok(v)
+}
+
+impl Llama {
+    /// Loads weights and configuration from a GGUF file.
+    pub fn load(file: &GgufFile) -> Result<Self> {
+        let c = LlamaConfig::from_gguf(file)?;
+        let (h, q, kv, f) = (c.hidden, c.q_dim(), c.kv_dim(), c.ffn);
+        let layers = (0..c.n_layer)
+            .map(|i| {
+                let n = |t: &str| format!("blk.{i}.{t}.weight");
+                Ok(Layer {
+                    attn_norm: vector(file, &n("attn_norm"), h)?,
+                    wq: matrix(file, &n("attn_q"), q, h)?,
+                    wk: matrix(file, &n("attn_k"), kv, h)?,
+                    wv: matrix(file, &n("attn_v"), kv, h)?,
+                    wo: matrix(file, &n("attn_output"), h, q)?,
+                    ffn_norm: vector(file, &n("ffn_norm"), h)?,
+                    w_gate: matrix(file, &n("ffn_gate"), f, h)?,
+                    w_up: matrix(file, &n("ffn_up"), f, h)?,
+                    w_down: matrix(file, &n("ffn_down"), h, f)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let output = if file.has_tensor("output.weight") {
+            Some(matrix(file, "output.weight", c.vocab_size, h)?)
+        } else {
+            None
+        };
+        let freq_factors = if file.has_tensor("rope_freqs.weight") {
+            Some(vector(file, "rope_freqs.weight", c.rope_dim / 2)?)
+        } else {
+            None
+        };
+        let position_scale = match c.rope_scaling {
+            RopeScaling::None => 1.0,
+            RopeScaling::Linear { factor } => 1.0 / factor,
+        };
+        Ok(Self {
+            embed: matrix(file, "token_embd.weight", c.vocab_size, h)?,
+            output_norm: vector(file, "output_norm.weight", h)?,
+            rope: Rope::new(c.rope_dim, c.rope_base, position_scale, freq_factors),
+            layers,
+            output,
+            config: c,
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// An empty KV cache for one sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config.n_layer, self.config.kv_dim())
+    }
+
+    /// Runs one step for a batch of sequences; appends their tokens to their
+    /// caches and returns the logits after each sequence's last new token,
+    /// `[steps.len(), vocab]`. On error no cache changes.
+    pub fn forward(&self, steps: &mut [SeqStep<'_>]) -> Result<Vec<f32>> {
+        let c = &self.config;
+        for s in steps.iter() {
+            if s.tokens.is_empty() {
+                return Err(EngineError::InvalidRequest(
+                    "a sequence in the batch has no tokens".into(),
+                ));
+            }
+            if let Some(bad) = s.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+                return Err(EngineError::InvalidRequest(format!(
+                    "token id {bad} is outside the vocabulary of {} tokens",
+                    c.vocab_size
+                )));
+            }
+            let needed = s.cache.len() + s.tokens.len();
+            if needed > c.context_length {
+                return Err(EngineError::ContextFull {
+                    needed,
+                    limit: c.context_length,
+                });
+            }
+        }
+        let (h, qd, kvd, hd) = (c.hidden, c.q_dim(), c.kv_dim(), c.head_dim);
+        // Which sequence and absolute position each packed row belongs to.
+        let mut row_seq = Vec::new();
+        let mut row_pos = Vec::new();
+        for (i, s) in steps.iter().enumerate() {
+            let start = s.cache.len();
+            row_seq.extend(std::iter::repeat_n(i, s.tokens.len()));
+            row_pos.extend(start..start + s.tokens.len());
+        }
+        let t = row_seq.len();
+
+        let mut x = vec![0f32; t * h];
+        for (row, tok) in x
+            .chunks_exact_mut(h)
+            .zip(steps.iter().flat_map(|s| s.tokens))
+        {
+            self.embed.row(*tok as usize, row)?;
+        }
+        let half = self.rope.dim() / 2;
+        let mut cos = vec![0f32; t * half];
+        let mut sin = vec![0f32; t * half];
+        for (r, &p) in row_pos.iter().enumerate() {
+            self.rope.angles(
+                p,
+                &mut cos[r * half..(r + 1) * half],
+                &mut sin[r * half..(r + 1) * half],
+            );
+        }
+
+        let mut xn = vec![0f32; t * h];
+        let mut q = vec![0f32; t * qd];
+        let mut k = vec![0f32; t * kvd];
+        let mut v = vec![0f32; t * kvd];
+        let mut attn = vec![0f32; t * qd];
+        let mut o = vec![0f32; t * h];
+        let mut gate = vec![0f32; t * c.ffn];
+        let mut up = vec![0f32; t * c.ffn];
+        let shape = AttentionShape {
+            n_head: c.n_head,
+            n_kv_head: c.n_kv_head,
+            head_dim: hd,
+        };
+        let group = c.n_head / c.n_kv_head;
+
+        let result = (|| -> Result<()> {
+            for (li, layer) in self.layers.iter().enumerate() {
+                rms_norm(&x, &layer.attn_norm, c.rms_eps, &mut xn);
+                layer.wq.matmul(&xn, t, &mut q)?;
+                layer.wk.matmul(&xn, t, &mut k)?;
+                layer.wv.matmul(&xn, t, &mut v)?;
+                for r in 0..t {
+                    let (cs, sn) = (
+                        &cos[r * half..(r + 1) * half],
+                        &sin[r * half..(r + 1) * half],
+                    );
+                    self.rope.apply(&mut q[r * qd..(r + 1) * qd], hd, cs, sn);
+                    self.rope.apply(&mut k[r * kvd..(r + 1) * kvd], hd, cs, sn);
+                }
+                let mut first = 0;
+                for s in steps.iter_mut() {
+                    let n = s.tokens.len();
+                    s.cache.append(
+                        li,
+                        &k[first * kvd..(first + n) * kvd],
+                        &v[first * kvd..(first + n) * kvd],
+                    );
+                    first += n;
+                }
+                let caches: Vec<&KvCache> = steps.iter().map(|s| &*s.cache).collect();
+                attn.par_chunks_mut(hd).enumerate().for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(scores, buf), (i, out)| {
+                        let (r, head) = (i / c.n_head, i % c.n_head);
+                        let n_pos = row_pos[r] + 1;
+                        let (keys, values) = caches[row_seq[r]].layer(li, n_pos);
+                        let qh = &q[r * qd + head * hd..r * qd + (head + 1) * hd];
+                        attend_head(
+                            shape,
+                            qh,
+                            keys,
+                            values,
+                            head / group,
+                            n_pos,
+                            scores,
+                            buf,
+                            out,
+                        );
+                    },
+                );
+                layer.wo.matmul(&attn, t, &mut o)?;
+                add_assign(&mut x, &o);
+
+                rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut xn);
+                layer.w_gate.matmul(&xn, t, &mut gate)?;
+                layer.w_up.matmul(&xn, t, &mut up)?;
+                swiglu(&mut gate, &up);
+                layer.w_down.matmul(&gate, t, &mut o)?;
+                add_assign(&mut x, &o);
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for s in steps.iter_mut() {
+                s.cache.rollback();
+            }
+            return Err(e);
+        }
+        for s in steps.iter_mut() {
+            s.cache.commit(s.tokens.len());
+        }
+
+        // Only each sequence's last row needs logits.
+        let n = steps.len();
+        let mut last = Vec::with_capacity(n * h);
+        let mut end = 0;
+        for s in steps.iter() {
+            end += s.tokens.len();
+            last.extend_from_slice(&x[(end - 1) * h..end * h]);
+        }
+        let mut normed = vec![0f32; n * h];
+        rms_norm(&last, &self.output_norm, c.rms_eps, &mut normed);
+        let mut logits = vec![0f32; n * c.vocab_size];
+        self.output
+            .as_ref()
+            .unwrap_or(&self.embed)
+            .matmul(&normed, n, &mut logits)?;
+        Ok(logits)
+    }
+}

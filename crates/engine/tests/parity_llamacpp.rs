@@ -1,0 +1,127 @@
+//! The engine against llama.cpp on the real model: same token ids, same
+//! greedy continuations, near-identical logits.
+
+mod support;
+
+use serde_json::json;
+use servebench_engine::{generate, Engine, GenerateParams, SeqStep};
+
+/// Prompts for the greedy test: plain text and chat-templated.
+const PLAIN: &[&str] = &[
+    "The capital of France is",
+    "Write a 500 word long story about llamas",
+    "def fibonacci(n):\n    ",
+    "1, 2, 3, 4, 5,",
+    "Once upon a time, in a land far away,",
+    "The quick brown fox",
+];
+const CHAT: &[&str] = &[
+    "What is the capital of France?",
+    "Write a 500 word long story about llamas",
+    "Give me three tips for staying healthy.",
+    "Translate 'good morning' into Spanish.",
+    "What is 12 times 7?",
+];
+
+#[test]
+fn greedy_tokens_and_logits_match_llamacpp() {
+    let Some(path) = support::real_model() else {
+        return;
+    };
+    let engine = Engine::load(&path).unwrap();
+    let prompts: Vec<Vec<u32>> = PLAIN
+        .iter()
+        .map(|p| engine.encode_prompt(p, false).unwrap())
+        .chain(CHAT.iter().map(|p| engine.encode_prompt(p, true).unwrap()))
+        .collect();
+    let request = json!({
+        "model": path,
+        "generate": prompts.iter().map(|p| json!({"prompt_ids": p, "n": 32})).collect::<Vec<_>>(),
+    });
+    let Some(reference) = support::llamacpp(&request) else {
+        return;
+    };
+    let mut failures = Vec::new();
+    for (i, prompt) in prompts.iter().enumerate() {
+        let r = &reference["generate"][i];
+        let want: Vec<u32> = serde_json::from_value(r["greedy_ids"].clone()).unwrap();
+        let want_logits: Vec<f32> = serde_json::from_value(r["last_logits"].clone()).unwrap();
+        let mut cache = engine.model.new_cache();
+        let logits = engine
+            .model
+            .forward(&mut [SeqStep {
+                tokens: prompt,
+                cache: &mut cache,
+            }])
+            .unwrap();
+        let cos = support::cosine(&logits, &want_logits);
+        let g = generate(
+            &engine.model,
+            &engine.tokenizer,
+            prompt.clone(),
+            GenerateParams {
+                max_new_tokens: 32,
+                ..Default::default()
+            },
+            |_, _| {},
+        )
+        .unwrap();
+        eprintln!(
+            "prompt {i}: cosine {cos:.6}, ours {:?}",
+            engine.tokenizer.decode(&g.generated_ids, false)
+        );
+        if cos < 0.999 {
+            failures.push(format!("prompt {i}: cosine {cos}"));
+        }
+        if g.generated_ids != want {
+            failures.push(format!(
+                "prompt {i}: greedy ids differ\n ours {:?}\n llama.cpp {:?}",
+                g.generated_ids, want
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn eight_prompts_decoded_together_equal_each_alone() {
+    let Some(path) = support::real_model() else {
+        return;
+    };
+    let engine = Engine::load(&path).unwrap();
+    let prompts: Vec<Vec<u32>> = PLAIN
+        .iter()
+        .take(4)
+        .map(|p| engine.encode_prompt(p, false).unwrap())
+        .chain(
+            CHAT.iter()
+                .take(4)
+                .map(|p| engine.encode_prompt(p, true).unwrap()),
+        )
+        .collect();
+    assert_eq!(prompts.len(), 8);
+    let lengths: std::collections::HashSet<usize> = prompts.iter().map(|p| p.len()).collect();
+    assert!(lengths.len() >= 6, "prompts should differ in length");
+    let params = GenerateParams {
+        max_new_tokens: 24,
+        ..Default::default()
+    };
+    let together = servebench_engine::generate_batch(
+        &engine.model,
+        &engine.tokenizer,
+        prompts.clone(),
+        &params,
+    )
+    .unwrap();
+    for (p, t) in prompts.into_iter().zip(together) {
+        let alone = generate(
+            &engine.model,
+            &engine.tokenizer,
+            p,
+            params.clone(),
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(alone.generated_ids, t.generated_ids);
+    }
+}

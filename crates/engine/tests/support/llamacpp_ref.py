@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Reference outputs from llama.cpp (llama-cpp-python) for servebench's parity tests.
+
+Reads one JSON request on stdin and writes one JSON answer on stdout:
+  {"model": PATH, "tokenize": [TEXT...], "generate": [{"prompt_ids": [...], "n": 32}...]}
+->{"tokenize": [[ids]...], "generate": [{"greedy_ids": [...], "last_logits": [...]}...]}
+Tokenization is llama.cpp's with add_bos=False, special=True (as the engine's
+`tokenize` is compared); greedy generation stops at any end-of-generation token.
+Exit code 3 when llama_cpp is not installed, so tests can tell "missing" from "broken".
+"""
+import json
+import sys
+
+try:
+    import llama_cpp
+    from llama_cpp import Llama
+except ImportError:
+    sys.stderr.write("llama-cpp-python is not installed (pip install llama-cpp-python==0.3.36)\n")
+    sys.exit(3)
+
+
+def main():
+    req = json.load(sys.stdin)
+    llm = Llama(model_path=req["model"], n_ctx=2048, n_threads=2, logits_all=True, verbose=False)
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    out = {"tokenize": [], "generate": []}
+    for text in req.get("tokenize", []):
+        out["tokenize"].append(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+    for g in req.get("generate", []):
+        llm.reset()
+        llm.eval(g["prompt_ids"])
+        last = [float(x) for x in llm.scores[llm.n_tokens - 1]]
+        gen = []
+        for _ in range(g.get("n", 32)):
+            row = llm.scores[llm.n_tokens - 1]
+            nxt = int(max(range(len(row)), key=lambda i: row[i]))
+            if llama_cpp.llama_vocab_is_eog(vocab, nxt):
+                break
+            gen.append(nxt)
+            llm.eval([nxt])
+        out["generate"].append({"greedy_ids": gen, "last_logits": last})
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+//! Shared helpers of the engine's integration tests: finding the real model
+//! and asking llama.cpp (through llama-cpp-python) for reference outputs.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// Whether missing peers must fail the run instead of skipping (`.ci/run` sets it).
+pub fn peers_required() -> bool {
+    std::env::var("SERVEBENCH_REQUIRE_PEERS").is_ok_and(|v| v == "1")
+}
+
+/// Skips (or, in CI, fails) a test whose prerequisite is missing.
+pub fn skip(why: &str) {
+    if peers_required() {
+        panic!("SERVEBENCH_REQUIRE_PEERS=1 but {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+}
+
+/// The real SmolLM2 GGUF: `$SERVEBENCH_MODEL`, else the fetched cache copy.
+pub fn real_model() -> Option<PathBuf> {
+    let path = std::env::var_os("SERVEBENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(servebench_engine::fetch::default_model_path);
+    if path.is_file() {
+        Some(path)
+    } else {
+        skip(&format!(
+            "the real model is not at {} (run `servebench fetch-model`)",
+            path.display()
+        ));
+        None
+    }
+}
+
+/// Runs the llama.cpp reference script on `request`; `None` when
+/// llama-cpp-python is not installed.
+pub fn llamacpp(request: &serde_json::Value) -> Option<serde_json::Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/llamacpp_ref.py");
+    let mut child = match Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            skip(&format!("python3 cannot run: {e}"));
+            return None;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(request.to_string().as_bytes())
+        .expect("writing to the reference script");
+    let out = child.wait_with_output().expect("reference script ran");
+    if out.status.code() == Some(3) {
+        skip("llama-cpp-python is not installed (pip install llama-cpp-python==0.3.36)");
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "reference script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("reference script printed JSON"))
+}
+
+/// Cosine similarity of two vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
