@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use crate::config::{LlamaConfig, RopeScaling};
-use crate::cpu::attention::{attend_head, AttentionShape};
+use crate::cpu::attention::{attend_head, AttentionShape, Order, Scratch};
 use crate::cpu::ops::{add_assign, rms_norm, swiglu, Rope};
 use crate::cpu::Matrix;
 use crate::error::{EngineError, Result};
@@ -157,6 +157,7 @@ impl Llama {
             row_pos.extend(start..start + s.tokens.len());
         }
         let t = row_seq.len();
+        let steps_len: Vec<usize> = steps.iter().map(|s| s.tokens.len()).collect();
 
         let mut x = vec![0f32; t * h];
         for (row, tok) in x
@@ -217,10 +218,15 @@ impl Llama {
                 }
                 let caches: Vec<&KvCache> = steps.iter().map(|s| &*s.cache).collect();
                 attn.par_chunks_mut(hd).enumerate().for_each_init(
-                    || (Vec::new(), Vec::new()),
-                    |(scores, buf), (i, out)| {
+                    Scratch::default,
+                    |scratch, (i, out)| {
                         let (r, head) = (i / c.n_head, i % c.n_head);
                         let n_pos = row_pos[r] + 1;
+                        let order = if steps_len[row_seq[r]] > 1 {
+                            Order::Prefill
+                        } else {
+                            Order::Decode
+                        };
                         let (keys, values) = caches[row_seq[r]].layer(li, n_pos);
                         let qh = &q[r * qd + head * hd..r * qd + (head + 1) * hd];
                         attend_head(
@@ -230,8 +236,8 @@ impl Llama {
                             values,
                             head / group,
                             n_pos,
-                            scores,
-                            buf,
+                            order,
+                            scratch,
                             out,
                         );
                     },
@@ -242,7 +248,9 @@ impl Llama {
                 rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut xn);
                 layer.w_gate.matmul(&xn, t, &mut gate)?;
                 layer.w_up.matmul(&xn, t, &mut up)?;
-                swiglu(&mut gate, &up);
+                for (g, u) in gate.chunks_mut(c.ffn).zip(up.chunks(c.ffn)) {
+                    swiglu(g, u);
+                }
                 layer.w_down.matmul(&gate, t, &mut o)?;
                 add_assign(&mut x, &o);
             }

@@ -1,10 +1,12 @@
 //! Causal multi-head attention with grouped KV heads over a sequence's
-//! cache: one query row attends to cached positions `0..=pos`.
+//! cache: one query row attends to cached positions `0..pos`. The rounding
+//! follows llama.cpp's default (non-flash) CPU path: f16 cache, query and
+//! softmax weights rounded to f16, ggml's dot-product order and `expf`.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-use super::ops::softmax;
+use super::ggml_numerics::{self as g, LANES, STEP};
 
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -12,6 +14,25 @@ pub struct AttentionShape {
     pub n_head: usize,
     pub n_kv_head: usize,
     pub head_dim: usize,
+}
+
+/// Which of llama.cpp's two f16 product routines a row's attention mirrors:
+/// tinyBLAS when its sequence brings two or more tokens to the step
+/// (prefill), `ggml_vec_dot_f16` for a single token (decode). Chosen per
+/// sequence so that batching never changes a sequence's numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Prefill,
+    Decode,
+}
+
+/// Reusable buffers of one worker.
+#[derive(Default)]
+pub struct Scratch {
+    scores: Vec<f32>,
+    q16: Vec<f32>,
+    row: Vec<f32>,
+    acc: Vec<f32>,
 }
 
 /// `out` (one head's `head_dim` values) = softmax(q·Kᵀ/√d) · V over the
@@ -24,38 +45,119 @@ pub fn attend_head(
     values: &[f16],
     kv_head: usize,
     n_pos: usize,
-    scores: &mut Vec<f32>,
-    row: &mut Vec<f32>,
+    order: Order,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::dot::best().name == "avx2" {
+        // SAFETY: the avx2 kernels are only chosen on CPUs with AVX2+FMA+F16C.
+        unsafe { attend_fma(shape, q, keys, values, kv_head, n_pos, order, scratch, out) };
+        return;
+    }
+    attend(shape, q, keys, values, kv_head, n_pos, order, scratch, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_fma(
+    shape: AttentionShape,
+    q: &[f32],
+    keys: &[f16],
+    values: &[f16],
+    kv_head: usize,
+    n_pos: usize,
+    order: Order,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) {
+    attend(shape, q, keys, values, kv_head, n_pos, order, scratch, out);
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    shape: AttentionShape,
+    q: &[f32],
+    keys: &[f16],
+    values: &[f16],
+    kv_head: usize,
+    n_pos: usize,
+    order: Order,
+    s: &mut Scratch,
     out: &mut [f32],
 ) {
     let d = shape.head_dim;
+    let gemm = order == Order::Prefill && d.is_multiple_of(LANES);
     let kv_dim = shape.n_kv_head * d;
     let scale = 1.0 / (d as f32).sqrt();
-    scores.clear();
-    row.resize(2 * d, 0.0);
-    let (row, q16) = row.split_at_mut(d);
-    // ggml multiplies an f16 cache by activations converted to f16, for
-    // Q·K and for softmax·V alike; rounding the same way keeps our logits
-    // within llama.cpp's own f16-vs-f32 cache spread.
-    for (r, v) in q16.iter_mut().zip(q) {
-        *r = f16::from_f32(*v).to_f32();
-    }
+    // ggml converts the query to the cache's type before Q·K.
+    s.q16.clear();
+    s.q16.extend(q.iter().map(|v| f16::from_f32(*v).to_f32()));
+    s.row.resize(d, 0.0);
+    s.scores.clear();
     for p in 0..n_pos {
         let at = p * kv_dim + kv_head * d;
-        keys[at..at + d].convert_to_f32_slice(row);
-        let dot: f32 = q16.iter().zip(row.iter()).map(|(a, b)| a * b).sum();
-        scores.push(dot * scale);
+        keys[at..at + d].convert_to_f32_slice(&mut s.row);
+        let dot = if gemm {
+            g::dot_gemm(&s.row, &s.q16)
+        } else {
+            None
+        };
+        s.scores
+            .push(dot.unwrap_or_else(|| g::dot(&s.row, &s.q16)) * scale);
     }
-    softmax(scores);
-    for w in scores.iter_mut() {
-        *w = f16::from_f32(*w).to_f32();
-    }
-    out.fill(0.0);
-    for (p, w) in scores.iter().enumerate() {
+    softmax_f16(&mut s.scores);
+    // softmax · V over the transposed V rows: position p lands in lane
+    // p % 64 (vec_dot's 4x16 accumulators) or p % 16 (tinyBLAS's one
+    // accumulator); each lane holds a whole head row.
+    let slots = if gemm { LANES } else { STEP };
+    s.acc.clear();
+    s.acc.resize(slots * d, 0.0);
+    for (p, w) in s.scores.iter().enumerate() {
         let at = p * kv_dim + kv_head * d;
-        values[at..at + d].convert_to_f32_slice(row);
-        for (o, v) in out.iter_mut().zip(row.iter()) {
-            *o += w * v;
+        values[at..at + d].convert_to_f32_slice(&mut s.row);
+        let lane = &mut s.acc[(p % slots) * d..(p % slots + 1) * d];
+        for (a, v) in lane.iter_mut().zip(&s.row) {
+            *a = w.mul_add(*v, *a);
         }
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = if gemm {
+            let mut lanes = [0f32; LANES];
+            for (l, x) in lanes.iter_mut().enumerate() {
+                *x = s.acc[l * d + i];
+            }
+            g::reduce16(&lanes)
+        } else {
+            let mut lanes = [[0f32; LANES]; 4];
+            for (j, vec) in lanes.iter_mut().enumerate() {
+                for (l, x) in vec.iter_mut().enumerate() {
+                    *x = s.acc[(j * LANES + l) * d + i];
+                }
+            }
+            g::reduce_step(&lanes)
+        };
+    }
+}
+
+/// ggml's `soft_max` (16-lane exp chunks summed in f64), then each weight
+/// rounded to f16 as the following f16 matmul does.
+#[inline(always)]
+fn softmax_f16(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f64;
+    for chunk in x.chunks_mut(LANES) {
+        let mut v = [0f32; LANES];
+        for (a, b) in v.iter_mut().zip(chunk.iter()) {
+            *a = g::expf(b - max);
+        }
+        chunk.copy_from_slice(&v[..chunk.len()]);
+        sum += g::reduce16(&v) as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for w in x.iter_mut() {
+        *w = f16::from_f32(*w * inv).to_f32();
     }
 }

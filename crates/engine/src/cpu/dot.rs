@@ -162,7 +162,8 @@ mod avx2 {
         for (w, x) in w.iter().zip(x) {
             let dw = f16_to_f32(w.d);
             let dx = f16_to_f32(x.d);
-            offsets += f16_to_f32(w.m) * f16_to_f32(x.s);
+            // GCC contracts ggml's `summs += m * s` into an FMA.
+            offsets = f16_to_f32(w.m).mul_add(f16_to_f32(x.s), offsets);
             let qw = nibbles(&w.qs);
             let qx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
             acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), mul_sum_us8(qw, qx), acc);

@@ -74,9 +74,34 @@ impl Rope {
     }
 }
 
-/// `gate = silu(gate) * up`, the SwiGLU of Llama's feed-forward block.
+/// `gate = silu(gate) * up`, the SwiGLU of Llama's feed-forward block,
+/// with ggml's vectorised `expf` on whole 16-lane chunks and libm's on the
+/// tail, as `ggml_vec_swiglu_f32` does.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, u) in gate.iter_mut().zip(up) {
+    #[cfg(target_arch = "x86_64")]
+    if super::dot::best().name == "avx2" {
+        // SAFETY: the avx2 kernels are only chosen on CPUs with FMA.
+        unsafe { swiglu_fma(gate, up) };
+        return;
+    }
+    swiglu_body(gate, up);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn swiglu_fma(gate: &mut [f32], up: &[f32]) {
+    swiglu_body(gate, up);
+}
+
+#[inline(always)]
+fn swiglu_body(gate: &mut [f32], up: &[f32]) {
+    use super::ggml_numerics::{expf, LANES};
+    // Rows are `ffn` wide; ggml's vector loop runs per row.
+    let whole = gate.len() - gate.len() % LANES;
+    for (g, u) in gate[..whole].iter_mut().zip(up) {
+        *g = *g / (1.0 + expf(0.0 - *g)) * u;
+    }
+    for (g, u) in gate[whole..].iter_mut().zip(&up[whole..]) {
         *g = *g / (1.0 + (-*g).exp()) * u;
     }
 }
