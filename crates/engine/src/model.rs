@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use crate::config::{LlamaConfig, RopeScaling};
-use crate::cpu::attention::{attend_head, AttentionShape, Order, Scratch};
+use crate::cpu::attention::{attend_head, AttentionShape, HeadInput, Order, Scratch};
 use crate::cpu::ops::{add_assign, rms_norm, swiglu, Rope};
 use crate::cpu::Matrix;
 use crate::error::{EngineError, Result};
@@ -231,12 +231,14 @@ impl Llama {
                         let qh = &q[r * qd + head * hd..r * qd + (head + 1) * hd];
                         attend_head(
                             shape,
-                            qh,
-                            keys,
-                            values,
-                            head / group,
-                            n_pos,
-                            order,
+                            &HeadInput {
+                                q: qh,
+                                keys,
+                                values,
+                                kv_head: head / group,
+                                n_pos,
+                                order,
+                            },
                             scratch,
                             out,
                         );

@@ -35,59 +35,55 @@ pub struct Scratch {
     acc: Vec<f32>,
 }
 
+/// What one head of one query row attends to.
+pub struct HeadInput<'a> {
+    pub q: &'a [f32],
+    pub keys: &'a [f16],
+    pub values: &'a [f16],
+    pub kv_head: usize,
+    /// Cached positions visible to this row (`0..n_pos`).
+    pub n_pos: usize,
+    pub order: Order,
+}
+
 /// `out` (one head's `head_dim` values) = softmax(q·Kᵀ/√d) · V over the
 /// first `n_pos` cached positions of KV head `kv_head`.
-#[allow(clippy::too_many_arguments)]
 pub fn attend_head(
     shape: AttentionShape,
-    q: &[f32],
-    keys: &[f16],
-    values: &[f16],
-    kv_head: usize,
-    n_pos: usize,
-    order: Order,
+    input: &HeadInput<'_>,
     scratch: &mut Scratch,
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
     if super::dot::best().name == "avx2" {
         // SAFETY: the avx2 kernels are only chosen on CPUs with AVX2+FMA+F16C.
-        unsafe { attend_fma(shape, q, keys, values, kv_head, n_pos, order, scratch, out) };
+        unsafe { attend_fma(shape, input, scratch, out) };
         return;
     }
-    attend(shape, q, keys, values, kv_head, n_pos, order, scratch, out);
+    attend(shape, input, scratch, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn attend_fma(
     shape: AttentionShape,
-    q: &[f32],
-    keys: &[f16],
-    values: &[f16],
-    kv_head: usize,
-    n_pos: usize,
-    order: Order,
+    input: &HeadInput<'_>,
     scratch: &mut Scratch,
     out: &mut [f32],
 ) {
-    attend(shape, q, keys, values, kv_head, n_pos, order, scratch, out);
+    attend(shape, input, scratch, out);
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend(
-    shape: AttentionShape,
-    q: &[f32],
-    keys: &[f16],
-    values: &[f16],
-    kv_head: usize,
-    n_pos: usize,
-    order: Order,
-    s: &mut Scratch,
-    out: &mut [f32],
-) {
+fn attend(shape: AttentionShape, input: &HeadInput<'_>, s: &mut Scratch, out: &mut [f32]) {
+    let HeadInput {
+        q,
+        keys,
+        values,
+        kv_head,
+        n_pos,
+        order,
+    } = *input;
     let d = shape.head_dim;
     let gemm = order == Order::Prefill && d.is_multiple_of(LANES);
     let kv_dim = shape.n_kv_head * d;
