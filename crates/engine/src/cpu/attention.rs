@@ -55,7 +55,7 @@ pub fn attend_head(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if super::dot::best().name == "avx2" {
+    if super::dot::best().fma {
         // SAFETY: the avx2 kernels are only chosen on CPUs with AVX2+FMA+F16C.
         unsafe { attend_fma(shape, input, scratch, out) };
         return;
@@ -99,10 +99,9 @@ fn attend(shape: AttentionShape, input: &HeadInput<'_>, s: &mut Scratch, out: &m
         let dot = if gemm {
             g::dot_gemm(&s.row, &s.q16)
         } else {
-            None
+            g::dot(&s.row, &s.q16)
         };
-        s.scores
-            .push(dot.unwrap_or_else(|| g::dot(&s.row, &s.q16)) * scale);
+        s.scores.push(dot * scale);
     }
     softmax_f16(&mut s.scores);
     // softmax · V over the transposed V rows: position p lands in lane
@@ -138,22 +137,12 @@ fn attend(shape: AttentionShape, input: &HeadInput<'_>, s: &mut Scratch, out: &m
     }
 }
 
-/// ggml's `soft_max` (16-lane exp chunks summed in f64), then each weight
-/// rounded to f16 as the following f16 matmul does.
+/// ggml's `soft_max`, then each weight rounded to f16 as the following
+/// f16 matmul does.
 #[inline(always)]
 fn softmax_f16(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f64;
-    for chunk in x.chunks_mut(LANES) {
-        let mut v = [0f32; LANES];
-        for (a, b) in v.iter_mut().zip(chunk.iter()) {
-            *a = g::expf(b - max);
-        }
-        chunk.copy_from_slice(&v[..chunk.len()]);
-        sum += g::reduce16(&v) as f64;
-    }
-    let inv = (1.0 / sum) as f32;
+    g::softmax(x);
     for w in x.iter_mut() {
-        *w = f16::from_f32(*w * inv).to_f32();
+        *w = f16::from_f32(*w).to_f32();
     }
 }

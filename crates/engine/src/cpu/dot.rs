@@ -11,6 +11,9 @@ use super::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 #[derive(Clone, Copy)]
 pub struct Kernels {
     pub name: &'static str,
+    /// The CPU has FMA (and AVX2, F16C): other ggml-exact code may use
+    /// `target_feature` paths.
+    pub fma: bool,
     pub q4_0_q8_0: fn(&[BlockQ4_0], &[BlockQ8_0]) -> f32,
     pub q4_1_q8_1: fn(&[BlockQ4_1], &[BlockQ8_1]) -> f32,
     pub q8_0_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
@@ -19,6 +22,7 @@ pub struct Kernels {
 /// Portable kernels, the reference the SIMD ones are tested against.
 pub const PORTABLE: Kernels = Kernels {
     name: "portable",
+    fma: false,
     q4_0_q8_0: portable::q4_0_q8_0,
     q4_1_q8_1: portable::q4_1_q8_1,
     q8_0_q8_0: portable::q8_0_q8_0,
@@ -100,6 +104,7 @@ mod avx2 {
             && is_x86_feature_detected!("f16c");
         ok.then_some(Kernels {
             name: "avx2",
+            fma: true,
             q4_0_q8_0,
             q4_1_q8_1,
             q8_0_q8_0,

@@ -80,25 +80,51 @@ pub fn dot(x: &[f32], y: &[f32]) -> f32 {
 
 /// tinyBLAS's dot (llama.cpp's `llamafile_sgemm`, used for f16 products
 /// when a step has two or more query rows): one 16-lane accumulator chained
-/// over the whole length, then one reduction. `None` when tinyBLAS would
-/// decline (length not a multiple of 16).
+/// over the whole length, then one reduction. tinyBLAS declines lengths that
+/// are not a multiple of 16; callers then use [`dot`].
 #[inline(always)]
-pub fn dot_gemm(x: &[f32], y: &[f32]) -> Option<f32> {
-    if !x.len().is_multiple_of(LANES) {
-        return None;
-    }
+pub fn dot_gemm(x: &[f32], y: &[f32]) -> f32 {
+    debug_assert!(x.len().is_multiple_of(LANES));
     let mut acc = [0f32; LANES];
     for (xc, yc) in x.chunks_exact(LANES).zip(y.chunks_exact(LANES)) {
         for l in 0..LANES {
             acc[l] = xc[l].mul_add(yc[l], acc[l]);
         }
     }
-    Some(reduce16(&acc))
+    reduce16(&acc)
+}
+
+/// ggml's `soft_max` in place: 16-lane chunks of `expf`, each chunk's
+/// reduction summed in f64, then scaled by the f32 inverse.
+#[inline(always)]
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f64;
+    for chunk in x.chunks_mut(LANES) {
+        let mut v = [0f32; LANES];
+        for (a, b) in v.iter_mut().zip(chunk.iter()) {
+            *a = expf(b - max);
+        }
+        chunk.copy_from_slice(&v[..chunk.len()]);
+        sum += reduce16(&v) as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for w in x.iter_mut() {
+        *w *= inv;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut x = [1.0, 2.0, 3.0, -1000.0];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
+    }
 
     #[test]
     fn expf_is_within_two_ulp_of_libm_and_handles_extremes() {

@@ -1,5 +1,5 @@
 //! Element-wise and row-wise operations of the Llama block: RMSNorm, rotary
-//! embeddings, SwiGLU, softmax. Numerics follow ggml's CPU code.
+//! embeddings, SwiGLU. Numerics follow ggml's CPU code.
 
 /// `out = x / rms(x) * weight`, row by row (rows of `weight.len()`).
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
@@ -79,7 +79,7 @@ impl Rope {
 /// tail, as `ggml_vec_swiglu_f32` does.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::dot::best().name == "avx2" {
+    if super::dot::best().fma {
         // SAFETY: the avx2 kernels are only chosen on CPUs with FMA.
         unsafe { swiglu_fma(gate, up) };
         return;
@@ -113,20 +113,6 @@ pub fn add_assign(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// In-place softmax.
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,13 +140,5 @@ mod tests {
         let n = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
         assert!((n(&x) - n(&orig)).abs() < 1e-3);
         assert_ne!(x, orig);
-    }
-
-    #[test]
-    fn softmax_sums_to_one() {
-        let mut x = [1.0, 2.0, 3.0, -1000.0];
-        softmax(&mut x);
-        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
     }
 }
