@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::chat_template::{ChatTemplate, Message};
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
-use crate::model::Llama;
+use crate::model::{Llama, LoadOptions};
 use crate::tokenizer::Tokenizer;
 
 /// Model, tokenizer and template.
@@ -19,9 +19,14 @@ pub struct Engine {
 impl Engine {
     /// Loads everything from `path`.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    /// Loads everything from `path`, converting weights as `options` say.
+    pub fn load_with(path: &Path, options: &LoadOptions) -> Result<Self> {
         let file = GgufFile::open(path)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
-        let model = Llama::load(&file)?;
+        let model = Llama::load_with(&file, options)?;
         if tokenizer.vocab().len() != model.config().vocab_size {
             return Err(EngineError::metadata(
                 "tokenizer.ggml.tokens",

@@ -15,6 +15,9 @@ use crate::tokenizer::{StreamDecoder, Tokenizer};
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateParams {
     pub max_new_tokens: usize,
+    /// End-of-generation tokens and stop sequences are ignored until this
+    /// many tokens are generated (vLLM's `min_tokens`).
+    pub min_new_tokens: usize,
     pub stop: Vec<String>,
     pub ignore_eos: bool,
     pub sampling: SamplingParams,
@@ -24,6 +27,7 @@ impl Default for GenerateParams {
     fn default() -> Self {
         Self {
             max_new_tokens: 32,
+            min_new_tokens: 0,
             stop: Vec::new(),
             ignore_eos: false,
             sampling: SamplingParams::default(),
@@ -123,6 +127,14 @@ impl Sequence {
     /// Takes the logits after the last step, picks a token and updates
     /// text and finish state. Returns the token and the text it completed.
     pub fn accept(&mut self, tok: &Tokenizer, logits: &mut [f32]) -> (u32, String) {
+        let below_min = self.generated_ids.len() < self.params.min_new_tokens;
+        if below_min && !self.params.ignore_eos {
+            for &id in tok.eog_ids() {
+                if let Some(l) = logits.get_mut(id as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
         let id = self.sampler.sample(logits, &self.history);
         self.history.push(id);
         if !self.params.ignore_eos && tok.is_eog(id) {
@@ -135,7 +147,9 @@ impl Sequence {
         let piece = self.decoder.push(tok, id);
         let before = self.text.len();
         self.text.push_str(&piece);
-        if self.hit_stop(before) {
+        // vLLM checks stop strings once the count, this token included,
+        // reaches min_tokens.
+        if self.generated_ids.len() >= self.params.min_new_tokens && self.hit_stop(before) {
             self.finish = Some(FinishReason::StopSequence);
         } else if self.generated_ids.len() >= self.params.max_new_tokens
             || self.cache.len() + 1 >= self.context_length

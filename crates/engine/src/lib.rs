@@ -19,5 +19,5 @@ pub mod tokenizer;
 pub use engine::Engine;
 pub use error::{EngineError, Result};
 pub use generate::{generate, generate_batch, FinishReason, GenerateParams, Generation, Sequence};
-pub use model::{Llama, SeqStep};
+pub use model::{Llama, LoadOptions, SeqStep};
 pub use sampling::SamplingParams;

@@ -3,6 +3,7 @@
 //! KV cache, go through every layer together so each weight is read once
 //! per step for the whole batch.
 
+use candle_core::quantized::GgmlDType;
 use rayon::prelude::*;
 
 use crate::config::{LlamaConfig, RopeScaling};
@@ -67,29 +68,58 @@ fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
     Ok(v)
 }
 
+/// How to load a model.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoadOptions {
+    /// Store the layers' weight matrices as this type instead of the file's.
+    /// The token embedding and output projection change only when the
+    /// target is F16 or F32: like llama.cpp's quantizer we never make them
+    /// coarser, since they dominate the output quality of small models.
+    pub quantize: Option<GgmlDType>,
+}
+
 impl Llama {
-    /// Loads weights and configuration from a GGUF file.
+    /// Loads weights and configuration from a GGUF file as stored.
     pub fn load(file: &GgufFile) -> Result<Self> {
+        Self::load_with(file, &LoadOptions::default())
+    }
+
+    /// Loads a GGUF file, converting weights as `options` say.
+    pub fn load_with(file: &GgufFile, options: &LoadOptions) -> Result<Self> {
         let c = LlamaConfig::from_gguf(file)?;
         let (h, q, kv, f) = (c.hidden, c.q_dim(), c.kv_dim(), c.ffn);
+        let linear = |name: &str, rows, cols| {
+            let m = matrix(file, name, rows, cols)?;
+            match options.quantize {
+                Some(t) => m.requantize(name, t),
+                None => Ok(m),
+            }
+        };
+        let widen = |name: &str, rows, cols| {
+            let m = matrix(file, name, rows, cols)?;
+            match options.quantize {
+                Some(t @ (GgmlDType::F16 | GgmlDType::F32)) => m.requantize(name, t),
+                _ => Ok(m),
+            }
+        };
         let layers = (0..c.n_layer)
             .map(|i| {
                 let n = |t: &str| format!("blk.{i}.{t}.weight");
                 Ok(Layer {
                     attn_norm: vector(file, &n("attn_norm"), h)?,
-                    wq: matrix(file, &n("attn_q"), q, h)?,
-                    wk: matrix(file, &n("attn_k"), kv, h)?,
-                    wv: matrix(file, &n("attn_v"), kv, h)?,
-                    wo: matrix(file, &n("attn_output"), h, q)?,
+                    wq: linear(&n("attn_q"), q, h)?,
+                    wk: linear(&n("attn_k"), kv, h)?,
+                    wv: linear(&n("attn_v"), kv, h)?,
+                    wo: linear(&n("attn_output"), h, q)?,
                     ffn_norm: vector(file, &n("ffn_norm"), h)?,
-                    w_gate: matrix(file, &n("ffn_gate"), f, h)?,
-                    w_up: matrix(file, &n("ffn_up"), f, h)?,
-                    w_down: matrix(file, &n("ffn_down"), h, f)?,
+                    w_gate: linear(&n("ffn_gate"), f, h)?,
+                    w_up: linear(&n("ffn_up"), f, h)?,
+                    w_down: linear(&n("ffn_down"), h, f)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let output = if file.has_tensor("output.weight") {
-            Some(matrix(file, "output.weight", c.vocab_size, h)?)
+            Some(widen("output.weight", c.vocab_size, h)?)
         } else {
             None
         };
@@ -103,7 +133,7 @@ impl Llama {
             RopeScaling::Linear { factor } => 1.0 / factor,
         };
         Ok(Self {
-            embed: matrix(file, "token_embd.weight", c.vocab_size, h)?,
+            embed: widen("token_embd.weight", c.vocab_size, h)?,
             output_norm: vector(file, "output_norm.weight", h)?,
             rope: Rope::new(c.rope_dim, c.rope_base, position_scale, freq_factors),
             layers,

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use servebench_engine::synthetic::{parse_quant, preset, write_model, VocabKind};
 use servebench_engine::{
-    generate, generate_batch, Engine, FinishReason, GenerateParams, SamplingParams, SeqStep,
+    generate, generate_batch, Engine, FinishReason, GenerateParams, LoadOptions, SamplingParams,
+    SeqStep, Sequence,
 };
 
 fn tiny(dir: &Path, quant: &str, vocab: VocabKind) -> PathBuf {
@@ -72,6 +73,51 @@ fn every_weight_type_loads_and_agrees_with_f32() {
 }
 
 #[test]
+fn requantizing_at_load_changes_the_layers_and_keeps_the_model() {
+    let dir = tempdir();
+    let path = tiny(&dir, "f32", VocabKind::Bpe);
+    let reference = Engine::load(&path).unwrap();
+    let ids = reference.encode_prompt("A llama eats grass", false).unwrap();
+    let want = last_logits(&reference, &ids);
+    for (quant, min_cos) in [("f16", 0.9999), ("q8_0", 0.999), ("q4_1", 0.94)] {
+        let options = LoadOptions {
+            quantize: Some(parse_quant(quant).unwrap()),
+        };
+        let e = Engine::load_with(&path, &options).unwrap();
+        let cos = support::cosine(&last_logits(&e, &ids), &want);
+        assert!(cos >= min_cos, "--quantize {quant}: cosine {cos} < {min_cos}");
+        assert!(cos < 1.0 || quant == "f16", "--quantize {quant} changed nothing");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn min_new_tokens_holds_back_the_end_of_generation() {
+    let dir = tempdir();
+    let e = Engine::load(&tiny(&dir, "q8_0", VocabKind::Bpe)).unwrap();
+    let eos = e.tokenizer.eos().unwrap();
+    let params = GenerateParams {
+        max_new_tokens: 5,
+        min_new_tokens: 2,
+        ..Default::default()
+    };
+    let mut seq = Sequence::new(&e.model, vec![1, 2, 3], params).unwrap();
+    let eos_first = || {
+        let mut l = vec![0f32; e.model.config().vocab_size];
+        l[eos as usize] = 10.0;
+        l
+    };
+    for _ in 0..2 {
+        let (id, _) = seq.accept(&e.tokenizer, &mut eos_first());
+        assert_ne!(id, eos);
+        assert!(seq.finish.is_none());
+    }
+    let (id, _) = seq.accept(&e.tokenizer, &mut eos_first());
+    assert_eq!((id, seq.finish), (eos, Some(FinishReason::EosToken)));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn batched_decoding_equals_one_at_a_time() {
     let dir = tempdir();
     let e = Engine::load(&tiny(&dir, "q4_1", VocabKind::Bpe)).unwrap();
@@ -128,8 +174,9 @@ fn same_seed_same_sample_and_stop_sequences_end_generation() {
     let free = sampled(5);
     let stop: String = free.text.chars().skip(2).take(3).collect();
     assert!(!stop.is_empty());
-    let p = GenerateParams {
+    let mut p = GenerateParams {
         max_new_tokens: 16,
+        min_new_tokens: 0,
         ignore_eos: true,
         stop: vec![stop.clone()],
         sampling: SamplingParams {
@@ -140,9 +187,12 @@ fn same_seed_same_sample_and_stop_sequences_end_generation() {
             ..Default::default()
         },
     };
-    let stopped = generate(&e.model, &e.tokenizer, ids.clone(), p, |_, _| {}).unwrap();
+    let stopped = generate(&e.model, &e.tokenizer, ids.clone(), p.clone(), |_, _| {}).unwrap();
     assert_eq!(stopped.finish_reason, FinishReason::StopSequence);
     assert!(stopped.text.contains(&stop) && stopped.generated_ids.len() < 16);
+    p.min_new_tokens = 16;
+    let held = generate(&e.model, &e.tokenizer, ids.clone(), p, |_, _| {}).unwrap();
+    assert_eq!(held.generated_ids.len(), 16);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -49,6 +49,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let prompt_ids = engine.encode_prompt(&a.prompt, a.chat)?;
     let params = GenerateParams {
         max_new_tokens: a.max_new_tokens,
+        min_new_tokens: 0,
         stop: a.stop,
         ignore_eos: a.ignore_eos,
         sampling: SamplingParams {

@@ -48,20 +48,31 @@ impl Matrix {
                 ))
             }
         };
-        if cols % view.dtype.block_size() != 0 {
+        Self::from_bytes(view.name, view.dtype, rows, cols, view.bytes)
+    }
+
+    /// A `[rows, cols]` matrix of `dtype` from its GGUF bytes (`name` is for
+    /// errors).
+    pub fn from_bytes(
+        name: &str,
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<Self> {
+        if cols % dtype.block_size() != 0 {
             return Err(EngineError::tensor(
-                view.name,
+                name,
                 format!(
-                    "row length {cols} is not a multiple of the {:?} block size {}",
-                    view.dtype,
-                    view.dtype.block_size()
+                    "row length {cols} is not a multiple of the {dtype:?} block size {}",
+                    dtype.block_size()
                 ),
             ));
         }
-        let storage = match view.dtype {
-            GgmlDType::Q4_0 => Storage::Q4_0(parse_blocks(view.bytes)),
-            GgmlDType::Q4_1 => Storage::Q4_1(parse_blocks(view.bytes)),
-            GgmlDType::Q8_0 => Storage::Q8_0(parse_blocks(view.bytes)),
+        let storage = match dtype {
+            GgmlDType::Q4_0 => Storage::Q4_0(parse_blocks(bytes)),
+            GgmlDType::Q4_1 => Storage::Q4_1(parse_blocks(bytes)),
+            GgmlDType::Q8_0 => Storage::Q8_0(parse_blocks(bytes)),
             GgmlDType::F32
             | GgmlDType::F16
             | GgmlDType::BF16
@@ -72,17 +83,13 @@ impl Matrix {
             | GgmlDType::Q2K
             | GgmlDType::Q3K
             | GgmlDType::Q5_0
-            | GgmlDType::Q5_1 => {
-                Storage::Candle(view.dtype.from_data(std::borrow::Cow::Borrowed(view.bytes)))
-            }
-            GgmlDType::Q8_1 => {
-                return Err(EngineError::tensor(view.name, "Q8_1 is not a weight type"))
-            }
+            | GgmlDType::Q5_1 => Storage::Candle(dtype.from_data(std::borrow::Cow::Borrowed(bytes))),
+            GgmlDType::Q8_1 => return Err(EngineError::tensor(name, "Q8_1 is not a weight type")),
         };
         Ok(Self {
             rows,
             cols,
-            dtype: view.dtype,
+            dtype,
             storage,
         })
     }

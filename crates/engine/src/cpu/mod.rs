@@ -8,5 +8,6 @@ pub mod dot;
 pub mod ggml_numerics;
 pub mod matmul;
 pub mod ops;
+mod requantize;
 
 pub use matmul::Matrix;

@@ -240,6 +240,12 @@ impl Tokenizer {
         self.eog.contains(&id)
     }
 
+    /// Every token that ends generation (EOS, EOT, and control tokens
+    /// such as `<|im_end|>`).
+    pub fn eog_ids(&self) -> &[u32] {
+        &self.eog
+    }
+
     /// The end-of-sequence token.
     pub fn eos(&self) -> Option<u32> {
         self.eos
