@@ -21,6 +21,8 @@ enum Command {
     Tokenize(commands::tokenize::Args),
     /// Download the default model (SmolLM2-135M-Instruct Q4_1) and print its path.
     FetchModel,
+    /// Serve a model over TGI's and OpenAI's HTTP APIs.
+    Serve(commands::serve::Args),
     /// Write a GGUF model with random weights in a preset's shape.
     MakeModel(commands::make_model::Args),
     /// Measure prefill and decode tokens/s of the engine (like llama-bench).
@@ -35,6 +37,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", servebench_engine::fetch::fetch_default()?.display());
             Ok(())
         }
+        Command::Serve(a) => commands::serve::run(a),
         Command::MakeModel(a) => commands::make_model::run(a),
         Command::EngineBench(a) => commands::engine_bench::run(a),
     }

@@ -147,6 +147,13 @@ impl Llama {
         &self.config
     }
 
+    /// The storage type of the layers' weights (e.g. `Q4_1`).
+    pub fn weight_type(&self) -> GgmlDType {
+        self.layers
+            .first()
+            .map_or(self.embed.dtype(), |l| l.wq.dtype())
+    }
+
     /// An empty KV cache for one sequence.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.config.n_layer, self.config.kv_dim())

@@ -77,7 +77,9 @@ fn requantizing_at_load_changes_the_layers_and_keeps_the_model() {
     let dir = tempdir();
     let path = tiny(&dir, "f32", VocabKind::Bpe);
     let reference = Engine::load(&path).unwrap();
-    let ids = reference.encode_prompt("A llama eats grass", false).unwrap();
+    let ids = reference
+        .encode_prompt("A llama eats grass", false)
+        .unwrap();
     let want = last_logits(&reference, &ids);
     for (quant, min_cos) in [("f16", 0.9999), ("q8_0", 0.999), ("q4_1", 0.94)] {
         let options = LoadOptions {
@@ -85,8 +87,14 @@ fn requantizing_at_load_changes_the_layers_and_keeps_the_model() {
         };
         let e = Engine::load_with(&path, &options).unwrap();
         let cos = support::cosine(&last_logits(&e, &ids), &want);
-        assert!(cos >= min_cos, "--quantize {quant}: cosine {cos} < {min_cos}");
-        assert!(cos < 1.0 || quant == "f16", "--quantize {quant} changed nothing");
+        assert!(
+            cos >= min_cos,
+            "--quantize {quant}: cosine {cos} < {min_cos}"
+        );
+        assert!(
+            cos < 1.0 || quant == "f16",
+            "--quantize {quant} changed nothing"
+        );
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

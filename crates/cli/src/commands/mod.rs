@@ -3,12 +3,13 @@
 pub mod engine_bench;
 pub mod generate;
 pub mod make_model;
+pub mod serve;
 pub mod tokenize;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use servebench_engine::{fetch, Engine};
+use servebench_engine::{fetch, Engine, LoadOptions};
 
 /// `--model` and `--threads`, shared by commands that run a model.
 #[derive(clap::Args, Debug)]
@@ -24,9 +25,15 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Sets up the thread pool, then resolves and loads the model.
     pub fn load(&self) -> anyhow::Result<(PathBuf, Engine)> {
+        self.load_with(&LoadOptions::default())
+    }
+
+    /// [`Self::load`], converting weights as `options` say.
+    pub fn load_with(&self, options: &LoadOptions) -> anyhow::Result<(PathBuf, Engine)> {
         self.init_threads()?;
         let path = fetch::resolve_model(&self.model)?;
-        let engine = Engine::load(&path).with_context(|| format!("loading {}", path.display()))?;
+        let engine = Engine::load_with(&path, options)
+            .with_context(|| format!("loading {}", path.display()))?;
         Ok((path, engine))
     }
 

@@ -60,7 +60,7 @@ impl Matrix {
         cols: usize,
         bytes: &[u8],
     ) -> Result<Self> {
-        if cols % dtype.block_size() != 0 {
+        if !cols.is_multiple_of(dtype.block_size()) {
             return Err(EngineError::tensor(
                 name,
                 format!(
@@ -83,7 +83,9 @@ impl Matrix {
             | GgmlDType::Q2K
             | GgmlDType::Q3K
             | GgmlDType::Q5_0
-            | GgmlDType::Q5_1 => Storage::Candle(dtype.from_data(std::borrow::Cow::Borrowed(bytes))),
+            | GgmlDType::Q5_1 => {
+                Storage::Candle(dtype.from_data(std::borrow::Cow::Borrowed(bytes)))
+            }
             GgmlDType::Q8_1 => return Err(EngineError::tensor(name, "Q8_1 is not a weight type")),
         };
         Ok(Self {

@@ -15,7 +15,7 @@ impl Matrix {
             return Ok(self);
         }
         let (rows, cols) = (self.rows(), self.cols());
-        if cols % dtype.block_size() != 0 {
+        if !cols.is_multiple_of(dtype.block_size()) {
             return Err(EngineError::tensor(
                 name,
                 format!(
@@ -72,13 +72,18 @@ mod tests {
                 }
             }
         }
-        assert_eq!(m.requantize("w", GgmlDType::Q8_0).unwrap().dtype(), GgmlDType::Q8_0);
+        assert_eq!(
+            m.requantize("w", GgmlDType::Q8_0).unwrap().dtype(),
+            GgmlDType::Q8_0
+        );
     }
 
     #[test]
     fn rows_that_do_not_fill_blocks_are_refused_with_the_tensor_name() {
         let (_, m) = q8_matrix(2, 32);
-        let err = m.requantize("blk.0.attn_q.weight", GgmlDType::Q4K).unwrap_err();
+        let err = m
+            .requantize("blk.0.attn_q.weight", GgmlDType::Q4K)
+            .unwrap_err();
         assert!(err.to_string().contains("blk.0.attn_q.weight"), "{err}");
     }
 }

@@ -1,0 +1,112 @@
+//! `servebench serve`: the HTTP server, with TGI's launcher flags.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use servebench_engine::synthetic::parse_quant;
+use servebench_engine::LoadOptions;
+use servebench_server::ServerConfig;
+
+use super::ModelArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Store the layers' weights as this type at load time
+    /// (q4_0, q4_1, q8_0, f16, f32), so one file gives several deployments.
+    #[arg(long)]
+    quantize: Option<String>,
+    /// Name reported by /info and /v1/models (default: the file name).
+    #[arg(long)]
+    model_id: Option<String>,
+    /// Requests in flight before new ones get 429.
+    #[arg(long, default_value_t = 128)]
+    max_concurrent_requests: usize,
+    /// Longest prompt in tokens (default: max-total-tokens - 1).
+    #[arg(long)]
+    max_input_tokens: Option<usize>,
+    /// Longest prompt + generation (default: min(context, 2048)).
+    #[arg(long)]
+    max_total_tokens: Option<usize>,
+    /// Prompt tokens that may join the batch in one step (default: max-input-tokens + 50).
+    #[arg(long)]
+    max_batch_prefill_tokens: Option<usize>,
+    /// Tokens all running sequences may reach together (default: 32 x max-total-tokens).
+    #[arg(long)]
+    max_batch_total_tokens: Option<usize>,
+    /// Sequences in the running batch (default: only the token budgets limit it).
+    #[arg(long)]
+    max_batch_size: Option<usize>,
+    #[arg(long, default_value_t = 0.3)]
+    waiting_served_ratio: f32,
+    #[arg(long, default_value_t = 20)]
+    max_waiting_tokens: usize,
+    #[arg(long, default_value_t = 4)]
+    max_stop_sequences: usize,
+    #[arg(long, default_value_t = 1)]
+    max_best_of: usize,
+    /// Require `Authorization: Bearer KEY` on inference routes.
+    #[arg(long, env = "SERVEBENCH_API_KEY")]
+    api_key: Option<String>,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 2_000_000)]
+    payload_limit: usize,
+    /// Seconds a SIGTERM waits for in-flight requests.
+    #[arg(long, default_value_t = 60)]
+    shutdown_timeout: u64,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let options = LoadOptions {
+        quantize: a.quantize.as_deref().map(parse_quant).transpose()?,
+    };
+    let (path, engine) = a.model.load_with(&options)?;
+    let context = engine.model.config().context_length;
+    let name = path
+        .file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+    let mut c = ServerConfig::for_model(a.model_id.as_deref().unwrap_or(&name), context);
+    if let Some(t) = a.max_total_tokens {
+        c.max_total_tokens = t;
+        c.max_input_tokens = t.saturating_sub(1);
+        c.max_batch_prefill_tokens = c.max_input_tokens + 50;
+        c.max_batch_total_tokens = c.max_batch_total_tokens.max(t);
+    }
+    if let Some(t) = a.max_input_tokens {
+        c.max_input_tokens = t;
+        c.max_batch_prefill_tokens = c.max_batch_prefill_tokens.max(t + 50);
+    }
+    c.max_batch_prefill_tokens = a
+        .max_batch_prefill_tokens
+        .unwrap_or(c.max_batch_prefill_tokens);
+    c.max_batch_total_tokens = a.max_batch_total_tokens.unwrap_or(c.max_batch_total_tokens);
+    c.max_concurrent_requests = a.max_concurrent_requests;
+    c.max_batch_size = a.max_batch_size;
+    c.waiting_served_ratio = a.waiting_served_ratio;
+    c.max_waiting_tokens = a.max_waiting_tokens;
+    c.max_stop_sequences = a.max_stop_sequences;
+    c.max_best_of = a.max_best_of;
+    c.api_key = a.api_key;
+    c.payload_limit = a.payload_limit;
+    c.shutdown_timeout = Duration::from_secs(a.shutdown_timeout);
+    eprintln!(
+        "servebench: {} ({:?} weights), {}",
+        path.display(),
+        engine.model.weight_type(),
+        engine.tokenizer.describe()
+    );
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(servebench_server::serve(
+            Arc::new(engine),
+            c,
+            SocketAddr::new(a.host, a.port),
+        ))
+}

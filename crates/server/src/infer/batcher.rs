@@ -1,0 +1,190 @@
+//! The model thread: continuous batching. Between two forward passes it
+//! drops sequences whose client left, lets waiting requests join (their
+//! prefill runs in the same pass as the others' decode), then runs one
+//! packed forward pass and streams each sequence's new token.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use servebench_engine::{Engine, EngineError, FinishReason, SeqStep, Sequence};
+use tokio::sync::mpsc;
+
+use super::queue::{BatchLimits, BatchState, Budgeted, Queue};
+use super::{Ended, Entry, GeneratedToken, StreamEvent};
+use crate::metrics;
+
+impl Budgeted for Entry {
+    fn prompt_tokens(&self) -> usize {
+        self.request.prompt_ids.len()
+    }
+    fn total_tokens(&self) -> usize {
+        self.request.token_budget()
+    }
+}
+
+/// A sequence in the running batch.
+struct Running {
+    seq: Sequence,
+    entry: Entry,
+    joined_at: Instant,
+    generated: usize,
+}
+
+/// Marks the server unhealthy when the thread ends, even by a panic.
+struct AliveGuard<'a>(&'a AtomicBool);
+
+impl Drop for AliveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Runs until the channel closes and no work is left.
+pub(super) fn run(
+    engine: &Engine,
+    limits: BatchLimits,
+    mut rx: mpsc::UnboundedReceiver<Entry>,
+    alive: &AtomicBool,
+) {
+    let _guard = AliveGuard(alive);
+    let mut queue: Queue<Entry> = Queue::new(limits);
+    let mut running: Vec<Running> = Vec::new();
+    let mut open = true;
+    let mut steps_since_join = 0;
+    loop {
+        if running.is_empty() && queue.is_empty() {
+            if !open {
+                return;
+            }
+            match rx.blocking_recv() {
+                Some(e) => queue.push(e),
+                None => open = false,
+            }
+        }
+        while open {
+            match rx.try_recv() {
+                Ok(e) => queue.push(e),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+            }
+        }
+        let left = queue.remove_where(|e| e.events.is_closed());
+        let before = running.len();
+        running.retain(|r| !r.entry.events.is_closed());
+        metrics::dropped(left + before - running.len());
+
+        let joining = queue.next_batch(BatchState {
+            size: running.len(),
+            tokens: running.iter().map(|r| r.entry.total_tokens()).sum(),
+            steps_since_join,
+        });
+        let prefill = !joining.is_empty();
+        if prefill {
+            steps_since_join = 0;
+        }
+        let now = Instant::now();
+        for entry in joining {
+            let req = &entry.request;
+            match Sequence::new(&engine.model, req.prompt_ids.clone(), req.params.clone()) {
+                Ok(seq) => running.push(Running {
+                    seq,
+                    entry,
+                    joined_at: now,
+                    generated: 0,
+                }),
+                Err(e) => fail(&entry, &e),
+            }
+        }
+        metrics::batch_state(queue.len(), running.len());
+        if running.is_empty() {
+            continue;
+        }
+        match step(engine, &mut running) {
+            Ok(()) => {}
+            Err(e) => {
+                for r in running.drain(..) {
+                    fail(&r.entry, &e);
+                }
+            }
+        }
+        metrics::forward(prefill, now.elapsed());
+        steps_since_join += 1;
+    }
+}
+
+fn fail(entry: &Entry, e: &EngineError) {
+    metrics::failure("generation");
+    let _ = entry.events.send(StreamEvent::Error(e.to_string()));
+}
+
+/// One forward pass over the whole batch, then one token per sequence.
+fn step(engine: &Engine, running: &mut Vec<Running>) -> Result<(), EngineError> {
+    let inputs: Vec<Vec<u32>> = running
+        .iter()
+        .map(|r| r.seq.next_input().to_vec())
+        .collect();
+    let mut steps: Vec<SeqStep<'_>> = running
+        .iter_mut()
+        .zip(&inputs)
+        .map(|(r, tokens)| SeqStep {
+            tokens,
+            cache: &mut r.seq.cache,
+        })
+        .collect();
+    let mut logits = engine.model.forward(&mut steps)?;
+    drop(steps);
+    let vocab = engine.model.config().vocab_size;
+    let tok = &engine.tokenizer;
+    let mut finished = Vec::new();
+    for (i, (r, row)) in running
+        .iter_mut()
+        .zip(logits.chunks_exact_mut(vocab))
+        .enumerate()
+    {
+        let lse = r.entry.request.want_logprobs.then(|| log_sum_exp(row));
+        let (id, text) = r.seq.accept(tok, row);
+        r.generated += 1;
+        let token = GeneratedToken {
+            id,
+            text,
+            logprob: lse.map(|l| row[id as usize] - l),
+            special: tok.is_eog(id),
+        };
+        let event = match r.seq.finish {
+            Some(reason) => {
+                let end = ended(r, reason);
+                metrics::success(&r.entry.request, &end);
+                finished.push(i);
+                StreamEvent::Last(token, end)
+            }
+            None => StreamEvent::Token(token),
+        };
+        let last = matches!(event, StreamEvent::Last(..));
+        if r.entry.events.send(event).is_err() && !last {
+            metrics::dropped(1);
+            finished.push(i);
+        }
+    }
+    for i in finished.into_iter().rev() {
+        running.swap_remove(i);
+    }
+    Ok(())
+}
+
+fn ended(r: &Running, finish_reason: FinishReason) -> Ended {
+    let sampling = r.entry.request.params.sampling.is_sampling();
+    Ended {
+        finish_reason,
+        generated_tokens: r.generated,
+        prompt_tokens: r.seq.prompt_ids.len(),
+        seed: sampling.then(|| r.seq.seed()),
+        queue: r.joined_at.saturating_duration_since(r.entry.queued_at),
+        inference: r.joined_at.elapsed(),
+    }
+}
+
+fn log_sum_exp(x: &[f32]) -> f32 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = x.iter().map(|v| (v - max).exp()).sum();
+    max + sum.ln()
+}

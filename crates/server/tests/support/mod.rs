@@ -1,0 +1,145 @@
+//! Shared helpers of the server's integration tests: a real server on a
+//! loopback port (in this process, on its own runtime), the tiny synthetic
+//! model, and the real model when present.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+
+use servebench_engine::synthetic::{parse_quant, preset, write_model, VocabKind};
+use servebench_engine::Engine;
+use servebench_server::{Server, ServerConfig};
+
+/// Whether missing peers must fail the run instead of skipping (`.ci/run` sets it).
+pub fn peers_required() -> bool {
+    std::env::var("SERVEBENCH_REQUIRE_PEERS").is_ok_and(|v| v == "1")
+}
+
+/// Skips (or, in CI, fails) a test whose prerequisite is missing.
+pub fn skip(why: &str) {
+    if peers_required() {
+        panic!("SERVEBENCH_REQUIRE_PEERS=1 but {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+}
+
+/// The tiny random model (written once per test binary).
+pub fn tiny_engine() -> Arc<Engine> {
+    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let dir =
+                std::env::temp_dir().join(format!("servebench-server-test-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("tiny.gguf");
+            write_model(
+                preset("tiny").unwrap(),
+                parse_quant("q8_0").unwrap(),
+                VocabKind::Bpe,
+                3,
+                &path,
+            )
+            .unwrap();
+            let engine = Engine::load(&path).unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            Arc::new(engine)
+        })
+        .clone()
+}
+
+/// The real SmolLM2 model, or `None` (skipped) when it is not fetched.
+pub fn real_engine() -> Option<Arc<Engine>> {
+    let path = std::env::var_os("SERVEBENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(servebench_engine::fetch::default_model_path);
+    if !path.is_file() {
+        skip(&format!(
+            "the real model is not at {} (run `servebench fetch-model`)",
+            path.display()
+        ));
+        return None;
+    }
+    Some(Arc::new(Engine::load(&path).unwrap()))
+}
+
+/// Default limits for `engine`.
+pub fn config_for(engine: &Engine) -> ServerConfig {
+    ServerConfig::for_model("test-model", engine.model.config().context_length)
+}
+
+/// A server on 127.0.0.1 with a free port; stopped (gracefully) on drop.
+pub struct TestServer {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start(engine: Arc<Engine>, config: ServerConfig) -> Self {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let server = Server::bind(engine, config, "127.0.0.1:0".parse().unwrap())
+                    .await
+                    .unwrap();
+                addr_tx.send(server.local_addr()).unwrap();
+                server
+                    .run_until(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        let addr = addr_rx.recv().expect("server started");
+        Self {
+            url: format!("http://{addr}"),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            if !std::thread::panicking() {
+                t.join().expect("server thread");
+            }
+        }
+    }
+}
+
+/// The value of a Prometheus sample line `name{labels} value` (0 if absent).
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            (key == name_and_labels).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// Data payloads of an SSE body.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.trim_start().to_string())
+        .collect()
+}
