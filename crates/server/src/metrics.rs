@@ -61,9 +61,7 @@ pub fn failure(err: &'static str) {
 
 /// `n` requests whose client went away before the end.
 pub fn dropped(n: usize) {
-    if n > 0 {
-        counter!("tgi_request_failure", "err" => "dropped").increment(n as u64);
-    }
+    counter!("tgi_request_failure", "err" => "dropped").increment(n as u64);
 }
 
 /// A request finished.

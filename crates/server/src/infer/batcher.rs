@@ -71,7 +71,10 @@ pub(super) fn run(
         let left = queue.remove_where(|e| e.events.is_closed());
         let before = running.len();
         running.retain(|r| !r.entry.events.is_closed());
-        metrics::dropped(left + before - running.len());
+        if left + before - running.len() > 0 {
+            metrics::dropped(left + before - running.len());
+            metrics::batch_state(queue.len(), running.len());
+        }
 
         let joining = queue.next_batch(BatchState {
             size: running.len(),
@@ -99,15 +102,13 @@ pub(super) fn run(
         if running.is_empty() {
             continue;
         }
-        match step(engine, &mut running) {
-            Ok(()) => {}
-            Err(e) => {
-                for r in running.drain(..) {
-                    fail(&r.entry, &e);
-                }
+        if let Err(e) = step(engine, &mut running) {
+            for r in running.drain(..) {
+                fail(&r.entry, &e);
             }
         }
         metrics::forward(prefill, now.elapsed());
+        metrics::batch_state(queue.len(), running.len());
         steps_since_join += 1;
     }
 }
