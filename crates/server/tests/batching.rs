@@ -20,7 +20,12 @@ const PROMPTS: [&str; 8] = [
     "The study measured latency and throughput of many servers at several loads.",
 ];
 
-async fn texts(client: &reqwest::Client, url: &str, prompts: &[&str], together: bool) -> Vec<String> {
+async fn texts(
+    client: &reqwest::Client,
+    url: &str,
+    prompts: &[&str],
+    together: bool,
+) -> Vec<String> {
     let one = |p: &str| {
         let body = json!({"inputs": p, "parameters": {"max_new_tokens": 24, "ignore_eos": true}});
         let req = client.post(url).json(&body);

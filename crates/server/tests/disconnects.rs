@@ -16,13 +16,25 @@ async fn fifty_clients_that_disconnect_leave_the_batch_within_a_second() {
     let server = TestServer::start(engine.clone(), config_for(&engine));
     let client = reqwest::Client::new();
     let metrics = || async {
-        client.get(server.at("/metrics")).send().await.unwrap().text().await.unwrap()
+        client
+            .get(server.at("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     };
     let dropped_before = metric(&metrics().await, "tgi_request_failure{err=\"dropped\"}");
     let long = json!({"inputs": "A long story", "parameters": {"max_new_tokens": 300, "ignore_eos": true}});
     let mut streams = Vec::new();
     for _ in 0..50 {
-        let resp = client.post(server.at("/generate_stream")).json(&long).send().await.unwrap();
+        let resp = client
+            .post(server.at("/generate_stream"))
+            .json(&long)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         streams.push(resp.bytes_stream());
     }

@@ -12,7 +12,10 @@ async fn two_hundred_requests_against_sixteen_slots() {
     let mut config = config_for(&engine);
     config.max_concurrent_requests = 16;
     let server = TestServer::start(engine, config);
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let body = json!({"inputs": "Llamas", "parameters": {"max_new_tokens": 200, "ignore_eos": true, "details": true}});
     let tasks: Vec<_> = (0..200)
         .map(|_| {

@@ -56,19 +56,35 @@ fn pypi_clients_get_the_engines_greedy_outputs() {
     if out.status.code() == Some(3) {
         return skip("python packages text-generation, huggingface_hub, openai are not installed");
     }
-    assert!(out.status.success(), "clients.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "clients.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results: Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut checked = 0;
     for (mode, runs) in results.as_object().unwrap() {
         let chat = mode.starts_with("openai.chat");
         for (i, run) in runs.as_array().unwrap().iter().enumerate() {
             let (text, tokens) = engine_output(&engine, PROMPTS[i], chat);
-            assert_eq!(run["text"].as_str(), Some(text.as_str()), "{mode}, prompt {i}");
+            assert_eq!(
+                run["text"].as_str(),
+                Some(text.as_str()),
+                "{mode}, prompt {i}"
+            );
             if let Some(final_text) = run.get("final_text") {
-                assert_eq!(final_text.as_str(), Some(text.as_str()), "{mode} final text, prompt {i}");
+                assert_eq!(
+                    final_text.as_str(),
+                    Some(text.as_str()),
+                    "{mode} final text, prompt {i}"
+                );
             }
             if let Some(n) = run.get("tokens") {
-                assert_eq!(n.as_u64(), Some(tokens as u64), "{mode} token count, prompt {i}");
+                assert_eq!(
+                    n.as_u64(),
+                    Some(tokens as u64),
+                    "{mode} token count, prompt {i}"
+                );
             }
             checked += 1;
         }

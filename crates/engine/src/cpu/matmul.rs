@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::blocks::{
     parse_blocks, quantize_q8_0, quantize_q8_1, BlockQ4_0, BlockQ4_1, BlockQ8_0, FromBytes, QK,
 };
-use super::dot;
+use super::dot_rows::{self, ActScales, RowsKernel};
 use crate::error::{EngineError, Result};
 use crate::gguf::TensorView;
 
@@ -145,7 +145,7 @@ impl Matrix {
     pub fn matmul(&self, x: &[f32], n_tokens: usize, out: &mut [f32]) -> Result<()> {
         debug_assert_eq!(x.len(), n_tokens * self.cols);
         debug_assert_eq!(out.len(), n_tokens * self.rows);
-        let k = dot::best();
+        let k = dot_rows::best();
         match &self.storage {
             Storage::Q4_0(w) => {
                 let xq = quantize_rows(x, self.cols, quantize_q8_0);
@@ -190,15 +190,17 @@ unsafe impl Sync for OutPtr {}
 
 /// Weight rows are split among threads; each weight row is dotted with every
 /// activation row while it is hot in cache.
-fn rows_times<W: Sync, A: Sync>(
+fn rows_times<W: Sync, A: Sync + ActScales>(
     w: &[W],
     xq: &[A],
     n_tokens: usize,
     rows: usize,
     out: &mut [f32],
-    dot: fn(&[W], &[A]) -> f32,
+    dot_rows: RowsKernel<W, A>,
 ) {
     let bpr = w.len() / rows;
+    let scales: Vec<[f32; 2]> = xq.iter().map(ActScales::scales).collect();
+    let scales = &scales;
     let ptr = OutPtr(out.as_mut_ptr());
     let threads = rayon::current_num_threads().max(1);
     // Several chunks per thread balance uneven cores without much overhead.
@@ -208,13 +210,14 @@ fn rows_times<W: Sync, A: Sync>(
         .for_each(move |(c, wchunk)| {
             let ptr = ptr;
             let first = c * chunk;
+            let mut row_out = vec![0f32; n_tokens];
             for (i, wrow) in wchunk.chunks_exact(bpr).enumerate() {
                 let r = first + i;
-                for t in 0..n_tokens {
-                    let v = dot(wrow, &xq[t * bpr..(t + 1) * bpr]);
+                dot_rows(wrow, xq, scales, &mut row_out);
+                for (t, v) in row_out.iter().enumerate() {
                     // SAFETY: r < rows and t < n_tokens, so the index is in
                     // bounds, and only this worker owns row r.
-                    unsafe { *ptr.0.add(t * rows + r) = v };
+                    unsafe { *ptr.0.add(t * rows + r) = *v };
                 }
             }
         });

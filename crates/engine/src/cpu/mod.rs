@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod blocks;
 pub mod dot;
+pub mod dot_rows;
 pub mod ggml_numerics;
 pub mod matmul;
 pub mod ops;
