@@ -14,6 +14,11 @@ const PLAIN: &[&str] = &[
     "1, 2, 3, 4, 5,",
     "Once upon a time, in a land far away,",
     "The quick brown fox",
+    // One token: llama.cpp takes its single-row (vec_dot) path for a prompt.
+    "Hello",
+    // Special tokens typed into a plain prompt.
+    "<|im_start|>user\nWhat color is the sky?<|im_end|>\n<|im_start|>assistant\n",
+    "SELECT name FROM users WHERE",
 ];
 const CHAT: &[&str] = &[
     "What is the capital of France?",
@@ -21,15 +26,24 @@ const CHAT: &[&str] = &[
     "Give me three tips for staying healthy.",
     "Translate 'good morning' into Spanish.",
     "What is 12 times 7?",
+    "Explain photosynthesis to a ten year old.",
+    "Why do cats purr?",
 ];
 
-/// Leading greedy tokens that must equal llama.cpp's for every prompt. The
-/// issue asks for 32; this model amplifies last-bit differences (llama.cpp
-/// alone changes its greedy continuation when only its KV-cache type
-/// changes), and where ours still differs from ggml's rounding somewhere,
-/// continuations part after a while. The test prints how many prompts match
-/// all 32, and guards the prefix we do reproduce.
-const MIN_EQUAL_PREFIX: usize = 4;
+/// Greedy tokens compared per prompt: the issue's acceptance asks that the
+/// first 32 equal llama.cpp's (fewer where it stops at end-of-generation).
+const GREEDY_TOKENS: usize = 32;
+
+/// A prompt past 256 tokens: llama.cpp pads the attended cache to 256 slots,
+/// so this one attends over 512, with another f16 dot length and more
+/// masked positions in its softmax.
+fn long_prompt() -> String {
+    let paragraph = "In the early days of computing, programmers wrote software directly in \
+        machine code, carefully arranging instructions and data in memory. Over time, \
+        assemblers, compilers and operating systems made this work easier, and languages \
+        such as Fortran, COBOL, Lisp and C changed how people thought about programs. ";
+    format!("{}\nIn conclusion,", paragraph.repeat(6))
+}
 
 #[test]
 fn greedy_tokens_and_logits_match_llamacpp() {
@@ -41,10 +55,17 @@ fn greedy_tokens_and_logits_match_llamacpp() {
         .iter()
         .map(|p| engine.encode_prompt(p, false).unwrap())
         .chain(CHAT.iter().map(|p| engine.encode_prompt(p, true).unwrap()))
+        .chain(std::iter::once(
+            engine.encode_prompt(&long_prompt(), false).unwrap(),
+        ))
         .collect();
+    assert!(
+        prompts.iter().any(|p| p.len() > 256),
+        "the long prompt is long"
+    );
     let request = json!({
         "model": path,
-        "generate": prompts.iter().map(|p| json!({"prompt_ids": p, "n": 32})).collect::<Vec<_>>(),
+        "generate": prompts.iter().map(|p| json!({"prompt_ids": p, "n": GREEDY_TOKENS})).collect::<Vec<_>>(),
     });
     let Some(reference) = support::llamacpp(&request) else {
         return;
@@ -69,7 +90,7 @@ fn greedy_tokens_and_logits_match_llamacpp() {
             &engine.tokenizer,
             prompt.clone(),
             GenerateParams {
-                max_new_tokens: 32,
+                max_new_tokens: GREEDY_TOKENS,
                 ..Default::default()
             },
             |_, _| {},
@@ -93,10 +114,8 @@ fn greedy_tokens_and_logits_match_llamacpp() {
             "prompt {i}: {same} leading greedy tokens equal{}",
             if full { " (all)" } else { "" }
         );
-        if full {
-            all_equal += 1;
-        }
-        if same < MIN_EQUAL_PREFIX.min(want.len()) {
+        all_equal += usize::from(full);
+        if !full {
             failures.push(format!(
                 "prompt {i}: only {same} leading greedy tokens equal\n ours {:?}\n llama.cpp {:?}",
                 g.generated_ids, want
@@ -104,7 +123,7 @@ fn greedy_tokens_and_logits_match_llamacpp() {
         }
     }
     eprintln!(
-        "{all_equal} of {} prompts equal llama.cpp for all 32 greedy tokens",
+        "{all_equal} of {} prompts equal llama.cpp for all {GREEDY_TOKENS} greedy tokens",
         prompts.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));

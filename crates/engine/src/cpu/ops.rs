@@ -59,18 +59,38 @@ impl Rope {
     /// Rotates adjacent pairs `(x[2i], x[2i+1])` of every head in `row`
     /// (llama.cpp's "normal" rope mode, used by the `llama` architecture).
     pub fn apply(&self, row: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
-        for head in row.chunks_exact_mut(head_dim) {
-            for i in 0..self.rope_dim / 2 {
-                let (x0, x1) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = x0 * cos[i] - x1 * sin[i];
-                head[2 * i + 1] = x0 * sin[i] + x1 * cos[i];
-            }
+        #[cfg(target_arch = "x86_64")]
+        if super::dot::best().fma {
+            // SAFETY: the avx2 kernels are only chosen on CPUs with FMA.
+            unsafe { rotate_fma(row, head_dim, self.rope_dim, cos, sin) };
+            return;
         }
+        rotate(row, head_dim, self.rope_dim, cos, sin);
     }
 
     /// Number of rotated dimensions per head.
     pub fn dim(&self) -> usize {
         self.rope_dim
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn rotate_fma(row: &mut [f32], head_dim: usize, rope_dim: usize, cos: &[f32], sin: &[f32]) {
+    rotate(row, head_dim, rope_dim, cos, sin);
+}
+
+#[inline(always)]
+fn rotate(row: &mut [f32], head_dim: usize, rope_dim: usize, cos: &[f32], sin: &[f32]) {
+    for head in row.chunks_exact_mut(head_dim) {
+        for i in 0..rope_dim / 2 {
+            let (x0, x1) = (head[2 * i], head[2 * i + 1]);
+            // GCC contracts ggml's `x0*cos - x1*sin` and `x0*sin + x1*cos`
+            // into one FMA each, with the second product rounded first;
+            // checked bit for bit against llama.cpp's rope output.
+            head[2 * i] = x0.mul_add(cos[i], -(x1 * sin[i]));
+            head[2 * i + 1] = x0.mul_add(sin[i], x1 * cos[i]);
+        }
     }
 }
 
