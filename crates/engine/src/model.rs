@@ -287,9 +287,9 @@ impl Llama {
                 rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut xn);
                 layer.w_gate.matmul(&xn, t, &mut gate)?;
                 layer.w_up.matmul(&xn, t, &mut up)?;
-                for (g, u) in gate.chunks_mut(c.ffn).zip(up.chunks(c.ffn)) {
-                    swiglu(g, u);
-                }
+                gate.par_chunks_mut(c.ffn)
+                    .zip(up.par_chunks(c.ffn))
+                    .for_each(|(g, u)| swiglu(g, u));
                 layer.w_down.matmul(&gate, t, &mut o)?;
                 add_assign(&mut x, &o);
             }

@@ -33,6 +33,7 @@ pub struct Scratch {
     q16: Vec<f32>,
     row: Vec<f32>,
     acc: Vec<f32>,
+    tree: Vec<f32>,
 }
 
 /// What one head of one query row attends to.
@@ -108,8 +109,10 @@ fn attend(shape: AttentionShape, input: &HeadInput<'_>, s: &mut Scratch, out: &m
     // p % 64 (vec_dot's 4x16 accumulators) or p % 16 (tinyBLAS's one
     // accumulator); each lane holds a whole head row.
     let slots = if gemm { LANES } else { STEP };
+    // Lanes no position reaches stay +0.0; `reduce_lanes` leaves them out.
+    let used = n_pos.min(slots);
     s.acc.clear();
-    s.acc.resize(slots * d, 0.0);
+    s.acc.resize(used * d, 0.0);
     for (p, w) in s.scores.iter().enumerate() {
         let at = p * kv_dim + kv_head * d;
         values[at..at + d].convert_to_f32_slice(&mut s.row);
@@ -118,22 +121,63 @@ fn attend(shape: AttentionShape, input: &HeadInput<'_>, s: &mut Scratch, out: &m
             *a = w.mul_add(*v, *a);
         }
     }
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = if gemm {
-            let mut lanes = [0f32; LANES];
-            for (l, x) in lanes.iter_mut().enumerate() {
-                *x = s.acc[l * d + i];
+    reduce_lanes(&s.acc, d, slots, &mut s.tree, out);
+}
+
+/// `out[i]` = the reduction of lane values `acc[l * d + i]` over the
+/// `slots` lanes, in exactly the order of [`g::reduce_step`] (64 lanes) or
+/// [`g::reduce16`] (16 lanes). The tree is the same for every `i`, so it
+/// runs on whole rows and vectorizes, instead of gathering each `i`'s
+/// lanes with a stride of `d`. Lanes past `acc`'s end are +0.0 and are
+/// skipped: no lane or partial sum here can be -0.0 (each starts at +0.0
+/// and round-to-nearest never turns a sum into -0.0 unless both terms
+/// are), so adding +0.0 would change nothing.
+#[inline(always)]
+fn reduce_lanes(acc: &[f32], d: usize, slots: usize, tree: &mut Vec<f32>, out: &mut [f32]) {
+    let used = acc.len() / d;
+    let row = |l: usize| (l < used).then(|| &acc[l * d..(l + 1) * d]);
+    tree.clear();
+    tree.resize(LANES * d, 0.0);
+    // x0[lane] = (acc[0] + acc[2]) + (acc[1] + acc[3]) for the 4x16 layout;
+    // the lanes themselves for the 16-lane one.
+    for lane in 0..LANES.min(used) {
+        let x0 = &mut tree[lane * d..(lane + 1) * d];
+        let Some(a0) = row(lane) else { continue };
+        x0.copy_from_slice(a0);
+        if slots != STEP {
+            continue;
+        }
+        if let Some(a2) = row(2 * LANES + lane) {
+            for i in 0..d {
+                x0[i] += a2[i];
             }
-            g::reduce16(&lanes)
-        } else {
-            let mut lanes = [[0f32; LANES]; 4];
-            for (j, vec) in lanes.iter_mut().enumerate() {
-                for (l, x) in vec.iter_mut().enumerate() {
-                    *x = s.acc[(j * LANES + l) * d + i];
+        }
+        match (row(LANES + lane), row(3 * LANES + lane)) {
+            (Some(a1), Some(a3)) => {
+                for i in 0..d {
+                    x0[i] += a1[i] + a3[i];
                 }
             }
-            g::reduce_step(&lanes)
-        };
+            (Some(a1), None) => {
+                for i in 0..d {
+                    x0[i] += a1[i];
+                }
+            }
+            _ => {}
+        }
+    }
+    // reduce16 on rows: t3[k] = x0[k + 8] + x0[k], t6[k] = t3[k + 4] + t3[k].
+    for (width, shift) in [(8, 8), (4, 4)] {
+        for k in 0..width {
+            let (low, high) = tree.split_at_mut((k + shift) * d);
+            let (dst, src) = (&mut low[k * d..(k + 1) * d], &high[..d]);
+            for i in 0..d {
+                dst[i] += src[i];
+            }
+        }
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (tree[i] + tree[2 * d + i]) + (tree[d + i] + tree[3 * d + i]);
     }
 }
 
@@ -144,5 +188,40 @@ fn softmax_f16(x: &mut [f32]) {
     g::softmax(x);
     for w in x.iter_mut() {
         *w = f16::from_f32(*w).to_f32();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_reduction_equals_ggmls_per_value_reduction_bit_for_bit() {
+        let d = 64;
+        for (slots, used) in [
+            (LANES, LANES),
+            (LANES, 5),
+            (STEP, STEP),
+            (STEP, 1),
+            (STEP, 23),
+            (STEP, 40),
+        ] {
+            let mut acc: Vec<f32> = (0..slots * d)
+                .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 1.37e-3)
+                .collect();
+            acc[used * d..].fill(0.0);
+            let mut out = vec![0f32; d];
+            reduce_lanes(&acc[..used * d], d, slots, &mut Vec::new(), &mut out);
+            for (i, got) in out.iter().enumerate() {
+                let want = if slots == LANES {
+                    g::reduce16(&std::array::from_fn(|l| acc[l * d + i]))
+                } else {
+                    g::reduce_step(&std::array::from_fn(|j| {
+                        std::array::from_fn(|l| acc[(j * LANES + l) * d + i])
+                    }))
+                };
+                assert_eq!(got.to_bits(), want.to_bits(), "slots {slots}, i {i}");
+            }
+        }
     }
 }

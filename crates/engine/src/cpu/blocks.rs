@@ -121,6 +121,7 @@ pub fn parse_blocks<B: FromBytes>(bytes: &[u8]) -> Vec<B> {
 
 /// Scale and quantized values of one block of 32 activations, as ggml's
 /// AVX2 `quantize_row_q8_*` computes them (round half to even).
+#[inline(always)]
 fn quantize_block(x: &[f32]) -> (f32, [i8; 32]) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
@@ -134,6 +135,40 @@ fn quantize_block(x: &[f32]) -> (f32, [i8; 32]) {
 
 /// Quantizes a row (length a multiple of 32) to Q8_0.
 pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::dot::best().fma {
+        // SAFETY: `fma` is set only on CPUs with AVX2 (so SSE4.1) and FMA.
+        return unsafe { quantize_q8_0_simd(x, out) };
+    }
+    quantize_q8_0_body(x, out);
+}
+
+/// Quantizes a row (length a multiple of 32) to Q8_1.
+pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::dot::best().fma {
+        // SAFETY: as in `quantize_q8_0`.
+        return unsafe { quantize_q8_1_simd(x, out) };
+    }
+    quantize_q8_1_body(x, out);
+}
+
+// With SSE4.1 enabled, `round_ties_even` is one `roundss` instead of a call
+// to libm's `rintf` per value (same results).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_q8_0_simd(x: &[f32], out: &mut [BlockQ8_0]) {
+    quantize_q8_0_body(x, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_q8_1_simd(x: &[f32], out: &mut [BlockQ8_1]) {
+    quantize_q8_1_body(x, out);
+}
+
+#[inline(always)]
+fn quantize_q8_0_body(x: &[f32], out: &mut [BlockQ8_0]) {
     for (block, chunk) in out.iter_mut().zip(x.chunks_exact(QK)) {
         let (d, qs) = quantize_block(chunk);
         *block = BlockQ8_0 {
@@ -143,8 +178,8 @@ pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     }
 }
 
-/// Quantizes a row (length a multiple of 32) to Q8_1.
-pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+#[inline(always)]
+fn quantize_q8_1_body(x: &[f32], out: &mut [BlockQ8_1]) {
     for (block, chunk) in out.iter_mut().zip(x.chunks_exact(QK)) {
         let (d, qs) = quantize_block(chunk);
         let sum: i32 = qs.iter().map(|&q| q as i32).sum();

@@ -167,16 +167,17 @@ impl Matrix {
     }
 }
 
-fn quantize_rows<B: Default + Clone>(
+fn quantize_rows<B: Default + Clone + Send>(
     x: &[f32],
     cols: usize,
     quantize: fn(&[f32], &mut [B]),
 ) -> Vec<B> {
     let bpr = cols / QK;
     let mut out = vec![B::default(); x.len() / QK];
-    for (row, q) in x.chunks_exact(cols).zip(out.chunks_exact_mut(bpr)) {
-        quantize(row, q);
-    }
+    // Rows of a batch are independent: spread them over the pool.
+    out.par_chunks_exact_mut(bpr)
+        .zip(x.par_chunks_exact(cols))
+        .for_each(|(q, row)| quantize(row, q));
     out
 }
 
