@@ -25,6 +25,8 @@ enum Command {
     MakeModel(commands::make_model::Args),
     /// Measure prefill and decode tokens/s of the engine (like llama-bench).
     EngineBench(commands::engine_bench::Args),
+    /// Load-test a TGI- or OpenAI-compatible endpoint (METRICS.md definitions).
+    Bench(commands::bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +39,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::MakeModel(a) => commands::make_model::run(a),
         Command::EngineBench(a) => commands::engine_bench::run(a),
+        Command::Bench(a) => commands::bench::run(a),
     }
 }

@@ -54,6 +54,27 @@ struct Inner {
 /// Error body text kept in a record; enough to read the server's message.
 const ERROR_BODY_LIMIT: usize = 2048;
 
+/// Resends after a pooled keep-alive connection turned out closed. Servers
+/// such as llama.cpp's llama-server announce keep-alive yet close the
+/// connection after a streamed response; a closed loop that sends its next
+/// request at once races that close. The server never read the request, so
+/// resending is safe (Go's net/http, k6's client, does the same). The time
+/// lost stays inside the request's latency, and the record counts the retries.
+const STALE_CONNECTION_RETRIES: u32 = 3;
+
+/// Whether the connection closed before any response byte (hyper's
+/// "incomplete message").
+fn is_stale_connection(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message();
+        }
+        cur = c.source();
+    }
+    false
+}
+
 /// Why an exchange failed, before it becomes a record.
 struct Failure(ErrorKind, String);
 
@@ -144,18 +165,26 @@ impl Client {
 
     async fn exchange(&self, prompt: &PreparedPrompt, t: &mut Trace) -> Result<(), Failure> {
         let inner = &*self.inner;
-        let mut req = self
-            .http
-            .post(&inner.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(prompt.body.clone());
-        if let Some(auth) = &inner.auth {
-            req = req.header(reqwest::header::AUTHORIZATION, auth);
-        }
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| Failure(ErrorKind::Connect, error_chain(&e)))?;
+        let mut resp = loop {
+            let mut req = self
+                .http
+                .post(&inner.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(prompt.body.clone());
+            if let Some(auth) = &inner.auth {
+                req = req.header(reqwest::header::AUTHORIZATION, auth);
+            }
+            match req.send().await {
+                Ok(r) => break r,
+                Err(e)
+                    if t.connection_retries < STALE_CONNECTION_RETRIES
+                        && is_stale_connection(&e) =>
+                {
+                    t.connection_retries += 1;
+                }
+                Err(e) => return Err(Failure(ErrorKind::Connect, error_chain(&e))),
+            }
+        };
         let status = resp.status();
         t.http_status = Some(status.as_u16());
         t.server_ms_per_token = resp

@@ -73,6 +73,8 @@ pub struct RequestRecord {
     pub max_new_tokens: u32,
     /// Position of the prompt in the workload.
     pub prompt_index: usize,
+    /// Resends after a reused connection was found closed by the server.
+    pub connection_retries: u32,
 }
 
 impl RequestRecord {
@@ -104,6 +106,7 @@ impl RequestRecord {
             input_tokens: None,
             max_new_tokens,
             prompt_index,
+            connection_retries: 0,
         }
     }
 
@@ -128,6 +131,7 @@ pub struct Trace {
     pub reported_tokens: Option<u32>,
     pub server_ms_per_token: Option<Duration>,
     pub http_status: Option<u16>,
+    pub connection_retries: u32,
 }
 
 impl Trace {
@@ -146,6 +150,7 @@ impl Trace {
             reported_tokens: None,
             server_ms_per_token: None,
             http_status: None,
+            connection_retries: 0,
         }
     }
 
@@ -219,6 +224,7 @@ impl Trace {
             input_tokens,
             max_new_tokens,
             prompt_index,
+            connection_retries: self.connection_retries,
         }
     }
 }

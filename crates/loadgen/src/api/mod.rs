@@ -4,6 +4,7 @@
 mod openai;
 mod tgi;
 
+pub use openai::discover_model;
 pub use tgi::tokenize_offsets;
 
 use serde::{Deserialize, Serialize};

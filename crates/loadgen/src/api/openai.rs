@@ -138,6 +138,47 @@ pub(super) fn parse_body(body: &[u8]) -> Result<BodyInfo, String> {
     })
 }
 
+#[derive(Deserialize)]
+struct Models {
+    data: Vec<ModelEntry>,
+}
+
+#[derive(Deserialize)]
+struct ModelEntry {
+    id: String,
+}
+
+/// The first model an OpenAI server lists (`GET {base}/v1/models`): what to
+/// send as `model` when the user named none (vLLM rejects a wrong one).
+pub async fn discover_model(
+    http: &reqwest::Client,
+    base_url: &str,
+    api_key: Option<&str>,
+) -> crate::Result<String> {
+    let route = format!("{}/v1/models", base_url.trim_end_matches('/'));
+    let server = |why: String| crate::LoadgenError::Server {
+        route: route.clone(),
+        why,
+    };
+    let mut req = http.get(&route);
+    if let Some(k) = api_key {
+        req = req.bearer_auth(k);
+    }
+    let resp = req.send().await.map_err(|e| server(e.to_string()))?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(|e| server(e.to_string()))?;
+    if !status.is_success() {
+        return Err(server(format!("status {status}")));
+    }
+    let models: Models = serde_json::from_slice(&bytes).map_err(|e| server(e.to_string()))?;
+    models
+        .data
+        .into_iter()
+        .next()
+        .map(|m| m.id)
+        .ok_or_else(|| server("no models listed".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
