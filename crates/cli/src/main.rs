@@ -26,7 +26,7 @@ enum Command {
     /// Measure prefill and decode tokens/s of the engine (like llama-bench).
     EngineBench(commands::engine_bench::Args),
     /// Load-test a TGI- or OpenAI-compatible endpoint (METRICS.md definitions).
-    Bench(commands::bench::Args),
+    Bench(Box<commands::bench::Args>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +39,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::MakeModel(a) => commands::make_model::run(a),
         Command::EngineBench(a) => commands::engine_bench::run(a),
-        Command::Bench(a) => commands::bench::run(a),
+        Command::Bench(a) => commands::bench::run(*a),
     }
 }

@@ -71,7 +71,7 @@ fn closed(c: u32) -> LoadModel {
 #[track_caller]
 fn near(got: Option<Duration>, want: Duration, tolerance: Duration, what: &str) {
     let got = got.unwrap_or_else(|| panic!("{what} is undefined"));
-    let diff = if got > want { got - want } else { want - got };
+    let diff = got.abs_diff(want);
     assert!(diff <= tolerance, "{what}: got {got:?}, scripted {want:?}");
 }
 

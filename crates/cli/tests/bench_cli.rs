@@ -1,0 +1,172 @@
+//! `servebench bench` end to end: the real binary against a scripted local
+//! server; files written, exit codes, Ctrl-C.
+
+#[path = "../../loadgen/tests/support/scripted_server.rs"]
+mod scripted_server;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use scripted_server::{tgi_token, Reply, ScriptedServer};
+
+fn out_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sb-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn bench(url: &str, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_servebench"))
+        .args([
+            "bench", "--url", url, "--warmup", "0", "--pause", "0s", "--out",
+        ])
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("servebench runs")
+}
+
+fn stream_server() -> ScriptedServer {
+    ScriptedServer::start(|_| {
+        Reply::sse()
+            .wait(Duration::from_millis(5))
+            .event(&tgi_token(1, 2, "a"))
+            .wait(Duration::from_millis(5))
+            .event(&tgi_token(2, 2, "b"))
+    })
+}
+
+#[test]
+fn writes_summary_csv_and_requests() {
+    let server = stream_server();
+    let out = out_dir("ok");
+    let o = bench(
+        &server.url(),
+        &out,
+        &[
+            "--concurrency",
+            "1,2",
+            "--requests",
+            "4",
+            "--slo",
+            "ttft_ms<=1000",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("output_throughput_tok_s") && table.contains("c=2"),
+        "{table}"
+    );
+
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["schema"], "servebench.bench/1");
+    let levels = summary["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 2);
+    assert_eq!(
+        levels[1]["load"],
+        serde_json::json!({"kind": "closed", "concurrency": 2})
+    );
+    assert_eq!(levels[0]["success"], 4);
+    assert_eq!(levels[0]["output_tokens_total"], 8);
+    assert!(levels[0]["ttft_ms"]["p50"].as_f64().unwrap() >= 5.0);
+    assert_eq!(levels[0]["goodput_s"], levels[0]["request_rate_s"]);
+
+    let csv = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3);
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let col = header.iter().position(|h| *h == "tpot_ms_p50").unwrap();
+    let tpot: f64 = lines[1].split(',').nth(col).unwrap().parse().unwrap();
+    assert!((tpot - 5.0).abs() < 3.0, "tpot_ms_p50 {tpot}");
+
+    let jsonl = std::fs::read_to_string(out.join("requests.jsonl")).unwrap();
+    let recs: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 8);
+    assert_eq!(recs[7]["level"], "c=2");
+    assert_eq!(recs[0]["output_tokens"], 2);
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn errors_make_a_non_zero_exit_and_are_recorded() {
+    let server = ScriptedServer::start(|req| {
+        if req.number % 2 == 0 {
+            Reply::json(503, &serde_json::json!({"error": "overloaded"}))
+        } else {
+            Reply::json(
+                200,
+                &serde_json::json!({"generated_text": "x", "details": {"generated_tokens": 50}}),
+            )
+        }
+    });
+    let out = out_dir("err");
+    let o = bench(
+        &server.url(),
+        &out,
+        &["--concurrency", "1", "--requests", "4", "--no-stream"],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let jsonl = std::fs::read_to_string(out.join("requests.jsonl")).unwrap();
+    let failed: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["outcome"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 2);
+    assert_eq!(failed[0]["error_kind"], "http_5xx");
+    assert!(failed[0]["error"].as_str().unwrap().contains("overloaded"));
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn ctrl_c_writes_what_was_measured() {
+    let server = stream_server();
+    let out = out_dir("int");
+    let child = Command::new(env!("CARGO_BIN_EXE_servebench"))
+        .args([
+            "bench",
+            "--url",
+            &server.url(),
+            "--warmup",
+            "0",
+            "--pause",
+            "0s",
+            "--concurrency",
+            "2",
+            "--duration",
+            "60s",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let t0 = Instant::now();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let o = child.wait_with_output().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(5), "stopped promptly");
+    assert_eq!(o.status.code(), Some(130));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["interrupted"], true);
+    assert!(summary["levels"][0]["success"].as_u64().unwrap() > 10);
+    std::fs::remove_dir_all(&out).unwrap();
+}
