@@ -19,7 +19,7 @@ use servebench_loadgen::{
     run_level, Api, Cancel, Client, ClientConfig, LevelConfig, LoadModel, Outcome, Prompt, Prompts,
     StopCondition, TokenCountSource,
 };
-use support::skip;
+use support::{real_model, skip};
 
 const PROMPT: &str = "Write a 500 word long story about llamas";
 const MAX_TOKENS: u32 = 32;
@@ -67,16 +67,7 @@ fn start_llama_server() -> Option<LlamaServer> {
         ));
         return None;
     }
-    let model = std::env::var_os("SERVEBENCH_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(servebench_engine::fetch::default_model_path);
-    if !model.is_file() {
-        skip(&format!(
-            "the model is not at {} (run `servebench fetch-model`)",
-            model.display()
-        ));
-        return None;
-    }
+    let model = real_model()?;
     let port = TcpListener::bind("127.0.0.1:0")
         .ok()?
         .local_addr()

@@ -113,6 +113,17 @@ pub struct BodyInfo {
     pub reported_tokens: Option<u32>,
 }
 
+/// A whole response body as JSON; a body with an `"error"` member is the
+/// server's error, in every flavour.
+fn json_body(body: &[u8]) -> Result<serde_json::Value, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    match v.get("error") {
+        Some(err) => Err(error_text(err)),
+        None => Ok(v),
+    }
+}
+
 /// An `"error"` member as text: a string, or an object's `message`.
 fn error_text(v: &serde_json::Value) -> String {
     match v {

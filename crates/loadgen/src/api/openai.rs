@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{error_text, Api, BodyInfo, EventInfo, RequestParams};
+use super::{error_text, json_body, Api, BodyInfo, EventInfo, RequestParams};
 use crate::workload::Prompt;
 
 pub(super) fn body(api: Api, prompt: &Prompt, p: &RequestParams) -> serde_json::Value {
@@ -123,11 +123,7 @@ struct Completion {
 }
 
 pub(super) fn parse_body(body: &[u8]) -> Result<BodyInfo, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    if let Some(err) = v.get("error") {
-        return Err(error_text(err));
-    }
+    let v = json_body(body)?;
     let c: Completion =
         serde_json::from_value(v).map_err(|e| format!("not an OpenAI response: {e}"))?;
     if c.choices.is_empty() {

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{error_text, BodyInfo, EventInfo, RequestParams};
+use super::{error_text, json_body, BodyInfo, EventInfo, RequestParams};
 use crate::error::{LoadgenError, Result};
 use crate::workload::Prompt;
 
@@ -67,11 +67,7 @@ struct Generated {
 }
 
 pub(super) fn parse_body(body: &[u8]) -> Result<BodyInfo, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    if let Some(err) = v.get("error") {
-        return Err(error_text(err));
-    }
+    let v = json_body(body)?;
     // TGI's `/` route answers a one-element array; `/generate` an object.
     let one = match v {
         serde_json::Value::Array(mut a) if !a.is_empty() => a.swap_remove(0),
