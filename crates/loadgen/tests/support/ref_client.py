@@ -11,8 +11,9 @@ Definitions follow METRICS.md, written again from scratch here:
 - tpot: (e2e - ttft) / (tokens - 1);
 - output throughput: sum of tokens / (first scheduled -> last completion).
 
-Usage: ref_client.py '{"url": "http://127.0.0.1:8080", "prompt": "...",
+Usage: ref_client.py '{"url": "http://127.0.0.1:8080", "prompts": ["...", ...],
   "max_tokens": 32, "concurrency": 4, "requests": 16, "warmup": 1}'
+Request k (warm-up ones counted apart, from 0) sends prompts[k % len(prompts)].
 Prints one JSON object.
 """
 import http.client
@@ -57,12 +58,17 @@ def one_request(host, port, body):
 def main():
     cfg = json.loads(sys.argv[1])
     u = urllib.parse.urlsplit(cfg["url"])
-    body = json.dumps({
-        "prompt": cfg["prompt"], "max_tokens": cfg["max_tokens"], "stream": True,
-        "stream_options": {"include_usage": True}, "ignore_eos": True, "temperature": 0,
-    })
-    for _ in range(cfg.get("warmup", 0)):
-        one_request(u.hostname, u.port, body)
+    prompts = cfg["prompts"]
+
+    def body(k):
+        return json.dumps({
+            "prompt": prompts[k % len(prompts)], "max_tokens": cfg["max_tokens"],
+            "stream": True, "stream_options": {"include_usage": True},
+            "ignore_eos": True, "temperature": 0,
+        })
+
+    for k in range(cfg.get("warmup", 0)):
+        one_request(u.hostname, u.port, body(k))
     results, errors = [], []
     lock = threading.Lock()
     issued = [0]
@@ -70,11 +76,12 @@ def main():
     def user():
         while True:
             with lock:
-                if issued[0] >= cfg["requests"]:
+                k = issued[0]
+                if k >= cfg["requests"]:
                     return
                 issued[0] += 1
             try:
-                r = one_request(u.hostname, u.port, body)
+                r = one_request(u.hostname, u.port, body(k))
                 with lock:
                     results.append(r)
             except Exception as e:  # recorded, not hidden
