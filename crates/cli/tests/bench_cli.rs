@@ -170,3 +170,89 @@ fn ctrl_c_writes_what_was_measured() {
     assert!(summary["levels"][0]["success"].as_u64().unwrap() > 10);
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn sweep_runs_saturation_then_rates_below_it() {
+    let server = stream_server();
+    let out = out_dir("sweep");
+    let o = bench(
+        &server.url(),
+        &out,
+        &[
+            "--sweep",
+            "--sweep-concurrency",
+            "4",
+            "--sweep-steps",
+            "2",
+            "--duration",
+            "1s",
+            "--arrival",
+            "constant",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let levels = summary["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 3);
+    let saturation = levels[0]["request_rate_s"].as_f64().unwrap();
+    let r1 = levels[1]["load"]["rate_s"].as_f64().unwrap();
+    let r2 = levels[2]["load"]["rate_s"].as_f64().unwrap();
+    assert!(
+        (r1 - saturation / 3.0).abs() / r1 < 0.01
+            && (r2 - 2.0 * saturation / 3.0).abs() / r2 < 0.01
+    );
+    // Open loop under saturation: the measured rate is the asked one.
+    let got = levels[1]["request_rate_s"].as_f64().unwrap();
+    assert!((got - r1).abs() / r1 < 0.1, "asked {r1}/s, got {got}/s");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn synthetic_prompts_from_the_servers_tokenize() {
+    // A whitespace tokenizer behind TGI's /tokenize: each word is a token.
+    let server = ScriptedServer::start(|req| {
+        if req.path == "/tokenize" {
+            let text = req.json()["inputs"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let mut spans = Vec::new();
+            let mut start = 0;
+            for (i, _) in text.match_indices(' ').chain([(text.len(), "")]) {
+                if i > start {
+                    spans.push(serde_json::json!({"id": 1, "text": &text[start..i], "start": start, "stop": i}));
+                }
+                start = i;
+            }
+            return Reply::json(200, &serde_json::Value::Array(spans));
+        }
+        let words = req.json()["inputs"]
+            .as_str()
+            .unwrap_or_default()
+            .split_whitespace()
+            .count();
+        Reply::sse().event(&tgi_token(1, 1, &words.to_string()))
+    });
+    let out = out_dir("synth");
+    let o = bench(
+        &server.url(),
+        &out,
+        &[
+            "--concurrency",
+            "2",
+            "--requests",
+            "40",
+            "--input-tokens",
+            "30,5",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let mean = summary["levels"][0]["input_tokens"]["mean"]
+        .as_f64()
+        .unwrap();
+    assert!((mean - 30.0).abs() < 3.0, "input_tokens mean {mean}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
