@@ -1,6 +1,8 @@
 //! `servebench bench` end to end: the real binary against a scripted local
 //! server; files written, exit codes, Ctrl-C.
 
+#[path = "../../engine/tests/support/mod.rs"]
+mod engine_support;
 #[path = "../../loadgen/tests/support/scripted_server.rs"]
 mod scripted_server;
 
@@ -254,5 +256,63 @@ fn synthetic_prompts_from_the_servers_tokenize() {
         .as_f64()
         .unwrap();
     assert!((mean - 30.0).abs() < 3.0, "input_tokens mean {mean}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn synthetic_prompts_cut_by_a_gguf_tokenizer() {
+    let Some(model) = engine_support::real_model() else {
+        return;
+    };
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let server = ScriptedServer::start(move |req| {
+        let prompt = req.json()["inputs"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        log.lock().unwrap().push(prompt);
+        Reply::sse().event(&tgi_token(1, 1, "a"))
+    });
+    let out = out_dir("gguf");
+    let model = model.to_string_lossy().to_string();
+    let o = bench(
+        &server.url(),
+        &out,
+        &[
+            "--concurrency",
+            "2",
+            "--requests",
+            "30",
+            "--input-tokens",
+            "40,8",
+            "--tokenizer",
+            &model,
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let reported = summary["levels"][0]["input_tokens"]["mean"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (reported - 40.0).abs() < 4.0,
+        "input_tokens mean {reported}"
+    );
+    // Tokenized again by the model, the prompts really are that long (a
+    // window's edges may merge differently: within a token or two).
+    let file = servebench_engine::gguf::GgufFile::open(std::path::Path::new(&model)).unwrap();
+    let tok = servebench_engine::tokenizer::Tokenizer::from_gguf(&file).unwrap();
+    let seen = seen.lock().unwrap();
+    let actual: Vec<f64> = seen
+        .iter()
+        .map(|p| tok.encode(p, false, false).len() as f64)
+        .collect();
+    let mean = actual.iter().sum::<f64>() / actual.len() as f64;
+    assert!(
+        (mean - reported).abs() < 2.0,
+        "sent {mean} tokens on average, reported {reported}"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }

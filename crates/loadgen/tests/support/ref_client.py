@@ -14,6 +14,8 @@ Definitions follow METRICS.md, written again from scratch here:
 Usage: ref_client.py '{"url": "http://127.0.0.1:8080", "prompts": ["...", ...],
   "max_tokens": 32, "concurrency": 4, "requests": 16, "warmup": 1}'
 Request k (warm-up ones counted apart, from 0) sends prompts[k % len(prompts)].
+An optional "start_at" (Unix time, seconds) delays the measured load until
+then, so that another client can start its own at the same moment.
 Prints one JSON object.
 """
 import http.client
@@ -88,6 +90,8 @@ def main():
                 with lock:
                     errors.append(str(e))
 
+    if "start_at" in cfg:
+        time.sleep(max(0.0, cfg["start_at"] - time.time()))
     threads = [threading.Thread(target=user) for _ in range(cfg["concurrency"])]
     for t in threads:
         t.start()
