@@ -1,8 +1,11 @@
 //! Overhead benchmark of the generator (issue 4: at least 2,000 requests/s
 //! and 100,000 token events/s on no more than one core). Not a timed test:
 //!
-//!   cargo run --release -p servebench-loadgen --example overhead -- [SECONDS] [CONCURRENCY]
+//!   cargo run --release -p servebench-loadgen --example overhead -- [SECONDS] [CONCURRENCY] [RATE]
 //!
+//! Without RATE: closed loop at CONCURRENCY (the generator's ceiling). With
+//! RATE: open loop at RATE requests/s (constant arrivals, at most CONCURRENCY
+//! in flight), to see what a given load costs.
 //! A trivial TGI-style SSE server (the tests' scripted server) runs in a child
 //! process, answering every request at once with 50 token events in 5
 //! writes. The generator runs in this process on one thread, closed loop,
@@ -59,6 +62,7 @@ fn main() {
     }
     let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
     let concurrency: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(32);
+    let rate: Option<f64> = args.get(3).and_then(|s| s.parse().ok());
     let mut child = Command::new(std::env::current_exe().expect("own path"))
         .arg("--serve")
         .stdout(Stdio::piped())
@@ -93,7 +97,14 @@ fn main() {
     )])
     .expect("prompts");
     let cfg = LevelConfig {
-        load: LoadModel::Closed { concurrency },
+        load: match rate {
+            Some(rate_s) => LoadModel::Open {
+                rate_s,
+                arrival: servebench_loadgen::Arrival::Constant,
+                max_in_flight: concurrency,
+            },
+            None => LoadModel::Closed { concurrency },
+        },
         stop: StopCondition {
             duration: Some(Duration::from_secs(seconds)),
             requests: None,
@@ -122,8 +133,8 @@ fn main() {
     let events: u64 = res.records.iter().map(|r| u64::from(r.token_events)).sum();
     let secs = s.duration_s.as_secs_f64();
     println!(
-        "concurrency {concurrency}, {} requests ({} failed) in {secs:.2}s",
-        s.success, s.failed
+        "{}, {} requests ({} failed, {} dropped) in {secs:.2}s",
+        s.info.level, s.success, s.failed, s.dropped
     );
     println!("requests/s            {:.0}", s.request_rate_s);
     println!("token events/s        {:.0}", events as f64 / secs);

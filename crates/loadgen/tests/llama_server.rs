@@ -34,6 +34,9 @@ const TOLERANCE: f64 = 0.05;
 /// runs can meet a burst of other work: rounds are compared by the median of
 /// their ratios, at least `MIN_ROUNDS` and at most `ROUNDS` of them.
 const MIN_ROUNDS: usize = 5;
+/// Wall-clock limit per concurrency level: about a minute on a quiet machine;
+/// a machine so busy that this runs out cannot show 5% anyway.
+const BUDGET: Duration = Duration::from_secs(360);
 
 /// Where `../shared/peers/llama-server.sh` caches its build (same logic).
 fn llama_server_bin() -> PathBuf {
@@ -302,7 +305,14 @@ enum Pairing {
 async fn agree(url: &str, concurrency: u32, requests: u64, pairing: Pairing, max_rounds: usize) {
     let mut rounds: Vec<(Measured, Measured)> = Vec::new();
     let mut last = String::new();
+    let t0 = Instant::now();
     for round in 1..=max_rounds {
+        if t0.elapsed() > BUDGET {
+            panic!(
+                "c={concurrency}: {BUDGET:?} spent after {} rounds, last: {last}",
+                round - 1
+            );
+        }
         let run = 100 * concurrency as usize + 2 * round;
         let (ours_c, ours_n) = match pairing {
             Pairing::Turns => (concurrency, requests),

@@ -6,17 +6,30 @@ use crate::summary::RunSummary;
 
 const STATS: [&str; 7] = ["mean", "min", "max", "p50", "p90", "p95", "p99"];
 
-fn dists(s: &RunSummary) -> [(&'static str, &Option<Distribution>); 9] {
+/// The distributions of a summary, in column order.
+const DISTRIBUTIONS: [&str; 9] = [
+    "ttft_ms",
+    "tpot_ms",
+    "itl_ms",
+    "e2e_ms",
+    "ms_per_token",
+    "server_ms_per_token",
+    "queue_client_ms",
+    "output_tokens",
+    "input_tokens",
+];
+
+fn dists(s: &RunSummary) -> [&Option<Distribution>; 9] {
     [
-        ("ttft_ms", &s.ttft_ms),
-        ("tpot_ms", &s.tpot_ms),
-        ("itl_ms", &s.itl_ms),
-        ("e2e_ms", &s.e2e_ms),
-        ("ms_per_token", &s.ms_per_token),
-        ("server_ms_per_token", &s.server_ms_per_token),
-        ("queue_client_ms", &s.queue_client_ms),
-        ("output_tokens", &s.output_tokens),
-        ("input_tokens", &s.input_tokens),
+        &s.ttft_ms,
+        &s.tpot_ms,
+        &s.itl_ms,
+        &s.e2e_ms,
+        &s.ms_per_token,
+        &s.server_ms_per_token,
+        &s.queue_client_ms,
+        &s.output_tokens,
+        &s.input_tokens,
     ]
 }
 
@@ -73,20 +86,7 @@ pub fn summary_csv(levels: &[RunSummary]) -> String {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let empty = RunSummary::from_records(
-        crate::summary::LevelInfo {
-            level: String::new(),
-            load: crate::LoadModel::Closed { concurrency: 1 },
-            api: crate::Api::Tgi,
-            url: String::new(),
-            model_name: None,
-            stream: true,
-            interrupted: false,
-            slo: Vec::new(),
-        },
-        &[],
-    );
-    for (name, _) in dists(&empty) {
+    for name in DISTRIBUTIONS {
         for s in STATS {
             header.push(format!("{name}_{s}"));
         }
@@ -128,7 +128,7 @@ pub fn summary_csv(levels: &[RunSummary]) -> String {
             opt(l.goodput_s),
             cell(&slo.join(" ")),
         ];
-        for (_, d) in dists(l) {
+        for d in dists(l) {
             for s in STATS {
                 row.push(opt(d.as_ref().map(|d| stat(d, s))));
             }
@@ -137,4 +137,35 @@ pub fn summary_csv(levels: &[RunSummary]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::LevelInfo;
+
+    #[test]
+    fn rows_line_up_with_the_header() {
+        let info = LevelInfo {
+            level: "r=2/s poisson".into(),
+            load: crate::LoadModel::Open {
+                rate_s: 2.0,
+                arrival: crate::Arrival::Poisson,
+                max_in_flight: 8,
+            },
+            api: crate::Api::OpenaiChat,
+            url: "http://x".into(),
+            model_name: None,
+            stream: true,
+            interrupted: false,
+            slo: vec!["ttft_ms<=500".parse().unwrap()],
+        };
+        let s = RunSummary::from_records(info, &[]);
+        let text = summary_csv(&[s]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].split(',').count(), lines[1].split(',').count());
+        assert!(lines[1].starts_with("r=2/s poisson,open,,2,poisson,openai-chat,"));
+        assert_eq!(cell("a,b\"c"), "\"a,b\"\"c\"");
+    }
 }
