@@ -18,15 +18,26 @@ fn out_dir(name: &str) -> PathBuf {
     d
 }
 
-fn bench(url: &str, out: &Path, extra: &[&str]) -> Output {
+/// Runs `servebench bench` with `extra` flags (split on white space).
+fn bench(url: &str, out: &Path, extra: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_servebench"))
         .args([
             "bench", "--url", url, "--warmup", "0", "--pause", "0s", "--out",
         ])
         .arg(out)
-        .args(extra)
+        .args(extra.split_whitespace())
         .output()
         .expect("servebench runs")
+}
+
+fn read_summary(out: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(out.join("summary.json")).expect("summary.json written");
+    serde_json::from_str(&text).expect("summary.json is JSON")
+}
+
+#[track_caller]
+fn assert_ok(o: &Output) {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 fn stream_server() -> ScriptedServer {
@@ -46,24 +57,16 @@ fn writes_summary_csv_and_requests() {
     let o = bench(
         &server.url(),
         &out,
-        &[
-            "--concurrency",
-            "1,2",
-            "--requests",
-            "4",
-            "--slo",
-            "ttft_ms<=1000",
-        ],
+        "--concurrency 1,2 --requests 4 --slo ttft_ms<=1000",
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ok(&o);
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(
         table.contains("output_throughput_tok_s") && table.contains("c=2"),
         "{table}"
     );
 
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary = read_summary(&out);
     assert_eq!(summary["schema"], "servebench.bench/1");
     let levels = summary["levels"].as_array().unwrap();
     assert_eq!(levels.len(), 2);
@@ -111,7 +114,7 @@ fn errors_make_a_non_zero_exit_and_are_recorded() {
     let o = bench(
         &server.url(),
         &out,
-        &["--concurrency", "1", "--requests", "4", "--no-stream"],
+        "--concurrency 1 --requests 4 --no-stream",
     );
     assert_eq!(
         o.status.code(),
@@ -166,8 +169,7 @@ fn ctrl_c_writes_what_was_measured() {
     let o = child.wait_with_output().unwrap();
     assert!(t0.elapsed() < Duration::from_secs(5), "stopped promptly");
     assert_eq!(o.status.code(), Some(130));
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary = read_summary(&out);
     assert_eq!(summary["interrupted"], true);
     assert!(summary["levels"][0]["success"].as_u64().unwrap() > 10);
     std::fs::remove_dir_all(&out).unwrap();
@@ -180,21 +182,10 @@ fn sweep_runs_saturation_then_rates_below_it() {
     let o = bench(
         &server.url(),
         &out,
-        &[
-            "--sweep",
-            "--sweep-concurrency",
-            "4",
-            "--sweep-steps",
-            "2",
-            "--duration",
-            "1s",
-            "--arrival",
-            "constant",
-        ],
+        "--sweep --sweep-concurrency 4 --sweep-steps 2 --duration 1s --arrival constant",
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_ok(&o);
+    let summary = read_summary(&out);
     let levels = summary["levels"].as_array().unwrap();
     assert_eq!(levels.len(), 3);
     let saturation = levels[0]["request_rate_s"].as_f64().unwrap();
@@ -240,18 +231,10 @@ fn synthetic_prompts_from_the_servers_tokenize() {
     let o = bench(
         &server.url(),
         &out,
-        &[
-            "--concurrency",
-            "2",
-            "--requests",
-            "40",
-            "--input-tokens",
-            "30,5",
-        ],
+        "--concurrency 2 --requests 40 --input-tokens 30,5",
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_ok(&o);
+    let summary = read_summary(&out);
     let mean = summary["levels"][0]["input_tokens"]["mean"]
         .as_f64()
         .unwrap();
@@ -279,20 +262,13 @@ fn synthetic_prompts_cut_by_a_gguf_tokenizer() {
     let o = bench(
         &server.url(),
         &out,
-        &[
-            "--concurrency",
-            "2",
-            "--requests",
-            "30",
-            "--input-tokens",
-            "40,8",
-            "--tokenizer",
-            &model,
-        ],
+        &format!(
+            "--concurrency 2 --requests 30 --input-tokens 40,8 --tokenizer {}",
+            model
+        ),
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_ok(&o);
+    let summary = read_summary(&out);
     let reported = summary["levels"][0]["input_tokens"]["mean"]
         .as_f64()
         .unwrap();
