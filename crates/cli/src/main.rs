@@ -27,6 +27,8 @@ enum Command {
     MakeModel(commands::make_model::Args),
     /// Measure prefill and decode tokens/s of the engine (like llama-bench).
     EngineBench(commands::engine_bench::Args),
+    /// Load-test a TGI- or OpenAI-compatible endpoint (METRICS.md definitions).
+    Bench(Box<commands::bench::Args>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(a) => commands::serve::run(a),
         Command::MakeModel(a) => commands::make_model::run(a),
         Command::EngineBench(a) => commands::engine_bench::run(a),
+        Command::Bench(a) => commands::bench::run(*a),
     }
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand; shared flag groups live here.
 
+pub mod bench;
 pub mod engine_bench;
 pub mod generate;
 pub mod make_model;
