@@ -26,8 +26,11 @@ pub fn expf(x: f32) -> f32 {
     if n.abs() > 192.0 {
         return if n <= 0.0 { 0.0 } else { f32::INFINITY };
     }
-    // `scalef`: j * 2^n with a single rounding.
-    ((j as f64) * 2f64.powi(n as i32)) as f32
+    // `scalef`: j * 2^n with a single rounding. |n| <= 192 here, so 2^n is
+    // a normal f64 built from its exponent bits (what `powi` returns, minus
+    // the call).
+    let two_n = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    ((j as f64) * two_n) as f32
 }
 
 /// `_mm512_reduce_add_ps` as GCC expands it: halves, quarters, then pairs.

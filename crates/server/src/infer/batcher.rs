@@ -102,7 +102,10 @@ pub(super) fn run(
         if running.is_empty() {
             continue;
         }
-        if let Err(e) = step(engine, &mut running) {
+        // The step runs on a compute-pool thread, so its serial parts and
+        // its parallel loops share threads instead of handing off to and
+        // from this one at every layer.
+        if let Err(e) = rayon::scope(|_| step(engine, &mut running)) {
             for r in running.drain(..) {
                 fail(&r.entry, &e);
             }
