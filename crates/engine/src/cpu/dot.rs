@@ -91,7 +91,7 @@ mod portable {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     //! The same arithmetic as ggml's AVX2 paths (`ggml_vec_dot_q4_1_q8_1`
     //! and friends): unpack nibbles, multiply-add bytes into i16 pairs, then
     //! into i32, scale in f32.
@@ -124,12 +124,12 @@ mod avx2 {
     }
 
     #[inline(always)]
-    unsafe fn f16_to_f32(h: half::f16) -> f32 {
+    pub(in crate::cpu) unsafe fn f16_to_f32(h: half::f16) -> f32 {
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
     }
 
     #[inline(always)]
-    unsafe fn hsum(x: __m256) -> f32 {
+    pub(in crate::cpu) unsafe fn hsum(x: __m256) -> f32 {
         let hi = _mm256_extractf128_ps(x, 1);
         let s = _mm_add_ps(hi, _mm256_castps256_ps128(x));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -139,7 +139,7 @@ mod avx2 {
 
     /// 16 bytes of nibbles -> 32 bytes: low nibbles then high nibbles.
     #[inline(always)]
-    unsafe fn nibbles(qs: &[u8; 16]) -> __m256i {
+    pub(in crate::cpu) unsafe fn nibbles(qs: &[u8; 16]) -> __m256i {
         let tmp = _mm_loadu_si128(qs.as_ptr() as *const __m128i);
         let both = _mm256_insertf128_si256(_mm256_castsi128_si256(tmp), _mm_srli_epi16(tmp, 4), 1);
         _mm256_and_si256(_mm256_set1_epi8(0x0f), both)

@@ -76,6 +76,7 @@ pub fn best() -> &'static RowKernels {
 mod avx2 {
     //! The operations of `dot::avx2`, four activation rows per weight block.
     use super::*;
+    use crate::cpu::dot::avx2::{f16_to_f32, hsum, nibbles};
     use std::arch::x86_64::*;
 
     pub fn detect() -> Option<RowKernels> {
@@ -115,27 +116,6 @@ mod avx2 {
     }
     fn q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0], sc: &[[f32; 2]], out: &mut [f32]) {
         unsafe { q8_0_q8_0_impl(w, x, sc, out) }
-    }
-
-    #[inline(always)]
-    unsafe fn f16_to_f32(h: half::f16) -> f32 {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
-    }
-
-    #[inline(always)]
-    unsafe fn hsum(x: __m256) -> f32 {
-        let hi = _mm256_extractf128_ps(x, 1);
-        let s = _mm_add_ps(hi, _mm256_castps256_ps128(x));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-
-    #[inline(always)]
-    unsafe fn nibbles(qs: &[u8; 16]) -> __m256i {
-        let tmp = _mm_loadu_si128(qs.as_ptr() as *const __m128i);
-        let both = _mm256_insertf128_si256(_mm256_castsi128_si256(tmp), _mm_srli_epi16(tmp, 4), 1);
-        _mm256_and_si256(_mm256_set1_epi8(0x0f), both)
     }
 
     /// Unsigned bytes times signed bytes, summed by fours into 8 f32

@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
@@ -12,18 +11,11 @@ use servebench_engine::synthetic::{parse_quant, preset, write_model, VocabKind};
 use servebench_engine::Engine;
 use servebench_server::{Server, ServerConfig};
 
-/// Whether missing peers must fail the run instead of skipping (`.ci/run` sets it).
-pub fn peers_required() -> bool {
-    std::env::var("SERVEBENCH_REQUIRE_PEERS").is_ok_and(|v| v == "1")
-}
-
-/// Skips (or, in CI, fails) a test whose prerequisite is missing.
-pub fn skip(why: &str) {
-    if peers_required() {
-        panic!("SERVEBENCH_REQUIRE_PEERS=1 but {why}");
-    }
-    eprintln!("SKIPPED: {why}");
-}
+// Skipping rules (and the real model's path) are the engine tests' own.
+#[path = "../../../engine/tests/support/mod.rs"]
+mod engine_support;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use engine_support::skip;
 
 /// The tiny random model (written once per test binary).
 pub fn tiny_engine() -> Arc<Engine> {
@@ -51,16 +43,7 @@ pub fn tiny_engine() -> Arc<Engine> {
 
 /// The real SmolLM2 model, or `None` (skipped) when it is not fetched.
 pub fn real_engine() -> Option<Arc<Engine>> {
-    let path = std::env::var_os("SERVEBENCH_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(servebench_engine::fetch::default_model_path);
-    if !path.is_file() {
-        skip(&format!(
-            "the real model is not at {} (run `servebench fetch-model`)",
-            path.display()
-        ));
-        return None;
-    }
+    let path = engine_support::real_model()?;
     Some(Arc::new(Engine::load(&path).unwrap()))
 }
 
