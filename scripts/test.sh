@@ -7,4 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --release -- -D warnings
-cargo test --workspace --release
+# Every test binary runs even when one fails, so one report shows all failures.
+cargo test --workspace --release --no-fail-fast
