@@ -426,7 +426,7 @@ impl StudyConfig {
     pub fn quick(&mut self) {
         let quick = LoadSettings {
             levels: Some(Levels(vec![1, 5, 20])),
-            duration: Some(DurationText::secs("2s")),
+            duration: Some(DurationText::secs("1s")),
             requests: None,
             warmup: Some(1),
             pause: Some(DurationText::secs("0s")),

@@ -13,13 +13,13 @@ use servebench_study::runner;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// study.toml; default: the embedded study (SmolLM2-135M at q4_1, q8_0
-    /// and f16 on 1 and 2 CPU threads, 1/5/10/20 concurrent requests).
+    /// and q4_0 on 1 and 2 CPU threads, 1/5/10/20 concurrent requests).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Output folder (default results/<UTC timestamp>/).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Levels 1, 5 and 20 only, 2 s windows, no pause.
+    /// Levels 1, 5 and 20 only, 1 s windows, no pause.
     #[arg(long)]
     quick: bool,
     /// Complete the study in --out: runs saved as measured are skipped.
