@@ -2,21 +2,11 @@
 //! read, priced rows equal the cost formulas to the cent, and the picks are
 //! the study's.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
 
-fn csv_2023() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/llama2-sagemaker-2023.csv");
-    if p.exists() {
-        Some(p)
-    } else if std::env::var("SERVEBENCH_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("{} is missing", p.display());
-    } else {
-        eprintln!("skipping: {} is missing", p.display());
-        None
-    }
-}
+use std::path::Path;
+
+use support::{csv_2023, import_2023};
 
 /// runs.csv as header -> cell maps.
 fn read_runs_csv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
@@ -51,16 +41,7 @@ fn read_runs_csv(path: &Path) -> Vec<std::collections::HashMap<String, String>> 
 #[test]
 fn import_2023_reproduces_the_studys_figures() {
     let Some(csv) = csv_2023() else { return };
-    let out = std::env::temp_dir().join(format!("servebench-import-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let status = Command::new(env!("CARGO_BIN_EXE_servebench"))
-        .args(["report", "--import-2023"])
-        .arg(&csv)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let out = import_2023(&csv, "import");
 
     let rows = read_runs_csv(&out.join("runs.csv"));
     assert_eq!(rows.len(), 60);

@@ -47,8 +47,9 @@ pub struct RunRow {
     pub price_source: Option<String>,
     pub minutes_per_1m_tokens: Option<f64>,
     pub cost_per_1m_tokens_usd: Option<f64>,
-    /// When the run ended (seconds since the Unix epoch); 0 for imported rows.
-    pub finished_at_unix_s: f64,
+    /// When the run ended (milliseconds since the Unix epoch, a whole number so
+    /// that it reads back exactly); 0 for imported rows.
+    pub finished_at_unix_ms: u64,
     /// The bench's full summary of the level (every metric of METRICS.md).
     pub summary: Option<RunSummary>,
 }
@@ -67,27 +68,26 @@ impl RunRow {
             _ => None,
         };
         Self {
-            id,
-            status: RunStatus::Ok,
-            error: None,
             latency_ms_per_token: latency.map(|l| l.0),
             latency_metric: latency.map_or_else(String::new, |l| l.1.to_string()),
             output_throughput_tok_s: Some(throughput.0),
-            price_per_hour_usd: price.as_ref().map(|p| p.usd_per_hour.0),
-            price_source: price.map(|p| p.source),
             minutes_per_1m_tokens: minutes,
             cost_per_1m_tokens_usd: cost,
-            finished_at_unix_s: 0.0,
-            summary: None,
+            ..Self::empty(id, RunStatus::Ok, None, price)
         }
     }
 
     /// A run that produced nothing usable, with the reason.
     pub fn failed(id: Identity, error: impl Into<String>, price: Option<Price>) -> Self {
+        Self::empty(id, RunStatus::Failed, Some(error.into()), price)
+    }
+
+    /// A row with its identity and price and no measurement.
+    fn empty(id: Identity, status: RunStatus, error: Option<String>, price: Option<Price>) -> Self {
         Self {
             id,
-            status: RunStatus::Failed,
-            error: Some(error.into()),
+            status,
+            error,
             latency_ms_per_token: None,
             latency_metric: String::new(),
             output_throughput_tok_s: None,
@@ -95,7 +95,7 @@ impl RunRow {
             price_source: price.map(|p| p.source),
             minutes_per_1m_tokens: None,
             cost_per_1m_tokens_usd: None,
-            finished_at_unix_s: 0.0,
+            finished_at_unix_ms: 0,
             summary: None,
         }
     }

@@ -47,10 +47,10 @@ fn latency(s: &servebench_loadgen::RunSummary) -> Option<(f64, &'static str)> {
     }
 }
 
-fn now_unix_s() -> f64 {
+fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `YYYYmmdd-HHMMSS` in UTC, for the default output folder.
@@ -271,45 +271,34 @@ async fn run_one(d: &Deployment, live: &Live, concurrency: u32, opts: &Options) 
         result.summary.info.interrupted,
     )?;
     let s = result.summary;
-    if let Some(status) = live.server.as_ref().and_then(LocalServer::exit_status) {
-        let log = live
-            .server
-            .as_ref()
-            .map(|l| crate::deployment::log_tail(l.log()))
-            .unwrap_or_default();
-        let mut row = RunRow::failed(
-            id,
-            format!("server exited during the run ({status}); {log}"),
-            price,
-        );
-        row.summary = Some(s);
-        return Ok(row);
-    }
-    if s.info.interrupted {
-        let mut row = RunRow::failed(id, "interrupted", price);
-        row.summary = Some(s);
-        return Ok(row);
-    }
-    if s.success == 0 {
+    let failure = if let Some(server) = live.server.as_ref().filter(|l| l.exit_status().is_some()) {
+        Some(format!(
+            "server exited during the run ({}); {}",
+            server.exit_status().unwrap_or_default(),
+            crate::deployment::log_tail(server.log())
+        ))
+    } else if s.info.interrupted {
+        Some("interrupted".to_string())
+    } else if s.success == 0 {
         let errors: Vec<String> = s
             .errors
             .iter()
             .map(|(k, n)| format!("{n} x {k:?}"))
             .collect();
-        let mut row = RunRow::failed(
+        Some(format!("no request succeeded ({})", errors.join(", ")))
+    } else {
+        None
+    };
+    // A failed run keeps what the bench saw, for the record.
+    let mut row = match failure {
+        Some(reason) => RunRow::failed(id, reason, price),
+        None => RunRow::measured(
             id,
-            format!("no request succeeded ({})", errors.join(", ")),
+            latency(&s),
+            TokensPerSecond(s.output_throughput_tok_s),
             price,
-        );
-        row.summary = Some(s);
-        return Ok(row);
-    }
-    let mut row = RunRow::measured(
-        id,
-        latency(&s),
-        TokensPerSecond(s.output_throughput_tok_s),
-        price,
-    );
+        ),
+    };
     row.summary = Some(s);
     Ok(row)
 }
@@ -386,7 +375,7 @@ pub async fn run(study: &StudyConfig, opts: &Options) -> Result<Vec<RunRow>> {
                     opts.prices.price(&d.instance),
                 ),
             };
-            row.finished_at_unix_s = now_unix_s();
+            row.finished_at_unix_ms = now_unix_ms();
             match &row.error {
                 None => eprintln!(
                     "study: [{done}/{total}] {} c={c}: {:.1} tokens/s, {:.2} ms/token, {}",

@@ -19,7 +19,7 @@ pub struct Args {
     /// Output folder (default results/<UTC timestamp>/).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Levels 1, 5 and 20 only, 1 s windows, no pause.
+    /// Levels 1, 5 and 20 only, 1 s windows, no warm-up, no pause.
     #[arg(long)]
     quick: bool,
     /// Complete the study in --out: runs saved as measured are skipped.
