@@ -29,6 +29,10 @@ enum Command {
     EngineBench(commands::engine_bench::Args),
     /// Load-test a TGI- or OpenAI-compatible endpoint (METRICS.md definitions).
     Bench(Box<commands::bench::Args>),
+    /// Run the study: deployments x load levels, priced, the three picks, the report.
+    Study(commands::study::Args),
+    /// Re-render a study's report, or write it from the 2023 study's CSV.
+    Report(commands::report::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +47,7 @@ fn main() -> anyhow::Result<()> {
         Command::MakeModel(a) => commands::make_model::run(a),
         Command::EngineBench(a) => commands::engine_bench::run(a),
         Command::Bench(a) => commands::bench::run(*a),
+        Command::Study(a) => commands::study::run(a),
+        Command::Report(a) => commands::report::run(a),
     }
 }

@@ -4,7 +4,9 @@ pub mod bench;
 pub mod engine_bench;
 pub mod generate;
 pub mod make_model;
+pub mod report;
 pub mod serve;
+pub mod study;
 pub mod tokenize;
 
 use std::path::PathBuf;

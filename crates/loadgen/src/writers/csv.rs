@@ -51,7 +51,7 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 }
 
 /// Quotes a cell when it holds a separator, a quote or a line break.
-fn cell(text: &str) -> String {
+pub fn cell(text: &str) -> String {
     if text.contains([',', '"', '\n']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
@@ -61,6 +61,18 @@ fn cell(text: &str) -> String {
 
 /// The file's text.
 pub fn summary_csv(levels: &[RunSummary]) -> String {
+    let mut out = summary_columns().join(",");
+    out.push('\n');
+    for l in levels {
+        out.push_str(&summary_cells(l).join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// The header of one summary row, so that other tables (the study's
+/// `runs.csv`) can append the same columns.
+pub fn summary_columns() -> Vec<String> {
     let mut header: Vec<String> = [
         "level",
         "load",
@@ -91,9 +103,12 @@ pub fn summary_csv(levels: &[RunSummary]) -> String {
             header.push(format!("{name}_{s}"));
         }
     }
-    let mut out = header.join(",");
-    out.push('\n');
-    for l in levels {
+    header
+}
+
+/// One summary's cells, in [`summary_columns`] order, already quoted.
+pub fn summary_cells(l: &RunSummary) -> Vec<String> {
+    {
         let (kind, concurrency, rate, arrival) = match l.info.load {
             crate::LoadModel::Closed { concurrency } => ("closed", Some(concurrency), None, None),
             crate::LoadModel::Open {
@@ -133,10 +148,8 @@ pub fn summary_csv(levels: &[RunSummary]) -> String {
                 row.push(opt(d.as_ref().map(|d| stat(d, s))));
             }
         }
-        out.push_str(&row.join(","));
-        out.push('\n');
+        row
     }
-    out
 }
 
 #[cfg(test)]

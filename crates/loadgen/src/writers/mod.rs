@@ -5,7 +5,7 @@ mod json;
 mod jsonl;
 mod table;
 
-pub use self::csv::summary_csv;
+pub use self::csv::{cell as csv_cell, summary_cells, summary_columns, summary_csv};
 pub use self::json::{summary_json, SummaryFile, SCHEMA};
 pub use self::jsonl::requests_jsonl;
 pub use self::table::table;

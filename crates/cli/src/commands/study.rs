@@ -1,0 +1,82 @@
+//! `servebench study`: runs a study (the embedded default or `--config`)
+//! with servebench-study, this binary serving the local deployments.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use servebench_loadgen::Cancel;
+use servebench_study::config::StudyConfig;
+use servebench_study::prices::Catalog;
+use servebench_study::runner;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// study.toml; default: the embedded study (SmolLM2-135M at q4_1, q8_0
+    /// and q4_0 on 1 and 2 CPU threads, 1/5/10/20 concurrent requests).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output folder (default results/<UTC timestamp>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Levels 1, 5 and 20 only, 1 s windows, no warm-up, no pause.
+    #[arg(long)]
+    quick: bool,
+    /// Complete the study in --out: runs saved as measured are skipped.
+    #[arg(long, requires = "out")]
+    resume: bool,
+    /// Price catalog replacing the repository's prices.toml.
+    #[arg(long)]
+    prices: Option<PathBuf>,
+    /// How long a local server may take to load its model and become healthy.
+    #[arg(long, default_value = "180s", value_parser = servebench_loadgen::units::parse_duration)]
+    ready_timeout: Duration,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    // Everything is checked before anything runs.
+    let mut study = match &a.config {
+        Some(p) => StudyConfig::load(p)?,
+        None => StudyConfig::embedded(),
+    };
+    if a.quick {
+        study.quick();
+    }
+    let prices = match &a.prices {
+        Some(p) => Catalog::load(p)?,
+        None => Catalog::embedded(),
+    };
+    let out = a
+        .out
+        .unwrap_or_else(|| PathBuf::from("results").join(runner::timestamp()));
+    let server_bin = std::env::current_exe().context("finding the servebench binary")?;
+    // One thread, as `bench`: the generator stays light next to the servers.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let (handle, cancel) = Cancel::new();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: stopping; what was measured is saved (--resume completes it)");
+                handle.cancel();
+            }
+        });
+        let opts = runner::Options {
+            out: out.clone(),
+            resume: a.resume,
+            server_bin,
+            prices,
+            ready_timeout: a.ready_timeout,
+            cancel,
+        };
+        let rows = runner::run(&study, &opts).await?;
+        let failed = rows.iter().filter(|r| !r.is_ok()).count();
+        println!("{}", out.join("report.md").display());
+        if failed > 0 {
+            eprintln!("study: {failed} run(s) failed; see report.md (All runs) and runs/<deployment>/server.log");
+        }
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,146 @@
+//! Reports from priced rows: `report.md`, `report.html` and `runs.csv`. The
+//! tables' columns and cell formats are defined once here and shared by the
+//! Markdown and HTML writers.
+
+pub mod csv;
+pub mod html;
+pub mod markdown;
+
+use std::path::Path;
+
+use crate::error::{Result, StudyError};
+use crate::pareto;
+use crate::picks::{self, Pick, PickLevels};
+use crate::row::RunRow;
+
+/// The study's columns, exactly as the 2023 study printed them.
+pub const COLUMNS: [&str; 9] = [
+    "Model",
+    "Quantization",
+    "Instance",
+    "Concurrent Requests",
+    "Latency (ms/token) median",
+    "Throughput (tokens/second)",
+    "On-demand cost ($/h)",
+    "Time to generate 1M tokens (minutes)",
+    "Cost to generate 1M tokens ($)",
+];
+
+/// Everything a report shows, computed once.
+pub struct Report<'a> {
+    pub title: String,
+    /// Lines printed under the title (what was measured, how, where).
+    pub notes: Vec<String>,
+    pub rows: &'a [RunRow],
+    pub levels: PickLevels,
+    /// What the latency column is the median of.
+    pub latency_metric: String,
+    pub picks: Vec<Pick>,
+    /// Indices of rows on the latency vs cost-per-1M-tokens front.
+    pub cost_front: Vec<usize>,
+    /// Indices of rows on the latency vs throughput front.
+    pub throughput_front: Vec<usize>,
+}
+
+impl<'a> Report<'a> {
+    /// Picks and fronts for `rows`.
+    pub fn new(title: String, notes: Vec<String>, rows: &'a [RunRow], levels: PickLevels) -> Self {
+        let latency_metric = rows
+            .iter()
+            .find(|r| r.is_ok() && !r.latency_metric.is_empty())
+            .map_or_else(
+                || "server_ms_per_token".to_string(),
+                |r| r.latency_metric.clone(),
+            );
+        let ok = |r: &RunRow, v: Option<f64>| if r.is_ok() { v } else { None };
+        let cost_points: Vec<(f64, f64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    ok(r, r.latency_ms_per_token).unwrap_or(f64::NAN),
+                    ok(r, r.cost_per_1m_tokens_usd).unwrap_or(f64::NAN),
+                )
+            })
+            .collect();
+        let tput_points: Vec<(f64, f64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    ok(r, r.latency_ms_per_token).unwrap_or(f64::NAN),
+                    -ok(r, r.output_throughput_tok_s).unwrap_or(f64::NAN),
+                )
+            })
+            .collect();
+        Self {
+            title,
+            notes,
+            rows,
+            levels,
+            latency_metric,
+            picks: picks::picks(rows, levels),
+            cost_front: pareto::front(&cost_points),
+            throughput_front: pareto::front(&tput_points),
+        }
+    }
+
+    /// The rule of each pick kind, as printed.
+    pub fn rule(&self, kind: picks::PickKind) -> String {
+        kind.rule(self.levels, &self.latency_metric)
+    }
+}
+
+fn num(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.decimals$}"))
+}
+
+/// Dollars: cents where they matter, more digits for sub-dollar CPU prices.
+fn usd(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.abs() < 1.0 && v != 0.0 => format!("{v:.4}"),
+        other => num(other, 2),
+    }
+}
+
+/// A row's cells in [`COLUMNS`] order.
+pub fn cells(r: &RunRow) -> [String; 9] {
+    [
+        r.id.model.clone(),
+        r.id.quantization.clone(),
+        r.id.instance.clone(),
+        r.id.concurrency.to_string(),
+        num(r.latency_ms_per_token, 2),
+        num(r.output_throughput_tok_s, 2),
+        r.price_per_hour_usd
+            .map_or_else(|| "unpriced".into(), |p| usd(Some(p))),
+        num(r.minutes_per_1m_tokens, 2),
+        usd(r.cost_per_1m_tokens_usd),
+    ]
+}
+
+/// Writes `report.md`, `report.html` and `runs.csv` into `dir`.
+pub fn write_all(dir: &Path, report: &Report) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(StudyError::io(dir))?;
+    let files = [
+        ("report.md", markdown::render(report)),
+        ("report.html", html::render(report)),
+        ("runs.csv", csv::render(report.rows)),
+    ];
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(StudyError::io(&path))?;
+    }
+    Ok(())
+}
+
+/// Renders every report file for `rows` into `dir`; the pick levels are
+/// the study's 1/5/20 where the rows hold them.
+pub fn write_for_rows(
+    dir: &Path,
+    title: String,
+    notes: Vec<String>,
+    rows: &[RunRow],
+) -> Result<()> {
+    let levels: Vec<u32> = rows.iter().map(|r| r.id.concurrency).collect();
+    let report = Report::new(title, notes, rows, PickLevels::from_levels(&levels));
+    write_all(dir, &report)
+}

@@ -1,0 +1,455 @@
+//! The sweep: every deployment x load level, one after another. Each run is
+//! appended to `runs.jsonl` and the reports are re-rendered as it ends, so
+//! an interrupted study keeps what it measured; `--resume` re-runs only
+//! runs not saved as measured. A deployment that fails to start, dies or
+//! times out is recorded as failed and the study goes on.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use servebench_loadgen::api::RequestParams;
+use servebench_loadgen::progress::ConsoleProgress;
+use servebench_loadgen::{
+    run_level, writers, Api, Cancel, Client, ClientConfig, LevelConfig, LoadModel, Prompt, Prompts,
+    StopCondition,
+};
+
+use crate::config::{Deployment, StudyConfig, Target};
+use crate::cost::TokensPerSecond;
+use crate::deployment::{DeploymentError, LocalServer};
+use crate::error::{Result, StudyError};
+use crate::prices::Catalog;
+use crate::report;
+use crate::row::{Identity, RunRow};
+use crate::store;
+
+/// How the study runs.
+pub struct Options {
+    pub out: PathBuf,
+    pub resume: bool,
+    /// The `servebench` binary that serves local deployments.
+    pub server_bin: PathBuf,
+    pub prices: Catalog,
+    /// How long a local server may take to load and answer `/health`.
+    pub ready_timeout: Duration,
+    /// Ctrl-C: stops between and inside runs; what was measured is kept.
+    pub cancel: Cancel,
+}
+
+/// `Ok(ms_per_token, metric)`: the server's figure where it sent one (the
+/// 2023 study's definition), else the client's.
+fn latency(s: &servebench_loadgen::RunSummary) -> Option<(f64, &'static str)> {
+    match (&s.server_ms_per_token, &s.ms_per_token) {
+        (Some(d), _) => Some((d.p50, "server_ms_per_token")),
+        (None, Some(d)) => Some((d.p50, "ms_per_token")),
+        _ => None,
+    }
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC, for the default output folder.
+pub fn timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn identity(d: &Deployment, concurrency: u32) -> Identity {
+    Identity {
+        deployment: d.name.clone(),
+        model: d.model.clone(),
+        quantization: d.quantization.clone(),
+        instance: d.instance.clone(),
+        concurrency,
+    }
+}
+
+/// A started deployment: where to send requests, and the local server if any.
+struct Live {
+    url: String,
+    api: Api,
+    api_key: Option<String>,
+    server: Option<LocalServer>,
+}
+
+/// `servebench serve` flags of a local deployment; `preset:NAME` models are
+/// written once with `make-model` into `out/models/`.
+fn serve_args(
+    opts: &Options,
+    model: &str,
+    quantize: &Option<String>,
+    threads: u32,
+    extra: &[String],
+) -> std::result::Result<Vec<String>, DeploymentError> {
+    let model = match model.strip_prefix("preset:") {
+        Some(preset) => {
+            let dir = opts.out.join("models");
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(format!("{preset}.gguf"));
+            if !path.exists() {
+                let out = std::process::Command::new(&opts.server_bin)
+                    .args([
+                        "make-model",
+                        "--arch-preset",
+                        preset,
+                        "--quant",
+                        "f16",
+                        "--seed",
+                        "1",
+                        "--out",
+                    ])
+                    .arg(&path)
+                    .output()?;
+                if !out.status.success() {
+                    return Err(DeploymentError::Exited {
+                        status: format!("make-model {}", out.status),
+                        log_tail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    });
+                }
+            }
+            path.display().to_string()
+        }
+        None => model.to_string(),
+    };
+    let mut args = vec![
+        "--model".into(),
+        model,
+        "--threads".into(),
+        threads.to_string(),
+    ];
+    if let Some(q) = quantize {
+        args.extend(["--quantize".into(), q.clone()]);
+    }
+    args.extend(extra.iter().cloned());
+    Ok(args)
+}
+
+async fn start(d: &Deployment, opts: &Options) -> std::result::Result<Live, DeploymentError> {
+    match &d.target {
+        Target::Local {
+            model,
+            quantize,
+            threads,
+            server_args,
+        } => {
+            let args = serve_args(opts, model, quantize, *threads, server_args)?;
+            let dir = opts.out.join("runs").join(&d.name);
+            std::fs::create_dir_all(&dir)?;
+            let server = LocalServer::start(
+                &opts.server_bin,
+                &args,
+                &dir.join("server.log"),
+                opts.ready_timeout,
+            )
+            .await?;
+            eprintln!(
+                "study: {}: server pid {} at {}",
+                d.name,
+                server.pid(),
+                server.url
+            );
+            Ok(Live {
+                url: server.url.clone(),
+                api: Api::Tgi,
+                api_key: None,
+                server: Some(server),
+            })
+        }
+        Target::Remote {
+            url,
+            api,
+            api_key_env,
+        } => {
+            let api_key = match api_key_env {
+                Some(var) => {
+                    Some(std::env::var(var).map_err(|_| DeploymentError::MissingKey(var.clone()))?)
+                }
+                None => None,
+            };
+            Ok(Live {
+                url: url.trim_end_matches('/').to_string(),
+                api: *api,
+                api_key,
+                server: None,
+            })
+        }
+    }
+}
+
+/// One level against a live deployment: the row and, when measured, the
+/// bench files under `runs/<deployment>/c<N>/`.
+async fn run_one(d: &Deployment, live: &Live, concurrency: u32, opts: &Options) -> Result<RunRow> {
+    let id = identity(d, concurrency);
+    let price = opts.prices.price(&d.instance);
+    let p = &d.plan;
+    let client = Client::new(ClientConfig {
+        base_url: live.url.clone(),
+        api: live.api,
+        params: RequestParams {
+            stream: p.stream,
+            model_name: None,
+            ignore_eos: p.ignore_eos,
+            temperature: None,
+        },
+        api_key: live.api_key.clone(),
+        timeout: p.timeout,
+    })?;
+    let prompts = Prompts::new(vec![Prompt::new(p.prompt.clone(), p.max_new_tokens)])?;
+    let level = LevelConfig {
+        load: LoadModel::Closed { concurrency },
+        stop: StopCondition {
+            duration: p.duration,
+            requests: p.requests,
+        },
+        warmup: p.warmup,
+        pause: p.pause,
+        slo: p.slo.clone(),
+        seed: 0,
+    };
+    // The level stops early when the server dies (or Ctrl-C), rather than
+    // spinning on refused connections until its window ends.
+    let (handle, cancel) = Cancel::new();
+    let mut outer = opts.cancel.clone();
+    let exited = live.server.as_ref().map(|s| s.watcher());
+    let watch = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = outer.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if exited.as_ref().and_then(|f| f()).is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        handle.cancel();
+    });
+    let result = run_level(
+        &client,
+        &prompts,
+        &level,
+        Arc::new(ConsoleProgress::new()),
+        &cancel,
+    )
+    .await;
+    watch.abort();
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => return Ok(RunRow::failed(id, e.to_string(), price)),
+    };
+    let dir = opts
+        .out
+        .join("runs")
+        .join(&d.name)
+        .join(format!("c{concurrency}"));
+    writers::write_all(
+        &dir,
+        std::slice::from_ref(&result),
+        result.summary.info.interrupted,
+    )?;
+    let s = result.summary;
+    let failure = if let Some(server) = live.server.as_ref().filter(|l| l.exit_status().is_some()) {
+        Some(format!(
+            "server exited during the run ({}); {}",
+            server.exit_status().unwrap_or_default(),
+            crate::deployment::log_tail(server.log())
+        ))
+    } else if s.info.interrupted {
+        Some("interrupted".to_string())
+    } else if s.success == 0 {
+        let errors: Vec<String> = s
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{n} x {k:?}"))
+            .collect();
+        Some(format!("no request succeeded ({})", errors.join(", ")))
+    } else {
+        None
+    };
+    // A failed run keeps what the bench saw, for the record.
+    let mut row = match failure {
+        Some(reason) => RunRow::failed(id, reason, price),
+        None => RunRow::measured(
+            id,
+            latency(&s),
+            TokensPerSecond(s.output_throughput_tok_s),
+            price,
+        ),
+    };
+    row.summary = Some(s);
+    Ok(row)
+}
+
+/// Runs the study; returns every row (saved ones first kept, in plan order).
+pub async fn run(study: &StudyConfig, opts: &Options) -> Result<Vec<RunRow>> {
+    let out = &opts.out;
+    std::fs::create_dir_all(out).map_err(StudyError::io(out))?;
+    let mut kept: Vec<RunRow> = if opts.resume {
+        store::read(out)?
+            .into_iter()
+            .filter(RunRow::is_ok)
+            .collect()
+    } else {
+        if out.join(store::RUNS_JSONL).exists() {
+            return Err(StudyError::Config {
+                file: out.join(store::RUNS_JSONL).display().to_string(),
+                line: 1,
+                reason: "this folder already holds a study; pass --resume to complete it or choose another --out".into(),
+            });
+        }
+        Vec::new()
+    };
+    // Failed runs are dropped from the file: they are about to be re-run.
+    store::write(out, &kept)?;
+    let resolved = out.join("study.toml");
+    std::fs::write(&resolved, study.resolved_toml()).map_err(StudyError::io(&resolved))?;
+
+    let total: usize = study.deployments.iter().map(|d| d.plan.levels.len()).sum();
+    let saved = kept.len();
+    if saved > 0 {
+        eprintln!("study: resuming: {saved} of {total} runs already measured, skipped");
+    }
+    let started = Instant::now();
+    let mut done = saved;
+    let render =
+        |rows: &[RunRow]| report::write_for_rows(out, study.name.clone(), notes(study, out), rows);
+    for d in &study.deployments {
+        let missing: Vec<u32> = d
+            .plan
+            .levels
+            .iter()
+            .copied()
+            .filter(|&c| !kept.iter().any(|r| r.key() == (d.name.clone(), c)))
+            .collect();
+        if missing.is_empty() || opts.cancel.is_cancelled() {
+            continue;
+        }
+        eprintln!(
+            "study: {}: starting ({} on {})",
+            d.name, d.quantization, d.instance
+        );
+        let live = start(d, opts).await;
+        for &c in &missing {
+            if opts.cancel.is_cancelled() {
+                break;
+            }
+            done += 1;
+            let eta = if done > saved + 1 {
+                let per = started.elapsed().as_secs_f64() / (done - saved - 1) as f64;
+                format!(", about {:.0} s left", per * (total - done + 1) as f64)
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "study: [{done}/{total}] {} at {c} concurrent request(s){eta}",
+                d.name
+            );
+            let mut row = match &live {
+                Ok(live) => run_one(d, live, c, opts).await?,
+                Err(e) => RunRow::failed(
+                    identity(d, c),
+                    format!("deployment failed to start: {e}"),
+                    opts.prices.price(&d.instance),
+                ),
+            };
+            row.finished_at_unix_ms = now_unix_ms();
+            match &row.error {
+                None => eprintln!(
+                    "study: [{done}/{total}] {} c={c}: {:.1} tokens/s, {:.2} ms/token, {}",
+                    d.name,
+                    row.output_throughput_tok_s.unwrap_or(0.0),
+                    row.latency_ms_per_token.unwrap_or(f64::NAN),
+                    row.cost_per_1m_tokens_usd
+                        .map_or_else(|| "unpriced".into(), |c| format!("${c:.4} per 1M tokens")),
+                ),
+                Some(e) => eprintln!("study: [{done}/{total}] {} c={c}: FAILED: {e}", d.name),
+            }
+            store::append(out, &row)?;
+            kept.push(row);
+            render(&order(study, &kept))?;
+        }
+        if let Ok(Live {
+            server: Some(server),
+            ..
+        }) = live
+        {
+            server.stop(Duration::from_secs(10)).await;
+        }
+    }
+    let rows = order(study, &kept);
+    store::write(out, &rows)?;
+    render(&rows)?;
+    eprintln!(
+        "study: {} runs in {:.0} s -> {}/report.md",
+        total - saved,
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(rows)
+}
+
+/// Rows in the study's order (deployment, then level), whatever order they ran in.
+fn order(study: &StudyConfig, rows: &[RunRow]) -> Vec<RunRow> {
+    let mut out = Vec::new();
+    for d in &study.deployments {
+        for &c in &d.plan.levels {
+            if let Some(r) = rows.iter().find(|r| r.key() == (d.name.clone(), c)) {
+                out.push(r.clone());
+            }
+        }
+    }
+    out
+}
+
+fn notes(study: &StudyConfig, out: &Path) -> Vec<String> {
+    let Some(d) = study.deployments.first() else {
+        return Vec::new();
+    };
+    let p = &d.plan;
+    let stop = match (p.duration, p.requests) {
+        (Some(t), Some(n)) => format!("{:.0} s or {n} requests", t.as_secs_f64()),
+        (Some(t), None) => format!("{:.0} s", t.as_secs_f64()),
+        (None, Some(n)) => format!("{n} requests"),
+        (None, None) => "-".into(),
+    };
+    vec![
+        format!(
+            "{} deployments; closed-loop levels {:?}; {stop} per level after {} warm-up request(s) and a {:.0} s pause (as set for the first deployment; study.toml has each).",
+            study.deployments.len(),
+            p.levels,
+            p.warmup,
+            p.pause.as_secs_f64()
+        ),
+        format!(
+            "Workload: \"{}\", {} new tokens{}, {}.",
+            p.prompt,
+            p.max_new_tokens,
+            if p.ignore_eos { " (ignore_eos)" } else { "" },
+            if p.stream { "streaming" } else { "non-streaming, as the 2023 study" }
+        ),
+        format!("Raw data: {0}/runs.csv, {0}/runs.jsonl, bench outputs per run in {0}/runs/.", out.display()),
+    ]
+}
