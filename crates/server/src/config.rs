@@ -37,18 +37,13 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// TGI's defaults for a model with `context_length` positions.
     pub fn for_model(model_id: &str, context_length: usize) -> Self {
-        let max_total_tokens = context_length.min(2048);
-        let max_input_tokens = max_total_tokens - 1;
-        Self {
+        let mut c = Self {
             model_id: model_id.to_string(),
             max_concurrent_requests: 128,
-            max_input_tokens,
-            max_total_tokens,
-            max_batch_prefill_tokens: max_input_tokens + 50,
-            // TGI sizes this from free GPU memory; on CPU the KV cache grows
-            // per sequence, so a budget of 32 full-length sequences keeps
-            // memory bounded without limiting the batch sizes that matter.
-            max_batch_total_tokens: max_total_tokens * 32,
+            max_input_tokens: 0,
+            max_total_tokens: 0,
+            max_batch_prefill_tokens: 0,
+            max_batch_total_tokens: 0,
             max_batch_size: None,
             waiting_served_ratio: 0.3,
             max_waiting_tokens: 20,
@@ -57,7 +52,21 @@ impl ServerConfig {
             api_key: None,
             payload_limit: 2_000_000,
             shutdown_timeout: Duration::from_secs(60),
-        }
+        };
+        c.set_max_total_tokens(context_length.min(2048));
+        c
+    }
+
+    /// Sets `max_total_tokens` and the limits TGI derives from it: input
+    /// = total - 1, prefill budget = input + 50, batch total = 32 x total.
+    pub fn set_max_total_tokens(&mut self, total: usize) {
+        self.max_total_tokens = total;
+        self.max_input_tokens = total.saturating_sub(1);
+        self.max_batch_prefill_tokens = self.max_input_tokens + 50;
+        // TGI sizes this from free GPU memory; on CPU the KV cache grows
+        // per sequence, so a budget of 32 full-length sequences keeps
+        // memory bounded without limiting the batch sizes that matter.
+        self.max_batch_total_tokens = total * 32;
     }
 
     /// The launcher's consistency checks; `context_length` is the model's.

@@ -73,10 +73,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .map_or("model".into(), |s| s.to_string_lossy().into_owned());
     let mut c = ServerConfig::for_model(a.model_id.as_deref().unwrap_or(&name), context);
     if let Some(t) = a.max_total_tokens {
-        c.max_total_tokens = t;
-        c.max_input_tokens = t.saturating_sub(1);
-        c.max_batch_prefill_tokens = c.max_input_tokens + 50;
-        c.max_batch_total_tokens = c.max_batch_total_tokens.max(t);
+        c.set_max_total_tokens(t);
     }
     if let Some(t) = a.max_input_tokens {
         c.max_input_tokens = t;

@@ -118,11 +118,3 @@ pub fn metric(text: &str, name_and_labels: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
-
-/// Data payloads of an SSE body.
-pub fn sse_data(body: &str) -> Vec<String> {
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.trim_start().to_string())
-        .collect()
-}
