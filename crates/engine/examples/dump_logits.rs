@@ -12,10 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::load(std::path::Path::new(model))?;
     let ids = engine.encode_prompt(prompt, false)?;
     let mut cache = engine.model.new_cache();
-    let logits = engine.model.forward(&mut [SeqStep {
-        tokens: &ids,
-        cache: &mut cache,
-    }])?;
+    let logits = engine
+        .model
+        .forward(&mut [SeqStep::new(&ids, &mut cache)])?;
     println!("{}", serde_json::json!({ "ids": ids, "logits": logits }));
     Ok(())
 }

@@ -114,14 +114,46 @@ impl Sequence {
         self.sampler.seed()
     }
 
-    /// Tokens to feed at the next step: the whole prompt first, then the
-    /// last generated token.
+    /// Tokens to feed at the next step: the prompt (or what a reused
+    /// prefix left of it) first, then the last generated token.
     pub fn next_input(&self) -> &[u32] {
-        if self.cache.is_empty() {
-            &self.prompt_ids
-        } else {
-            std::slice::from_ref(self.history.last().expect("history holds the prompt"))
+        &self.history[self.cache.len()..]
+    }
+
+    /// The next step as part of a batch.
+    pub fn next_step(&mut self) -> SeqStep<'_> {
+        // A prompt resumed after a cached prefix keeps the attention order
+        // of the full prefill it replaces.
+        let prefill_order = self.prompt_ids.len() > 1 && self.cache.len() < self.prompt_ids.len();
+        SeqStep {
+            tokens: &self.history[self.cache.len()..],
+            cache: &mut self.cache,
+            prefill_order,
         }
+    }
+
+    /// The tokens whose keys and values the cache holds.
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.history[..self.cache.len()]
+    }
+
+    /// Starts from `cache`, which holds the keys and values of `prefix`:
+    /// the positions this sequence's prompt shares with it are kept (all but
+    /// the prompt's last token, which must run to give logits) and only the
+    /// rest of the prompt is prefilled. Returns the positions reused. Call
+    /// before the first step.
+    pub fn reuse_prefix(&mut self, prefix: &[u32], mut cache: KvCache) -> usize {
+        debug_assert!(self.cache.is_empty() && self.generated_ids.is_empty());
+        let shared = prefix
+            .iter()
+            .zip(&self.prompt_ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(self.prompt_ids.len() - 1)
+            .min(cache.len());
+        cache.truncate(shared);
+        self.cache = cache;
+        shared
     }
 
     /// Takes the logits after the last step, picks a token and updates
@@ -225,12 +257,8 @@ pub fn generate(
     let mut decode = Duration::ZERO;
     while seq.finish.is_none() {
         let start = Instant::now();
-        let input = seq.next_input().to_vec();
         let first = seq.cache.is_empty();
-        let mut logits = model.forward(&mut [SeqStep {
-            tokens: &input,
-            cache: &mut seq.cache,
-        }])?;
+        let mut logits = model.forward(&mut [seq.next_step()])?;
         let (id, text) = seq.accept(tok, &mut logits);
         if first {
             prefill = start.elapsed();
@@ -263,23 +291,11 @@ pub fn generate_batch(
         if active.is_empty() {
             break;
         }
-        let inputs: Vec<Vec<u32>> = active
-            .iter()
-            .map(|&i| seqs[i].next_input().to_vec())
+        let mut steps: Vec<SeqStep<'_>> = seqs
+            .iter_mut()
+            .filter(|s| s.finish.is_none())
+            .map(Sequence::next_step)
             .collect();
-        let mut steps: Vec<SeqStep<'_>> = Vec::with_capacity(active.len());
-        let mut rest: &mut [Sequence] = &mut seqs;
-        let mut offset = 0;
-        for (&i, input) in active.iter().zip(&inputs) {
-            let (_, tail) = rest.split_at_mut(i - offset);
-            let (s, tail) = tail.split_first_mut().expect("active index in range");
-            steps.push(SeqStep {
-                tokens: input,
-                cache: &mut s.cache,
-            });
-            rest = tail;
-            offset = i + 1;
-        }
         let mut logits = model.forward(&mut steps)?;
         drop(steps);
         let vocab = model.config().vocab_size;

@@ -83,6 +83,13 @@ impl KvCache {
             .all(|l| l.k.len() == self.len * self.kv_dim));
     }
 
+    /// Keeps only the first `n` committed positions (a cached prefix reused
+    /// by a new sequence).
+    pub fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n);
+        self.rollback();
+    }
+
     /// Drops positions appended but not committed (a failed step).
     pub(crate) fn rollback(&mut self) {
         let n = self.len * self.kv_dim;

@@ -44,6 +44,22 @@ pub struct Llama {
 pub struct SeqStep<'a> {
     pub tokens: &'a [u32],
     pub cache: &'a mut KvCache,
+    /// Attend in llama.cpp's prefill order even when `tokens` is a single
+    /// token: set when these tokens end a prompt of two or more tokens whose
+    /// start came from a cached prefix, so the logits are exactly those of
+    /// a full prefill. Steps of two or more tokens use prefill order anyway.
+    pub prefill_order: bool,
+}
+
+impl<'a> SeqStep<'a> {
+    /// A step whose attention order follows from its own length.
+    pub fn new(tokens: &'a [u32], cache: &'a mut KvCache) -> Self {
+        Self {
+            tokens,
+            cache,
+            prefill_order: false,
+        }
+    }
 }
 
 fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
@@ -194,7 +210,10 @@ impl Llama {
             row_pos.extend(start..start + s.tokens.len());
         }
         let t = row_seq.len();
-        let steps_len: Vec<usize> = steps.iter().map(|s| s.tokens.len()).collect();
+        let prefill_order: Vec<bool> = steps
+            .iter()
+            .map(|s| s.prefill_order || s.tokens.len() > 1)
+            .collect();
 
         let mut x = vec![0f32; t * h];
         for (row, tok) in x
@@ -259,7 +278,7 @@ impl Llama {
                     |scratch, (i, out)| {
                         let (r, head) = (i / c.n_head, i % c.n_head);
                         let n_pos = row_pos[r] + 1;
-                        let order = if steps_len[row_seq[r]] > 1 {
+                        let order = if prefill_order[row_seq[r]] {
                             Order::Prefill
                         } else {
                             Order::Decode

@@ -79,10 +79,7 @@ fn greedy_tokens_and_logits_match_llamacpp() {
         let mut cache = engine.model.new_cache();
         let logits = engine
             .model
-            .forward(&mut [SeqStep {
-                tokens: prompt,
-                cache: &mut cache,
-            }])
+            .forward(&mut [SeqStep::new(prompt, &mut cache)])
             .unwrap();
         let cos = support::cosine(&logits, &want_logits);
         let g = generate(

@@ -39,10 +39,7 @@ fn last_logits(engine: &Engine, ids: &[u32]) -> Vec<f32> {
     let mut cache = engine.model.new_cache();
     engine
         .model
-        .forward(&mut [SeqStep {
-            tokens: ids,
-            cache: &mut cache,
-        }])
+        .forward(&mut [SeqStep::new(ids, &mut cache)])
         .unwrap()
 }
 
@@ -261,20 +258,66 @@ fn out_of_range_tokens_and_full_context_are_errors_not_panics() {
     let mut cache = e.model.new_cache();
     let err = e
         .model
-        .forward(&mut [SeqStep {
-            tokens: &[100_000],
-            cache: &mut cache,
-        }])
+        .forward(&mut [SeqStep::new(&[100_000], &mut cache)])
         .unwrap_err();
     assert!(err.to_string().contains("100000"), "{err}");
     assert!(cache.is_empty(), "a failed step leaves the cache untouched");
     let long = vec![5u32; e.model.config().context_length + 1];
     assert!(e
         .model
-        .forward(&mut [SeqStep {
-            tokens: &long,
-            cache: &mut cache
-        }])
+        .forward(&mut [SeqStep::new(&long, &mut cache)])
         .is_err());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_prompt_resumed_from_a_cached_prefix_gets_the_full_prefills_logits() {
+    let dir = tempdir();
+    let e = Engine::load(&tiny(&dir, "q4_1", VocabKind::Bpe)).unwrap();
+    let vocab = e.model.config().vocab_size;
+    let first_logits = |seq: &mut Sequence| {
+        let mut logits = e.model.forward(&mut [seq.next_step()]).unwrap();
+        let bits: Vec<u32> = logits.iter().map(|v| v.to_bits()).collect();
+        seq.accept(&e.tokenizer, &mut logits[..vocab]);
+        bits
+    };
+    let earlier = e
+        .encode_prompt("Write a 500 word long story about llamas", false)
+        .unwrap();
+    let params = GenerateParams {
+        max_new_tokens: 6,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let mut done = Sequence::new(&e.model, earlier.clone(), params.clone()).unwrap();
+    while done.finish.is_none() {
+        first_logits(&mut done);
+    }
+    // The same prompt (all but its last token reused), a longer one and a
+    // diverging one: each must equal a fresh sequence bit for bit.
+    let mut longer = earlier.clone();
+    longer.extend(e.encode_prompt(" in the Andes", false).unwrap());
+    let mut diverging = earlier[..3].to_vec();
+    diverging.extend(e.encode_prompt(" cats", false).unwrap());
+    for (prompt, at_least, at_most) in [
+        (earlier.clone(), earlier.len() - 1, earlier.len() - 1),
+        (longer.clone(), earlier.len(), longer.len() - 1),
+        (diverging, 3, 3),
+    ] {
+        let mut fresh = Sequence::new(&e.model, prompt.clone(), params.clone()).unwrap();
+        let mut resumed = Sequence::new(&e.model, prompt.clone(), params.clone()).unwrap();
+        let got = resumed.reuse_prefix(done.cached_tokens(), done.cache.clone());
+        assert!(
+            (at_least..=at_most).contains(&got),
+            "reused {got} positions"
+        );
+        assert_eq!(resumed.next_input(), &prompt[got..]);
+        assert_eq!(first_logits(&mut fresh), first_logits(&mut resumed));
+        while fresh.finish.is_none() {
+            first_logits(&mut fresh);
+            first_logits(&mut resumed);
+        }
+        assert_eq!(fresh.generated_ids, resumed.generated_ids);
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub payload_limit: usize,
     /// How long a SIGTERM waits for in-flight requests before exiting.
     pub shutdown_timeout: Duration,
+    /// Memory for finished sequences' key/value caches that later prompts
+    /// with the same start reuse (prefix caching); 0 turns it off.
+    pub prefix_cache_bytes: usize,
 }
 
 impl ServerConfig {
@@ -52,6 +55,7 @@ impl ServerConfig {
             api_key: None,
             payload_limit: 2_000_000,
             shutdown_timeout: Duration::from_secs(60),
+            prefix_cache_bytes: 64 << 20,
         };
         c.set_max_total_tokens(context_length.min(2048));
         c

@@ -51,20 +51,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     for rep in 0..=a.repetitions {
         let mut cache = model.new_cache();
         let start = Instant::now();
-        model.forward(&mut [SeqStep {
-            tokens: &tokens[..a.prompt_tokens],
-            cache: &mut cache,
-        }])?;
+        model.forward(&mut [SeqStep::new(&tokens[..a.prompt_tokens], &mut cache)])?;
         let pp_rate = a.prompt_tokens as f64 / start.elapsed().as_secs_f64();
         let mut caches: Vec<_> = (0..a.batch).map(|_| model.new_cache()).collect();
         let start = Instant::now();
         for t in &tokens[..a.gen_tokens] {
             let mut steps: Vec<SeqStep<'_>> = caches
                 .iter_mut()
-                .map(|cache| SeqStep {
-                    tokens: std::slice::from_ref(t),
-                    cache,
-                })
+                .map(|cache| SeqStep::new(std::slice::from_ref(t), cache))
                 .collect();
             model.forward(&mut steps)?;
         }

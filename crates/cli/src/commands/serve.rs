@@ -60,6 +60,10 @@ pub struct Args {
     /// Seconds a SIGTERM waits for in-flight requests.
     #[arg(long, default_value_t = 60)]
     shutdown_timeout: u64,
+    /// MiB of finished sequences' key/value caches kept so that prompts
+    /// starting the same way skip that part of their prefill (0 = off).
+    #[arg(long, default_value_t = 64)]
+    prefix_cache_mib: usize,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -92,6 +96,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     c.api_key = a.api_key;
     c.payload_limit = a.payload_limit;
     c.shutdown_timeout = Duration::from_secs(a.shutdown_timeout);
+    c.prefix_cache_bytes = a.prefix_cache_mib << 20;
     eprintln!(
         "servebench: {} ({:?} weights), {}",
         path.display(),

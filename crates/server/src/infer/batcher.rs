@@ -9,6 +9,7 @@ use std::time::Instant;
 use servebench_engine::{Engine, EngineError, FinishReason, SeqStep, Sequence};
 use tokio::sync::mpsc;
 
+use super::prefix_cache::PrefixCache;
 use super::queue::{BatchLimits, BatchState, Budgeted, Queue};
 use super::{Ended, Entry, GeneratedToken, StreamEvent};
 use crate::metrics;
@@ -43,6 +44,7 @@ impl Drop for AliveGuard<'_> {
 pub(super) fn run(
     engine: &Engine,
     limits: BatchLimits,
+    mut prefixes: PrefixCache,
     mut rx: mpsc::UnboundedReceiver<Entry>,
     alive: &AtomicBool,
 ) {
@@ -89,12 +91,17 @@ pub(super) fn run(
         for entry in joining {
             let req = &entry.request;
             match Sequence::new(&engine.model, req.prompt_ids.clone(), req.params.clone()) {
-                Ok(seq) => running.push(Running {
-                    seq,
-                    entry,
-                    joined_at: now,
-                    generated: 0,
-                }),
+                Ok(mut seq) => {
+                    if let Some((tokens, cache)) = prefixes.take(&req.prompt_ids) {
+                        seq.reuse_prefix(&tokens, cache);
+                    }
+                    running.push(Running {
+                        seq,
+                        entry,
+                        joined_at: now,
+                        generated: 0,
+                    })
+                }
                 Err(e) => fail(&entry, &e),
             }
         }
@@ -105,7 +112,7 @@ pub(super) fn run(
         // The step runs on a compute-pool thread, so its serial parts and
         // its parallel loops share threads instead of handing off to and
         // from this one at every layer.
-        if let Err(e) = rayon::scope(|_| step(engine, &mut running)) {
+        if let Err(e) = rayon::scope(|_| step(engine, &mut running, &mut prefixes)) {
             for r in running.drain(..) {
                 fail(&r.entry, &e);
             }
@@ -122,19 +129,12 @@ fn fail(entry: &Entry, e: &EngineError) {
 }
 
 /// One forward pass over the whole batch, then one token per sequence.
-fn step(engine: &Engine, running: &mut Vec<Running>) -> Result<(), EngineError> {
-    let inputs: Vec<Vec<u32>> = running
-        .iter()
-        .map(|r| r.seq.next_input().to_vec())
-        .collect();
-    let mut steps: Vec<SeqStep<'_>> = running
-        .iter_mut()
-        .zip(&inputs)
-        .map(|(r, tokens)| SeqStep {
-            tokens,
-            cache: &mut r.seq.cache,
-        })
-        .collect();
+fn step(
+    engine: &Engine,
+    running: &mut Vec<Running>,
+    prefixes: &mut PrefixCache,
+) -> Result<(), EngineError> {
+    let mut steps: Vec<SeqStep<'_>> = running.iter_mut().map(|r| r.seq.next_step()).collect();
     let mut logits = engine.model.forward(&mut steps)?;
     drop(steps);
     let vocab = engine.model.config().vocab_size;
@@ -170,7 +170,8 @@ fn step(engine: &Engine, running: &mut Vec<Running>) -> Result<(), EngineError> 
         }
     }
     for i in finished.into_iter().rev() {
-        running.swap_remove(i);
+        let seq = running.swap_remove(i).seq;
+        prefixes.put(seq.cached_tokens().to_vec(), seq.cache);
     }
     Ok(())
 }

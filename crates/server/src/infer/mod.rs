@@ -4,6 +4,7 @@
 //! talk to [`Infer`]; they never touch the model.
 
 mod batcher;
+mod prefix_cache;
 mod queue;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use prefix_cache::PrefixCache;
 
 pub use queue::BatchLimits;
 
@@ -112,10 +114,11 @@ impl Infer {
         let (tx, rx) = mpsc::unbounded_channel();
         let alive = Arc::new(AtomicBool::new(true));
         let limits = BatchLimits::from(config);
+        let prefixes = PrefixCache::new(config.prefix_cache_bytes);
         let flag = alive.clone();
         let thread = std::thread::Builder::new()
             .name("batcher".into())
-            .spawn(move || batcher::run(&engine, limits, rx, &flag))
+            .spawn(move || batcher::run(&engine, limits, prefixes, rx, &flag))
             .expect("spawning the batcher thread");
         let infer = Self {
             tx,

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# servebench's server next to llama.cpp's llama-server: same GGUF, same thread
+# count, both driven by `servebench bench` over the same API
+# (openai-completions, streaming) with the same load: the study's prompt,
+# 64 new tokens with ignore_eos, at 1, 5 and 20 concurrent requests. Rounds
+# alternate A/B/A/B (llama.cpp first, then servebench, per level) so that
+# the box's drifting load hits both alike. Prints, per level and metric, the
+# median over rounds of each server and the ratio servebench / llama.cpp,
+# plus each server's peak RSS (VmHWM) after serving 20 streams.
+#   bash scripts/compare-llama-server.sh [THREADS] [ROUNDS] [REQUESTS_PER_STREAM]
+#   (defaults 2, 3, 4); LEVELS="1 5 20" overrides the levels.
+# Needs the llama.cpp peer (../shared/peers/llama-server.sh builds it once into
+# ~/.cache/servebench-peers, about 10 minutes on 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS=${1:-2}
+ROUNDS=${2:-3}
+PER_STREAM=${3:-4}
+LEVELS=${LEVELS:-1 5 20}
+PEERS=${SERVEBENCH_PEERS_SCRIPT:-../shared/peers/llama-server.sh}
+cargo build --release --quiet -p servebench
+BIN=target/release/servebench
+MODEL=$("$BIN" fetch-model)
+bash "$PEERS" --build-only >/dev/null
+DIR=$(mktemp -d)
+PORT_L=${PORT_L:-8291}
+PORT_S=${PORT_S:-8292}
+# llama-server: 20 slots sharing a context of 20 x 2048 tokens (continuous
+# batching is on by default); servebench: its TGI defaults.
+bash "$PEERS" -m "$MODEL" -t "$THREADS" -tb "$THREADS" --port "$PORT_L" -np 20 -c 40960 \
+  >"$DIR/llama.log" 2>&1 &
+PID_L=$!
+"$BIN" serve --model "$MODEL" --threads "$THREADS" --port "$PORT_S" 2>"$DIR/serve.log" &
+PID_S=$!
+trap 'kill "$PID_L" "$PID_S" 2>/dev/null || true; rm -rf "$DIR"' EXIT
+for port in "$PORT_L" "$PORT_S"; do
+  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+  curl -sf "http://127.0.0.1:$port/health" >/dev/null || { echo "server on port $port did not start" >&2; exit 1; }
+done
+# llama-server's children: the script execs the binary, so the pid is the server's.
+for r in $(seq "$ROUNDS"); do
+  for c in $LEVELS; do
+    for who in llama servebench; do
+      port=$PORT_L; [ "$who" = servebench ] && port=$PORT_S
+      "$BIN" bench --url "http://127.0.0.1:$port" --api openai-completions --model-name smollm2 \
+        --concurrency "$c" --requests $((c * PER_STREAM)) --warmup "$c" --pause 1s \
+        --max-new-tokens 64 --ignore-eos --out "$DIR/$who-r$r-c$c" >/dev/null 2>&1 \
+        || { echo "bench against $who at c=$c failed; see $DIR/$who-r$r-c$c" >&2; exit 1; }
+    done
+  done
+done
+rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+python3 - "$DIR" "$ROUNDS" "$THREADS" "$(rss "$PID_L")" "$(rss "$PID_S")" $LEVELS <<'PY'
+import json, statistics, sys
+d, rounds, threads, rss_l, rss_s = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+levels = [int(c) for c in sys.argv[6:]]
+def level(who, r, c):
+    return json.load(open(f"{d}/{who}-r{r}-c{c}/summary.json"))["levels"][0]
+metrics = [
+    ("output_throughput_tok_s", lambda l: l["output_throughput_tok_s"]),
+    ("ttft_ms p50", lambda l: l["ttft_ms"]["p50"]),
+    ("tpot_ms p50", lambda l: l["tpot_ms"]["p50"]),
+]
+print(f"threads {threads}, {rounds} alternating rounds, medians over rounds")
+print(f"{'level':<6}{'metric':<26}{'llama.cpp':>12}{'servebench':>12}{'ratio':>8}")
+for c in levels:
+    for name, get in metrics:
+        a = statistics.median(get(level("llama", r, c)) for r in range(1, rounds + 1))
+        b = statistics.median(get(level("servebench", r, c)) for r in range(1, rounds + 1))
+        print(f"c={c:<4}{name:<26}{a:>12.2f}{b:>12.2f}{b / a:>8.2f}")
+print(f"{'peak RSS (MiB)':<32}{rss_l / 1024:>12.1f}{rss_s / 1024:>12.1f}{rss_s / rss_l:>8.2f}")
+PY
