@@ -482,7 +482,7 @@ mod tests {
         );
         assert_eq!(d.plan.max_new_tokens, 50);
         assert!(d.plan.ignore_eos && !d.plan.stream);
-        assert_eq!(d.plan.duration, Some(Duration::from_secs(12)));
+        assert_eq!(d.plan.duration, Some(Duration::from_secs(10)));
     }
 
     #[test]
