@@ -37,7 +37,6 @@ for port in "$PORT_L" "$PORT_S"; do
   for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
   curl -sf "http://127.0.0.1:$port/health" >/dev/null || { echo "server on port $port did not start" >&2; exit 1; }
 done
-# llama-server's children: the script execs the binary, so the pid is the server's.
 for r in $(seq "$ROUNDS"); do
   for c in $LEVELS; do
     for who in llama servebench; do
@@ -49,6 +48,7 @@ for r in $(seq "$ROUNDS"); do
     done
   done
 done
+# The peer script execs llama-server, so $PID_L is the server's own pid.
 rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 python3 - "$DIR" "$ROUNDS" "$THREADS" "$(rss "$PID_L")" "$(rss "$PID_S")" $LEVELS <<'PY'
 import json, statistics, sys

@@ -35,17 +35,17 @@ fn random_matrix(dtype: GgmlDType, rows: usize, cols: usize) -> Matrix {
 }
 
 fn main() {
+    let batches: Vec<usize> = std::env::var("BATCHES")
+        .unwrap_or_else(|_| "1,4,8,16,20".into())
+        .split(',')
+        .map(|b| b.parse().expect("BATCHES: comma-separated sizes"))
+        .collect();
     for (dtype, rows, cols) in [
         (GgmlDType::Q4_1, 1536, 576),
         (GgmlDType::Q4_1, 576, 1536),
         (GgmlDType::Q8_0, 8192, 576),
     ] {
         let m = random_matrix(dtype, rows, cols);
-        let batches: Vec<usize> = std::env::var("BATCHES")
-            .unwrap_or_else(|_| "1,4,8,16,20".into())
-            .split(',')
-            .map(|b| b.parse().expect("BATCHES: comma-separated sizes"))
-            .collect();
         for &batch in &batches {
             let x: Vec<f32> = (0..batch * cols)
                 .map(|i| ((i * 37) % 17) as f32 - 8.0)

@@ -57,6 +57,11 @@ impl FinishReason {
     }
 }
 
+/// How many leading tokens `a` and `b` have in common.
+pub fn shared_prefix_len(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 /// One request being generated.
 pub struct Sequence {
     pub prompt_ids: Vec<u32>,
@@ -144,11 +149,7 @@ impl Sequence {
     /// before the first step.
     pub fn reuse_prefix(&mut self, prefix: &[u32], mut cache: KvCache) -> usize {
         debug_assert!(self.cache.is_empty() && self.generated_ids.is_empty());
-        let shared = prefix
-            .iter()
-            .zip(&self.prompt_ids)
-            .take_while(|(a, b)| a == b)
-            .count()
+        let shared = shared_prefix_len(prefix, &self.prompt_ids)
             .min(self.prompt_ids.len() - 1)
             .min(cache.len());
         cache.truncate(shared);

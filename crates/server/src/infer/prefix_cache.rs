@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 
+use servebench_engine::generate::shared_prefix_len;
 use servebench_engine::kv_cache::KvCache;
 
 /// Finished sequences' caches, oldest first, within a memory budget.
@@ -45,18 +46,11 @@ impl PrefixCache {
     /// recent among equals): its tokens and cache. `None` when no entry
     /// shares a first token.
     pub fn take(&mut self, prompt: &[u32]) -> Option<(Vec<u32>, KvCache)> {
-        let shared = |tokens: &[u32]| {
-            tokens
-                .iter()
-                .zip(prompt)
-                .take_while(|(a, b)| a == b)
-                .count()
-        };
         let (best, len) = self
             .entries
             .iter()
             .enumerate()
-            .map(|(i, (tokens, _))| (i, shared(tokens)))
+            .map(|(i, (tokens, _))| (i, shared_prefix_len(tokens, prompt)))
             .max_by_key(|&(i, len)| (len, i))?;
         if len == 0 {
             return None;
