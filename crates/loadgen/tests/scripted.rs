@@ -18,8 +18,9 @@ use support::scripted_server::{oai_text, tgi_token, End, Reply, ScriptedServer};
 
 const MS: Duration = Duration::from_millis(1);
 
-/// Timing assertions are at 1 ms: tests that make them run one at a time so
-/// they do not compete with each other for the two cores.
+/// Timing assertions are at 1 ms: every test here runs alone (the ones without
+/// timing assertions too) so that no sibling's servers and clients compete
+/// with a timed level for the two cores.
 static TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn client(url: &str, api: Api, stream: bool, timeout: Duration) -> Client {
@@ -255,6 +256,7 @@ async fn multi_token_chunks_and_empty_first_chunks() {
 
 #[tokio::test]
 async fn non_streaming_tgi_like_the_2023_study() {
+    let _serial = TIMING.lock().await;
     let server = ScriptedServer::start(|req| {
         assert_eq!(req.path, "/generate");
         Reply::json(
@@ -278,6 +280,7 @@ async fn non_streaming_tgi_like_the_2023_study() {
 /// Requests alternate between the failure modes; each must be classified.
 #[tokio::test]
 async fn errors_are_classified() {
+    let _serial = TIMING.lock().await;
     let server = ScriptedServer::start(|req| match req.number % 6 {
         0 => Reply::json(429, &serde_json::json!({"error": "queue full"})),
         1 => Reply::json(503, &serde_json::json!({"error": "overloaded"})),
@@ -458,6 +461,7 @@ async fn open_loop_stall_is_measured_not_omitted() {
 
 #[tokio::test]
 async fn cancel_returns_what_was_measured() {
+    let _serial = TIMING.lock().await;
     let server = ScriptedServer::start(|_| Reply::sse().wait(20 * MS).event(&tgi_token(1, 1, "a")));
     let c = client(&server.url(), Api::Tgi, true, Duration::from_secs(5));
     let prompts = Prompts::new(vec![Prompt::new("hello", 1)]).unwrap();
