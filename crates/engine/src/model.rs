@@ -7,7 +7,7 @@ use candle_core::quantized::GgmlDType;
 use rayon::prelude::*;
 
 use crate::config::{LlamaConfig, RopeScaling};
-use crate::cpu::attention::{attend_head, AttentionShape, HeadInput, Order, Scratch};
+use crate::cpu::attention::{attend_group, AttentionShape, GroupInput, Order, Scratch};
 use crate::cpu::ops::{add_assign, rms_norm, swiglu, Rope};
 use crate::cpu::Matrix;
 use crate::error::{EngineError, Result};
@@ -273,10 +273,10 @@ impl Llama {
                     first += n;
                 }
                 let caches: Vec<&KvCache> = steps.iter().map(|s| &*s.cache).collect();
-                attn.par_chunks_mut(hd).enumerate().for_each_init(
+                attn.par_chunks_mut(group * hd).enumerate().for_each_init(
                     Scratch::default,
                     |scratch, (i, out)| {
-                        let (r, head) = (i / c.n_head, i % c.n_head);
+                        let (r, kv_head) = (i / c.n_kv_head, i % c.n_kv_head);
                         let n_pos = row_pos[r] + 1;
                         let order = if prefill_order[row_seq[r]] {
                             Order::Prefill
@@ -284,14 +284,14 @@ impl Llama {
                             Order::Decode
                         };
                         let (keys, values) = caches[row_seq[r]].layer(li, n_pos);
-                        let qh = &q[r * qd + head * hd..r * qd + (head + 1) * hd];
-                        attend_head(
+                        let heads = r * qd + kv_head * group * hd;
+                        attend_group(
                             shape,
-                            &HeadInput {
-                                q: qh,
+                            &GroupInput {
+                                q: &q[heads..heads + group * hd],
                                 keys,
                                 values,
-                                kv_head: head / group,
+                                kv_head,
                                 n_pos,
                                 order,
                             },

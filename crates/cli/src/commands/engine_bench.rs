@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use servebench_engine::SeqStep;
+use servebench_engine::{Llama, SeqStep};
 
 use super::ModelArgs;
 
@@ -45,29 +45,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let tokens: Vec<u32> = (0..a.prompt_tokens.max(a.gen_tokens) as u32)
         .map(|i| (i * 7919 + 13) % vocab)
         .collect();
-    let mut pp = Vec::new();
-    let mut tg = Vec::new();
-    // One untimed round warms caches and pages in the weights.
-    for rep in 0..=a.repetitions {
-        let mut cache = model.new_cache();
-        let start = Instant::now();
-        model.forward(&mut [SeqStep::new(&tokens[..a.prompt_tokens], &mut cache)])?;
-        let pp_rate = a.prompt_tokens as f64 / start.elapsed().as_secs_f64();
-        let mut caches: Vec<_> = (0..a.batch).map(|_| model.new_cache()).collect();
-        let start = Instant::now();
-        for t in &tokens[..a.gen_tokens] {
-            let mut steps: Vec<SeqStep<'_>> = caches
-                .iter_mut()
-                .map(|cache| SeqStep::new(std::slice::from_ref(t), cache))
-                .collect();
-            model.forward(&mut steps)?;
-        }
-        let tg_rate = (a.gen_tokens * a.batch) as f64 / start.elapsed().as_secs_f64();
-        if rep > 0 {
-            pp.push(pp_rate);
-            tg.push(tg_rate);
-        }
-    }
+    // On a compute-pool thread, as the server's batcher runs its steps:
+    // from outside the pool every parallel loop would hand off to the pool
+    // and back.
+    let (pp, tg) = rayon::scope(|_| measure(&a, model, &tokens))?;
     let threads = rayon::current_num_threads();
     let (pp_med, tg_med) = (median(pp), median(tg));
     if a.json {
@@ -95,4 +76,32 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prefill and decode rates (tokens/s) of each timed repetition.
+fn measure(a: &Args, model: &Llama, tokens: &[u32]) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    // One untimed round warms caches and pages in the weights.
+    for rep in 0..=a.repetitions {
+        let mut cache = model.new_cache();
+        let start = Instant::now();
+        model.forward(&mut [SeqStep::new(&tokens[..a.prompt_tokens], &mut cache)])?;
+        let pp_rate = a.prompt_tokens as f64 / start.elapsed().as_secs_f64();
+        let mut caches: Vec<_> = (0..a.batch).map(|_| model.new_cache()).collect();
+        let start = Instant::now();
+        for t in &tokens[..a.gen_tokens] {
+            let mut steps: Vec<SeqStep<'_>> = caches
+                .iter_mut()
+                .map(|cache| SeqStep::new(std::slice::from_ref(t), cache))
+                .collect();
+            model.forward(&mut steps)?;
+        }
+        let tg_rate = (a.gen_tokens * a.batch) as f64 / start.elapsed().as_secs_f64();
+        if rep > 0 {
+            pp.push(pp_rate);
+            tg.push(tg_rate);
+        }
+    }
+    Ok((pp, tg))
 }

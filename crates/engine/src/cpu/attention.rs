@@ -31,13 +31,15 @@ pub enum Order {
 pub struct Scratch {
     scores: Vec<f32>,
     q16: Vec<f32>,
-    row: Vec<f32>,
+    keys: Vec<f32>,
+    values: Vec<f32>,
     acc: Vec<f32>,
     tree: Vec<f32>,
 }
 
-/// What one head of one query row attends to.
-pub struct HeadInput<'a> {
+/// What the query heads sharing one KV head attend to, for one query row.
+pub struct GroupInput<'a> {
+    /// The group's query heads, one after another (`head_dim` each).
     pub q: &'a [f32],
     pub keys: &'a [f16],
     pub values: &'a [f16],
@@ -47,11 +49,13 @@ pub struct HeadInput<'a> {
     pub order: Order,
 }
 
-/// `out` (one head's `head_dim` values) = softmax(q·Kᵀ/√d) · V over the
-/// first `n_pos` cached positions of KV head `kv_head`.
-pub fn attend_head(
+/// For each query head in `input.q`: its `head_dim` values in `out` =
+/// softmax(q·Kᵀ/√d) · V over the first `n_pos` cached positions of KV head
+/// `kv_head`. The group's keys and values are widened to f32 once (exact)
+/// and shared by its query heads.
+pub fn attend_group(
     shape: AttentionShape,
-    input: &HeadInput<'_>,
+    input: &GroupInput<'_>,
     scratch: &mut Scratch,
     out: &mut [f32],
 ) {
@@ -61,23 +65,61 @@ pub fn attend_head(
         unsafe { attend_fma(shape, input, scratch, out) };
         return;
     }
-    attend(shape, input, scratch, out);
+    attend::<false>(shape, input, scratch, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn attend_fma(
     shape: AttentionShape,
-    input: &HeadInput<'_>,
+    input: &GroupInput<'_>,
     scratch: &mut Scratch,
     out: &mut [f32],
 ) {
-    attend(shape, input, scratch, out);
+    attend::<true>(shape, input, scratch, out);
+}
+
+/// Widens KV head `kv_head`'s rows of the first `n_pos` positions of a
+/// cache layer into `out` (`n_pos x d`). With `F16C`, inline conversions:
+/// `half`'s slice routine is an out-of-line call per 64-value row.
+#[inline(always)]
+fn widen_head<const F16C: bool>(
+    cache: &[f16],
+    kv_dim: usize,
+    kv_head: usize,
+    d: usize,
+    n_pos: usize,
+    out: &mut Vec<f32>,
+) {
+    out.clear();
+    out.resize(n_pos * d, 0.0);
+    for (p, row) in out.chunks_exact_mut(d).enumerate() {
+        let src = &cache[p * kv_dim + kv_head * d..p * kv_dim + (kv_head + 1) * d];
+        #[cfg(target_arch = "x86_64")]
+        if F16C && d.is_multiple_of(8) {
+            use std::arch::x86_64::*;
+            for (o, h) in row.chunks_exact_mut(8).zip(src.chunks_exact(8)) {
+                // SAFETY: F16C is set only from `attend_fma` (the CPU has
+                // F16C); both chunks hold exactly 8 values.
+                unsafe {
+                    let v = _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i));
+                    _mm256_storeu_ps(o.as_mut_ptr(), v);
+                }
+            }
+            continue;
+        }
+        src.convert_to_f32_slice(row);
+    }
 }
 
 #[inline(always)]
-fn attend(shape: AttentionShape, input: &HeadInput<'_>, s: &mut Scratch, out: &mut [f32]) {
-    let HeadInput {
+fn attend<const F16C: bool>(
+    shape: AttentionShape,
+    input: &GroupInput<'_>,
+    s: &mut Scratch,
+    out: &mut [f32],
+) {
+    let GroupInput {
         q,
         keys,
         values,
@@ -89,39 +131,38 @@ fn attend(shape: AttentionShape, input: &HeadInput<'_>, s: &mut Scratch, out: &m
     let gemm = order == Order::Prefill && d.is_multiple_of(LANES);
     let kv_dim = shape.n_kv_head * d;
     let scale = 1.0 / (d as f32).sqrt();
-    // ggml converts the query to the cache's type before Q·K.
-    s.q16.clear();
-    s.q16.extend(q.iter().map(|v| f16::from_f32(*v).to_f32()));
-    s.row.resize(d, 0.0);
-    s.scores.clear();
-    for p in 0..n_pos {
-        let at = p * kv_dim + kv_head * d;
-        keys[at..at + d].convert_to_f32_slice(&mut s.row);
-        let dot = if gemm {
-            g::dot_gemm(&s.row, &s.q16)
-        } else {
-            g::dot(&s.row, &s.q16)
-        };
-        s.scores.push(dot * scale);
-    }
-    softmax_f16(&mut s.scores);
-    // softmax · V over the transposed V rows: position p lands in lane
-    // p % 64 (vec_dot's 4x16 accumulators) or p % 16 (tinyBLAS's one
-    // accumulator); each lane holds a whole head row.
-    let slots = if gemm { LANES } else { STEP };
-    // Lanes no position reaches stay +0.0; `reduce_lanes` leaves them out.
-    let used = n_pos.min(slots);
-    s.acc.clear();
-    s.acc.resize(used * d, 0.0);
-    for (p, w) in s.scores.iter().enumerate() {
-        let at = p * kv_dim + kv_head * d;
-        values[at..at + d].convert_to_f32_slice(&mut s.row);
-        let lane = &mut s.acc[(p % slots) * d..(p % slots + 1) * d];
-        for (a, v) in lane.iter_mut().zip(&s.row) {
-            *a = w.mul_add(*v, *a);
+    widen_head::<F16C>(keys, kv_dim, kv_head, d, n_pos, &mut s.keys);
+    widen_head::<F16C>(values, kv_dim, kv_head, d, n_pos, &mut s.values);
+    for (qh, oh) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        // ggml converts the query to the cache's type before Q·K.
+        s.q16.clear();
+        s.q16.extend(qh.iter().map(|v| f16::from_f32(*v).to_f32()));
+        s.scores.clear();
+        for key in s.keys.chunks_exact(d) {
+            let dot = if gemm {
+                g::dot_gemm(key, &s.q16)
+            } else {
+                g::dot(key, &s.q16)
+            };
+            s.scores.push(dot * scale);
         }
+        softmax_f16(&mut s.scores);
+        // softmax · V over the transposed V rows: position p lands in lane
+        // p % 64 (vec_dot's 4x16 accumulators) or p % 16 (tinyBLAS's one
+        // accumulator); each lane holds a whole head row.
+        let slots = if gemm { LANES } else { STEP };
+        // Lanes no position reaches stay +0.0; `reduce_lanes` leaves them out.
+        let used = n_pos.min(slots);
+        s.acc.clear();
+        s.acc.resize(used * d, 0.0);
+        for (p, (w, value)) in s.scores.iter().zip(s.values.chunks_exact(d)).enumerate() {
+            let lane = &mut s.acc[(p % slots) * d..(p % slots + 1) * d];
+            for (a, v) in lane.iter_mut().zip(value) {
+                *a = w.mul_add(*v, *a);
+            }
+        }
+        reduce_lanes(&s.acc, d, slots, &mut s.tree, oh);
     }
-    reduce_lanes(&s.acc, d, slots, &mut s.tree, out);
 }
 
 /// `out[i]` = the reduction of lane values `acc[l * d + i]` over the

@@ -128,6 +128,24 @@ pub(super) mod avx2 {
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
     }
 
+    /// `h` in all 8 lanes. Loaded with a broadcast: a 16-bit scalar load
+    /// becomes `vpinsrw` into whatever register LLVM picks, a false
+    /// dependency that chained each block to the previous one.
+    #[inline(always)]
+    pub(in crate::cpu) unsafe fn f16_splat(h: &half::f16) -> __m256 {
+        _mm256_cvtph_ps(_mm_set1_epi16(h.to_bits() as i16))
+    }
+
+    /// The two f16 scales a `#[repr(C)]` block starts with (Q4_1's `d`, `m`;
+    /// Q8_1's `d`, `s`) as f32, loaded as one 32-bit word (`vmovd`
+    /// zero-extends: no false dependency).
+    #[inline(always)]
+    pub(in crate::cpu) unsafe fn f16_pair<B>(block: &B) -> (f32, f32) {
+        let word = std::ptr::read_unaligned(block as *const B as *const i32);
+        let both = _mm_cvtph_ps(_mm_cvtsi32_si128(word));
+        (_mm_cvtss_f32(both), _mm_cvtss_f32(_mm_movehdup_ps(both)))
+    }
+
     #[inline(always)]
     pub(in crate::cpu) unsafe fn hsum(x: __m256) -> f32 {
         let hi = _mm256_extractf128_ps(x, 1);

@@ -262,8 +262,8 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// Weight rows are split among threads; each weight row is dotted with every
-/// activation row while it is hot in cache.
+/// Weight rows are split among threads; each chunk of weight rows is
+/// multiplied with every activation row while it is hot in cache.
 fn rows_times<W: Sync, A: Sync + ActScales>(
     w: &[W],
     xq: &[A],
@@ -273,7 +273,7 @@ fn rows_times<W: Sync, A: Sync + ActScales>(
     dot_rows: RowsKernel<W, A>,
 ) {
     let bpr = w.len() / rows;
-    let scales: Vec<[f32; 2]> = xq.iter().map(ActScales::scales).collect();
+    let scales = dot_rows::strip_scales(xq, bpr);
     let scales = &scales;
     let ptr = OutPtr(out.as_mut_ptr());
     let threads = rayon::current_num_threads().max(1);
@@ -284,14 +284,16 @@ fn rows_times<W: Sync, A: Sync + ActScales>(
         .for_each(move |(c, wchunk)| {
             let ptr = ptr;
             let first = c * chunk;
-            let mut row_out = vec![0f32; n_tokens];
-            for (i, wrow) in wchunk.chunks_exact(bpr).enumerate() {
-                let r = first + i;
-                dot_rows(wrow, xq, scales, &mut row_out);
-                for (t, v) in row_out.iter().enumerate() {
-                    // SAFETY: r < rows and t < n_tokens, so the index is in
-                    // bounds, and only this worker owns row r.
-                    unsafe { *ptr.0.add(t * rows + r) = *v };
+            let n_rows = wchunk.len() / bpr;
+            let mut chunk_out = vec![0f32; n_rows * n_tokens];
+            dot_rows(wchunk, xq, scales, bpr, &mut chunk_out);
+            // Token-major so the writes run along `out`'s rows; the strided
+            // reads stay in this chunk's small buffer.
+            for t in 0..n_tokens {
+                for i in 0..n_rows {
+                    // SAFETY: first + i < rows and t < n_tokens, so the index
+                    // is in bounds, and only this worker owns these rows.
+                    unsafe { *ptr.0.add(t * rows + first + i) = chunk_out[i * n_tokens + t] };
                 }
             }
         });
