@@ -251,9 +251,15 @@ impl Llama {
         let result = (|| -> Result<()> {
             for (li, layer) in self.layers.iter().enumerate() {
                 rms_norm(&x, &layer.attn_norm, c.rms_eps, &mut xn);
-                layer.wq.matmul(&xn, t, &mut q)?;
-                layer.wk.matmul(&xn, t, &mut k)?;
-                layer.wv.matmul(&xn, t, &mut v)?;
+                Matrix::matmul_each(
+                    &mut [
+                        (&layer.wq, &mut q),
+                        (&layer.wk, &mut k),
+                        (&layer.wv, &mut v),
+                    ],
+                    &xn,
+                    t,
+                )?;
                 for r in 0..t {
                     let (cs, sn) = (
                         &cos[r * half..(r + 1) * half],
@@ -304,8 +310,11 @@ impl Llama {
                 add_assign(&mut x, &o);
 
                 rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut xn);
-                layer.w_gate.matmul(&xn, t, &mut gate)?;
-                layer.w_up.matmul(&xn, t, &mut up)?;
+                Matrix::matmul_each(
+                    &mut [(&layer.w_gate, &mut gate), (&layer.w_up, &mut up)],
+                    &xn,
+                    t,
+                )?;
                 gate.par_chunks_mut(c.ffn)
                     .zip(up.par_chunks(c.ffn))
                     .for_each(|(g, u)| swiglu(g, u));

@@ -19,10 +19,10 @@ pub struct ServerConfig {
     pub max_batch_total_tokens: usize,
     /// Sequences in the running batch; `None` = only the token budgets limit it.
     pub max_batch_size: Option<usize>,
-    /// New requests join a running batch only when at least this fraction of
-    /// its size is waiting (or `max_waiting_tokens` steps have passed).
+    /// TGI's minimum join size, accepted and reported in `/info`; like TGI
+    /// v3 with chunked prefill, admission does not use it (see `infer::queue`).
     pub waiting_served_ratio: f32,
-    /// Decode steps after which waiting requests join regardless.
+    /// As `waiting_served_ratio`: accepted, reported, not used.
     pub max_waiting_tokens: usize,
     pub max_stop_sequences: usize,
     pub max_best_of: usize,

@@ -43,8 +43,12 @@ pub struct Args {
     /// Sequences in the running batch (default: only the token budgets limit it).
     #[arg(long)]
     max_batch_size: Option<usize>,
+    /// TGI's minimum join size. Accepted for compatibility and reported in
+    /// /info; as in TGI v3 with chunked prefill it has no effect: a joining
+    /// prompt is prefilled within the running batch's decode step.
     #[arg(long, default_value_t = 0.3)]
     waiting_served_ratio: f32,
+    /// As --waiting-served-ratio: accepted, reported, no effect.
     #[arg(long, default_value_t = 20)]
     max_waiting_tokens: usize,
     #[arg(long, default_value_t = 4)]

@@ -157,26 +157,61 @@ impl Matrix {
     /// `out[t, r] = Σ_c x[t, c] · W[r, c]` for `t` in `0..n_tokens`.
     /// `x` is `[n_tokens, cols]`, `out` is `[n_tokens, rows]`.
     pub fn matmul(&self, x: &[f32], n_tokens: usize, out: &mut [f32]) -> Result<()> {
-        debug_assert_eq!(x.len(), n_tokens * self.cols);
-        debug_assert_eq!(out.len(), n_tokens * self.rows);
+        Self::matmul_each(&mut [(self, out)], x, n_tokens)
+    }
+
+    /// [`Matrix::matmul`] of several matrices with the same input (Q, K and
+    /// V; gate and up): when they share a weight type with our kernels, the
+    /// input is quantized once and one parallel loop covers all their rows.
+    pub fn matmul_each(
+        parts: &mut [(&Matrix, &mut [f32])],
+        x: &[f32],
+        n_tokens: usize,
+    ) -> Result<()> {
+        let Some(cols) = parts.first().map(|(m, _)| m.cols) else {
+            return Ok(());
+        };
+        debug_assert_eq!(x.len(), n_tokens * cols);
+        debug_assert!(parts
+            .iter()
+            .all(|(m, out)| m.cols == cols && out.len() == n_tokens * m.rows));
         let k = dot_rows::best();
-        match &self.storage {
-            Storage::Q4_0(w) => {
-                let xq = quantize_rows(x, self.cols, quantize_q8_0);
-                rows_times(w, &xq, n_tokens, self.rows, out, k.q4_0_q8_0);
+        macro_rules! shared {
+            ($variant:ident, $quantize:expr, $kernel:expr) => {
+                if let Some(ws) = parts
+                    .iter()
+                    .map(|(m, _)| match &m.storage {
+                        Storage::$variant(w) => Some(&w[..]),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()
+                {
+                    let xq = quantize_rows(x, cols, $quantize);
+                    let outs = parts
+                        .iter_mut()
+                        .map(|(m, out)| (m.rows, OutPtr(out.as_mut_ptr())));
+                    rows_times(
+                        &ws.into_iter().zip(outs).collect::<Vec<_>>(),
+                        &xq,
+                        n_tokens,
+                        $kernel,
+                    );
+                    return Ok(());
+                }
+            };
+        }
+        shared!(Q4_0, quantize_q8_0, k.q4_0_q8_0);
+        shared!(Q4_1, quantize_q8_1, k.q4_1_q8_1);
+        shared!(Q8_0, quantize_q8_0, k.q8_0_q8_0);
+        for (m, out) in parts.iter_mut() {
+            match &m.storage {
+                Storage::F16(w) => f16_times(w, x, n_tokens, m.rows, m.cols, out),
+                Storage::Candle(q) => q
+                    .matmul_t((n_tokens, m.cols, m.rows), x, out)
+                    .map_err(|e| EngineError::Compute(e.to_string()))?,
+                // Mixed kernel types: one at a time.
+                _ => Self::matmul_each(&mut [(*m, &mut **out)], x, n_tokens)?,
             }
-            Storage::Q4_1(w) => {
-                let xq = quantize_rows(x, self.cols, quantize_q8_1);
-                rows_times(w, &xq, n_tokens, self.rows, out, k.q4_1_q8_1);
-            }
-            Storage::Q8_0(w) => {
-                let xq = quantize_rows(x, self.cols, quantize_q8_0);
-                rows_times(w, &xq, n_tokens, self.rows, out, k.q8_0_q8_0);
-            }
-            Storage::F16(w) => f16_times(w, x, n_tokens, self.rows, self.cols, out),
-            Storage::Candle(q) => q
-                .matmul_t((n_tokens, self.cols, self.rows), x, out)
-                .map_err(|e| EngineError::Compute(e.to_string()))?,
         }
         Ok(())
     }
@@ -262,39 +297,47 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// Weight rows are split among threads; each chunk of weight rows is
-/// multiplied with every activation row while it is hot in cache.
+/// `parts[i]`: a weight matrix's blocks, its row count and its output
+/// (`[n_tokens, rows]`). Weight rows of all parts are split among threads
+/// in chunks; each chunk is multiplied with every activation row while it
+/// is hot in cache.
 fn rows_times<W: Sync, A: Sync + ActScales>(
-    w: &[W],
+    parts: &[(&[W], (usize, OutPtr))],
     xq: &[A],
     n_tokens: usize,
-    rows: usize,
-    out: &mut [f32],
     dot_rows: RowsKernel<W, A>,
 ) {
-    let bpr = w.len() / rows;
+    let bpr = xq.len() / n_tokens;
     let scales = dot_rows::strip_scales(xq, bpr);
     let scales = &scales;
-    let ptr = OutPtr(out.as_mut_ptr());
     let threads = rayon::current_num_threads().max(1);
+    let total: usize = parts.iter().map(|(_, (rows, _))| rows).sum();
     // Several chunks per thread balance uneven cores without much overhead.
-    let chunk = rows.div_ceil(threads * 4).max(16);
-    w.par_chunks(chunk * bpr)
+    let chunk = total.div_ceil(threads * 4).max(16);
+    let work: Vec<(usize, usize)> = parts
+        .iter()
         .enumerate()
-        .for_each(move |(c, wchunk)| {
-            let ptr = ptr;
-            let first = c * chunk;
-            let n_rows = wchunk.len() / bpr;
-            let mut chunk_out = vec![0f32; n_rows * n_tokens];
-            dot_rows(wchunk, xq, scales, bpr, &mut chunk_out);
-            // Token-major so the writes run along `out`'s rows; the strided
-            // reads stay in this chunk's small buffer.
-            for t in 0..n_tokens {
-                for i in 0..n_rows {
-                    // SAFETY: first + i < rows and t < n_tokens, so the index
-                    // is in bounds, and only this worker owns these rows.
-                    unsafe { *ptr.0.add(t * rows + first + i) = chunk_out[i * n_tokens + t] };
-                }
+        .flat_map(|(p, (_, (rows, _)))| (0..*rows).step_by(chunk).map(move |first| (p, first)))
+        .collect();
+    work.into_par_iter().for_each(|(p, first)| {
+        let (w, (rows, ptr)) = parts[p];
+        let n_rows = chunk.min(rows - first);
+        let mut chunk_out = vec![0f32; n_rows * n_tokens];
+        dot_rows(
+            &w[first * bpr..(first + n_rows) * bpr],
+            xq,
+            scales,
+            bpr,
+            &mut chunk_out,
+        );
+        // Token-major so the writes run along `out`'s rows; the strided
+        // reads stay in this chunk's small buffer.
+        for t in 0..n_tokens {
+            for i in 0..n_rows {
+                // SAFETY: first + i < rows and t < n_tokens, so the index
+                // is in bounds, and only this worker owns these rows.
+                unsafe { *ptr.0.add(t * rows + first + i) = chunk_out[i * n_tokens + t] };
             }
-        });
+        }
+    });
 }

@@ -52,7 +52,6 @@ pub(super) fn run(
     let mut queue: Queue<Entry> = Queue::new(limits);
     let mut running: Vec<Running> = Vec::new();
     let mut open = true;
-    let mut steps_since_join = 0;
     loop {
         if running.is_empty() && queue.is_empty() {
             if !open {
@@ -81,12 +80,8 @@ pub(super) fn run(
         let joining = queue.next_batch(BatchState {
             size: running.len(),
             tokens: running.iter().map(|r| r.entry.total_tokens()).sum(),
-            steps_since_join,
         });
         let prefill = !joining.is_empty();
-        if prefill {
-            steps_since_join = 0;
-        }
         let now = Instant::now();
         for entry in joining {
             let req = &entry.request;
@@ -119,7 +114,6 @@ pub(super) fn run(
         }
         metrics::forward(prefill, now.elapsed());
         metrics::batch_state(queue.len(), running.len());
-        steps_since_join += 1;
     }
 }
 

@@ -1,5 +1,12 @@
 //! The waiting queue and TGI's admission rule: which waiting requests join
 //! the running batch before the next step.
+//!
+//! A joining prompt is prefilled in the same forward pass as the running
+//! sequences' decode, as in TGI v3 with chunked prefill. TGI then drops its
+//! minimum join size (`--waiting-served-ratio`, `--max-waiting-tokens`):
+//! "chunking allow us to consistently run at the compute bound, making
+//! min_size useless". So does this queue: holding a newcomer back would
+//! only leave a batch slot empty for up to `--max-waiting-tokens` steps.
 
 use std::collections::VecDeque;
 
@@ -11,8 +18,6 @@ pub struct BatchLimits {
     pub max_batch_prefill_tokens: usize,
     pub max_batch_total_tokens: usize,
     pub max_batch_size: Option<usize>,
-    pub waiting_served_ratio: f32,
-    pub max_waiting_tokens: usize,
 }
 
 impl From<&ServerConfig> for BatchLimits {
@@ -21,8 +26,6 @@ impl From<&ServerConfig> for BatchLimits {
             max_batch_prefill_tokens: c.max_batch_prefill_tokens,
             max_batch_total_tokens: c.max_batch_total_tokens,
             max_batch_size: c.max_batch_size,
-            waiting_served_ratio: c.waiting_served_ratio,
-            max_waiting_tokens: c.max_waiting_tokens,
         }
     }
 }
@@ -41,8 +44,6 @@ pub struct BatchState {
     pub size: usize,
     /// Sum of `total_tokens` of the running sequences.
     pub tokens: usize,
-    /// Decode steps since requests last joined.
-    pub steps_since_join: usize,
 }
 
 /// Requests waiting to join, first come first served.
@@ -79,26 +80,20 @@ impl<T: Budgeted> Queue<T> {
         before - self.waiting.len()
     }
 
-    /// The requests that join the batch now. Like TGI's `next_batch`:
-    /// in arrival order while the prefill, total-token and size budgets
-    /// allow; into a running batch only if at least
-    /// `waiting_served_ratio x size` can join, unless the batch is empty or
-    /// `max_waiting_tokens` steps have passed since the last join (so no
-    /// request waits for another to finish).
+    /// The requests that join the batch now. Like TGI v3's `next_batch`
+    /// with chunking: in arrival order while the prefill budget (less the
+    /// running sequences' one decode token each), the total-token budget and
+    /// the size cap allow.
     pub fn next_batch(&mut self, batch: BatchState) -> Vec<T> {
         let l = &self.limits;
-        let min_size = if batch.size == 0 || batch.steps_since_join >= l.max_waiting_tokens {
-            1
-        } else {
-            ((batch.size as f32 * l.waiting_served_ratio).floor() as usize).max(1)
-        };
+        let prefill_budget = l.max_batch_prefill_tokens.saturating_sub(batch.size);
         let room = l
             .max_batch_size
             .map_or(usize::MAX, |m| m.saturating_sub(batch.size));
         let (mut take, mut prefill, mut tokens) = (0, 0, batch.tokens);
         for e in &self.waiting {
             if take == room
-                || prefill + e.prompt_tokens() > l.max_batch_prefill_tokens
+                || prefill + e.prompt_tokens() > prefill_budget
                 || tokens + e.total_tokens() > l.max_batch_total_tokens
             {
                 break;
@@ -106,9 +101,6 @@ impl<T: Budgeted> Queue<T> {
             take += 1;
             prefill += e.prompt_tokens();
             tokens += e.total_tokens();
-        }
-        if take < min_size {
-            return Vec::new();
         }
         self.waiting.drain(..take).collect()
     }
@@ -135,8 +127,6 @@ mod tests {
             max_batch_prefill_tokens: 100,
             max_batch_total_tokens: 1000,
             max_batch_size: Some(8),
-            waiting_served_ratio: 0.3,
-            max_waiting_tokens: 20,
         }
     }
 
@@ -156,44 +146,34 @@ mod tests {
     }
 
     #[test]
-    fn a_running_batch_waits_for_enough_requests_or_enough_steps() {
+    fn a_newcomer_joins_a_running_batch_at_once_within_the_prefill_budget() {
         let running = BatchState {
             size: 7,
             tokens: 400,
-            steps_since_join: 3,
         };
-        // 7 x 0.3 = 2 must be able to join; one waiting is not enough...
+        // No minimum join size: one waiting request joins the next step.
         let mut q = queue(1, 10);
-        assert!(q.next_batch(running).is_empty());
-        // ...until max_waiting_tokens steps have passed.
-        let later = BatchState {
-            steps_since_join: 20,
-            ..running
-        };
-        assert_eq!(q.next_batch(later).len(), 1);
-        // A small batch takes a single newcomer at once.
-        let mut q = queue(1, 10);
-        let small = BatchState {
-            size: 3,
-            tokens: 100,
-            steps_since_join: 0,
-        };
-        assert_eq!(q.next_batch(small).len(), 1);
+        assert_eq!(q.next_batch(running).len(), 1);
+        // The running sequences' decode tokens count against the prefill
+        // budget: 100 - 4 = 96 holds three 31-token prompts, not four.
+        let mut q = queue(4, 31);
+        assert_eq!(q.next_batch(BatchState { size: 4, tokens: 0 }).len(), 3);
+        // Four 25-token prompts fill an empty batch's 100 exactly; one
+        // running sequence leaves 99.
+        let mut q = queue(4, 25);
+        assert_eq!(q.next_batch(BatchState { size: 0, tokens: 0 }).len(), 4);
+        let mut q = queue(4, 25);
+        assert_eq!(q.next_batch(BatchState { size: 1, tokens: 0 }).len(), 3);
     }
 
     #[test]
     fn size_and_total_token_budgets_cap_the_batch() {
         let mut q = queue(5, 10);
-        let full = BatchState {
-            size: 7,
-            tokens: 0,
-            steps_since_join: 99,
-        };
+        let full = BatchState { size: 7, tokens: 0 };
         assert_eq!(q.next_batch(full).len(), 1, "max_batch_size 8");
         let heavy = BatchState {
             size: 1,
             tokens: 900,
-            steps_since_join: 0,
         };
         assert_eq!(q.next_batch(heavy).len(), 1, "60 tokens each, 100 left");
         assert_eq!(q.remove_where(|r| r.0 == 10), 3);
