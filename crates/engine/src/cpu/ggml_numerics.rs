@@ -63,20 +63,22 @@ pub fn reduce_step(acc: &[[f32; LANES]; 4]) -> f32 {
 /// fused into 4x16 accumulators by position, leftovers added in f64.
 #[inline(always)]
 pub fn dot(x: &[f32], y: &[f32]) -> f32 {
-    let n = x.len();
-    let np = n & !(STEP - 1);
     let mut acc = [[0f32; LANES]; 4];
-    for i in (0..np).step_by(STEP) {
+    let (mut xs, mut ys) = (x.chunks_exact(STEP), y.chunks_exact(STEP));
+    for (xc, yc) in (&mut xs).zip(&mut ys) {
+        // Fixed-size steps: no bounds checks, so the FMAs vectorize.
+        let (xc, yc): (&[f32; STEP], &[f32; STEP]) =
+            (xc.try_into().expect("STEP"), yc.try_into().expect("STEP"));
         for (j, a) in acc.iter_mut().enumerate() {
             for (l, s) in a.iter_mut().enumerate() {
-                let k = i + j * LANES + l;
-                *s = x[k].mul_add(y[k], *s);
+                let k = j * LANES + l;
+                *s = xc[k].mul_add(yc[k], *s);
             }
         }
     }
     let mut sum = reduce_step(&acc) as f64;
-    for k in np..n {
-        sum += (x[k] * y[k]) as f64;
+    for (a, b) in xs.remainder().iter().zip(ys.remainder()) {
+        sum += (a * b) as f64;
     }
     sum as f32
 }
@@ -101,13 +103,27 @@ pub fn dot_gemm(x: &[f32], y: &[f32]) -> f32 {
 /// reduction summed in f64, then scaled by the f32 inverse.
 #[inline(always)]
 pub fn softmax(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::dot::best().fma {
+        // SAFETY: `fma` is set only on CPUs with AVX2 and FMA.
+        unsafe { fma::softmax(x) };
+        return;
+    }
+    softmax_with(x, |v| v.map(expf));
+}
+
+/// [`softmax`] with the 16 `expf`s of a chunk computed by `exp16`
+/// (padding lanes hold -inf, whose `expf` is +0.0).
+#[inline(always)]
+fn softmax_with(x: &mut [f32], exp16: impl Fn([f32; LANES]) -> [f32; LANES]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f64;
     for chunk in x.chunks_mut(LANES) {
-        let mut v = [0f32; LANES];
+        let mut v = [f32::NEG_INFINITY; LANES];
         for (a, b) in v.iter_mut().zip(chunk.iter()) {
-            *a = expf(b - max);
+            *a = b - max;
         }
+        let v = exp16(v);
         chunk.copy_from_slice(&v[..chunk.len()]);
         sum += reduce16(&v) as f64;
     }
@@ -117,9 +133,121 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod fma {
+    //! [`expf`](super::expf) 8 lanes at a time, bit for bit: the same
+    //! operations in the same order, the final scaling by 2^n in f64 too.
+    use super::*;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn softmax(x: &mut [f32]) {
+        softmax_with(x, |v| {
+            let mut out = [0f32; LANES];
+            for (o, i) in out.chunks_exact_mut(8).zip(v.chunks_exact(8)) {
+                _mm256_storeu_ps(o.as_mut_ptr(), expf8(_mm256_loadu_ps(i.as_ptr())));
+            }
+            out
+        });
+    }
+
+    #[inline(always)]
+    pub(crate) unsafe fn expf8(x: __m256) -> __m256 {
+        let c = |bits: u32| _mm256_set1_ps(f32::from_bits(bits));
+        let sign = _mm256_set1_ps(-0.0);
+        let r = c(0x4b40_0000);
+        let z = _mm256_fmadd_ps(x, c(0x3fb8_aa3b), r);
+        let n = _mm256_sub_ps(z, r);
+        let neg_n = _mm256_xor_ps(n, sign);
+        let b = _mm256_fmadd_ps(
+            neg_n,
+            c(0x35bf_be8e),
+            _mm256_fmadd_ps(neg_n, c(0x3f31_7200), x),
+        );
+        let u = _mm256_mul_ps(b, b);
+        let j = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(
+                _mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+                u,
+                _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+            ),
+            u,
+            _mm256_fmadd_ps(c(0x3f7f_fff6), b, _mm256_set1_ps(1.0)),
+        );
+        // (j as f64) * 2^n, rounded back to f32, four lanes at a time.
+        let ni = _mm256_cvttps_epi32(n);
+        let half = |j: __m128, n: __m128i| {
+            let e = _mm256_slli_epi64::<52>(_mm256_add_epi64(
+                _mm256_cvtepi32_epi64(n),
+                _mm256_set1_epi64x(1023),
+            ));
+            _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(j), _mm256_castsi256_pd(e)))
+        };
+        let scaled = _mm256_set_m128(
+            half(
+                _mm256_extractf128_ps::<1>(j),
+                _mm256_extracti128_si256::<1>(ni),
+            ),
+            half(_mm256_castps256_ps128(j), _mm256_castsi256_si128(ni)),
+        );
+        // |n| > 192: 0 for n <= 0, +inf otherwise.
+        let out_of_range = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_andnot_ps(sign, n), c(0x4340_0000));
+        let extreme = _mm256_blendv_ps(
+            _mm256_set1_ps(f32::INFINITY),
+            _mm256_setzero_ps(),
+            _mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps()),
+        );
+        _mm256_blendv_ps(scaled, extreme, out_of_range)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn eight_lane_expf_equals_the_scalar_one_bit_for_bit() {
+        if !crate::cpu::dot::best().fma {
+            return;
+        }
+        let mut xs: Vec<f32> = (-40000..40000).map(|i| i as f32 * 0.0037).collect();
+        xs.extend([
+            0.0,
+            -0.0,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            -1000.0,
+            1000.0,
+            -133.0,
+            -88.7,
+            88.7,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+        ]);
+        while !xs.len().is_multiple_of(8) {
+            xs.push(-1.0);
+        }
+        for chunk in xs.chunks_exact(8) {
+            let mut got = [0f32; 8];
+            // SAFETY: the CPU has AVX2 and FMA (`fma` above).
+            unsafe {
+                use std::arch::x86_64::*;
+                let v = fma::expf8(_mm256_loadu_ps(chunk.as_ptr()));
+                _mm256_storeu_ps(got.as_mut_ptr(), v);
+            }
+            for (x, g) in chunk.iter().zip(got) {
+                assert_eq!(g.to_bits(), expf(*x).to_bits(), "expf({x})");
+            }
+        }
+        let nan = unsafe {
+            use std::arch::x86_64::*;
+            let mut out = [0f32; 8];
+            _mm256_storeu_ps(out.as_mut_ptr(), fma::expf8(_mm256_set1_ps(f32::NAN)));
+            out[0]
+        };
+        assert!(nan.is_nan());
+    }
 
     #[test]
     fn softmax_sums_to_one() {
