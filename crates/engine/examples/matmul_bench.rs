@@ -2,7 +2,7 @@
 //! a random `[rows, cols]` weight matrix of each kernel type against
 //! batches of 1..=20 activation rows; prints the fastest of 30 runs in
 //! GMAC/s per batch size.
-//!   RAYON_NUM_THREADS=1 [BATCHES=1,8] cargo run --release -p servebench-engine --example matmul_bench
+//!   RAYON_NUM_THREADS=1 [BATCHES=1,8] [COPIES=40] cargo run --release -p servebench-engine --example matmul_bench
 use std::time::Instant;
 
 use candle_core::quantized::GgmlDType;
@@ -46,7 +46,12 @@ fn main() {
         (GgmlDType::Q4_1, 576, 1536),
         (GgmlDType::Q8_0, 8192, 576),
     ] {
-        let m = random_matrix(dtype, rows, cols);
+        // COPIES > 1 cycles through that many copies (e.g. 40: ~22 MB of
+        // Q4_1) so the weights stream from memory as in a model's forward.
+        let copies: usize = std::env::var("COPIES").map_or(1, |c| c.parse().expect("COPIES"));
+        let ms: Vec<Matrix> = (0..copies)
+            .map(|_| random_matrix(dtype, rows, cols))
+            .collect();
         for &batch in &batches {
             let x: Vec<f32> = (0..batch * cols)
                 .map(|i| ((i * 37) % 17) as f32 - 8.0)
@@ -54,10 +59,10 @@ fn main() {
             let mut out = vec![0f32; batch * rows];
             let mut times = Vec::new();
             for _ in 0..30 {
-                let reps = 20;
+                let reps = 20 * copies;
                 let start = Instant::now();
-                for _ in 0..reps {
-                    m.matmul(&x, batch, &mut out).expect("matmul");
+                for i in 0..reps {
+                    ms[i % copies].matmul(&x, batch, &mut out).expect("matmul");
                 }
                 times.push(start.elapsed().as_secs_f64() / reps as f64);
             }
