@@ -12,11 +12,47 @@ use std::sync::OnceLock;
 use super::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 use super::dot;
 
-/// `out[r * n + t] = dot(w[r], x[t])` for the weight rows stored one after
-/// another in `w` and the `n` activation rows in `x`, each `nb` blocks long;
-/// `scales` are `x`'s from [`strip_scales`].
+/// `dot(w[r], x[t])` into `out` at (t, r) for the weight rows stored one
+/// after another in `w` and the `n` activation rows in `x`, each `nb` blocks
+/// long; `scales` are `x`'s from [`strip_scales`].
+///
+/// # Safety
+/// `out` must be valid for writes at every (t, r) with `t < n` and `r` below
+/// `w`'s row count, and nothing else may access those places meanwhile.
 pub type RowsKernel<W, X> =
-    fn(w: &[W], x: &[X], scales: &[StripScales], nb: usize, out: &mut [f32]);
+    unsafe fn(w: &[W], x: &[X], scales: &[StripScales], nb: usize, out: OutRows);
+
+/// Where a kernel writes: `dot(w[r], x[t])` goes to `ptr[t * stride + r]`,
+/// straight into a `[tokens, rows]` output that several threads fill in
+/// disjoint row ranges.
+#[derive(Clone, Copy)]
+pub struct OutRows {
+    pub ptr: *mut f32,
+    pub stride: usize,
+}
+
+// SAFETY: a plain address; the writers' disjointness is the contract of
+// `RowsKernel`.
+unsafe impl Send for OutRows {}
+unsafe impl Sync for OutRows {}
+
+impl OutRows {
+    /// The same output seen from activation row `t`, weight row `r`.
+    #[inline(always)]
+    pub fn at(self, t: usize, r: usize) -> Self {
+        Self {
+            ptr: self.ptr.wrapping_add(t * self.stride + r),
+            stride: self.stride,
+        }
+    }
+
+    /// # Safety
+    /// As [`RowsKernel`]: (t, r) is a place this writer owns.
+    #[inline(always)]
+    pub unsafe fn write(self, t: usize, r: usize, v: f32) {
+        *self.ptr.add(t * self.stride + r) = v;
+    }
+}
 
 /// Activation rows are taken in strips of this many.
 pub const STRIP: usize = 8;
@@ -74,20 +110,22 @@ pub struct RowKernels {
     pub q8_0_q8_0: RowsKernel<BlockQ8_0, BlockQ8_0>,
 }
 
-/// One single-row dot per activation row (the reference).
+/// One single-row dot per activation row (the reference). SAFETY (the
+/// `unsafe` blocks below): the caller keeps [`RowsKernel`]'s contract.
 pub const PORTABLE: RowKernels = RowKernels {
     name: "portable",
-    q4_0_q8_0: |w, x, _, nb, out| each_pair(w, x, nb, out, dot::best().q4_0_q8_0),
-    q4_1_q8_1: |w, x, _, nb, out| each_pair(w, x, nb, out, dot::best().q4_1_q8_1),
-    q8_0_q8_0: |w, x, _, nb, out| each_pair(w, x, nb, out, dot::best().q8_0_q8_0),
+    q4_0_q8_0: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, dot::best().q4_0_q8_0) },
+    q4_1_q8_1: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, dot::best().q4_1_q8_1) },
+    q8_0_q8_0: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, dot::best().q8_0_q8_0) },
 };
 
-fn each_pair<W, X>(w: &[W], x: &[X], nb: usize, out: &mut [f32], dot: fn(&[W], &[X]) -> f32) {
-    let pairs = w
-        .chunks_exact(nb)
-        .flat_map(|wr| x.chunks_exact(nb).map(move |xr| (wr, xr)));
-    for (o, (wr, xr)) in out.iter_mut().zip(pairs) {
-        *o = dot(wr, xr);
+/// # Safety
+/// As [`RowsKernel`].
+unsafe fn each_pair<W, X>(w: &[W], x: &[X], nb: usize, out: OutRows, dot: fn(&[W], &[X]) -> f32) {
+    for (r, wr) in w.chunks_exact(nb).enumerate() {
+        for (t, xr) in x.chunks_exact(nb).enumerate() {
+            out.write(t, r, dot(wr, xr));
+        }
     }
 }
 
@@ -143,33 +181,45 @@ mod avx2 {
         }
     }
 
-    // SAFETY: `detect` hands these out only on CPUs that also have
-    // AVX512-VNNI and AVX512-VL.
-    fn q4_1_q8_1_vnni(
+    // SAFETY (these four): `detect` hands the VNNI ones out only on CPUs
+    // with AVX512-VNNI and AVX512-VL, the others only on CPUs with AVX2,
+    // FMA and F16C; callers keep `RowsKernel`'s contract for `out`.
+    unsafe fn q4_1_q8_1_vnni(
         w: &[BlockQ4_1],
         x: &[BlockQ8_1],
         sc: &[StripScales],
         nb: usize,
-        out: &mut [f32],
+        out: OutRows,
     ) {
-        unsafe { q4_1_q8_1_vnni_impl(w, x, sc, nb, out) }
+        q4_1_q8_1_vnni_impl(w, x, sc, nb, out)
     }
-    fn q8_0_q8_0_vnni(
+    unsafe fn q8_0_q8_0_vnni(
         w: &[BlockQ8_0],
         x: &[BlockQ8_0],
         sc: &[StripScales],
         nb: usize,
-        out: &mut [f32],
+        out: OutRows,
     ) {
-        unsafe { q8_0_q8_0_vnni_impl(w, x, sc, nb, out) }
+        q8_0_q8_0_vnni_impl(w, x, sc, nb, out)
     }
 
-    // SAFETY: `detect` hands these out only on CPUs with AVX2, FMA, F16C.
-    fn q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1], sc: &[StripScales], nb: usize, out: &mut [f32]) {
-        unsafe { q4_1_q8_1_impl(w, x, sc, nb, out) }
+    unsafe fn q4_1_q8_1(
+        w: &[BlockQ4_1],
+        x: &[BlockQ8_1],
+        sc: &[StripScales],
+        nb: usize,
+        out: OutRows,
+    ) {
+        q4_1_q8_1_impl(w, x, sc, nb, out)
     }
-    fn q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0], sc: &[StripScales], nb: usize, out: &mut [f32]) {
-        unsafe { q8_0_q8_0_impl(w, x, sc, nb, out) }
+    unsafe fn q8_0_q8_0(
+        w: &[BlockQ8_0],
+        x: &[BlockQ8_0],
+        sc: &[StripScales],
+        nb: usize,
+        out: OutRows,
+    ) {
+        q8_0_q8_0_impl(w, x, sc, nb, out)
     }
 
     /// Unsigned bytes times signed bytes, summed by fours into 8 f32
@@ -187,7 +237,7 @@ mod avx2 {
         }
     }
 
-    /// One weight type's tile: `out[r * stride + t] = dot(w[r], x[t])` for
+    /// One weight type's tile: `dot(w[r], x[t])` into `out` at (t, r) for
     /// `r < R`, `t < N`, where `w` holds R rows and `x` N rows of `nb`
     /// blocks each.
     trait Tile {
@@ -198,41 +248,34 @@ mod avx2 {
             x: &[Self::X],
             sc: &[StripScales],
             nb: usize,
-            out: &mut [f32],
-            stride: usize,
+            out: OutRows,
         );
     }
 
     /// Covers `w` (rows x nb) times `x` (n x nb) with tiles: panels of
     /// `PANEL` weight rows (small enough to stay in L1 while every strip of
     /// up to 8 activation rows passes over them), each strip with as many
-    /// weight rows per tile as the registers hold. `out` is `[rows][n]`.
+    /// weight rows per tile as the registers hold.
     #[inline(always)]
-    unsafe fn tiled<T: Tile>(
-        w: &[T::W],
-        x: &[T::X],
-        sc: &[StripScales],
-        nb: usize,
-        out: &mut [f32],
-    ) {
+    unsafe fn tiled<T: Tile>(w: &[T::W], x: &[T::X], sc: &[StripScales], nb: usize, out: OutRows) {
         const PANEL: usize = 16;
         let n = x.len() / nb;
-        for (w, out) in w.chunks(PANEL * nb).zip(out.chunks_mut(PANEL * n)) {
+        for (p, w) in w.chunks(PANEL * nb).enumerate() {
             let mut t = 0;
             while t < n {
                 let strip = (n - t).min(STRIP);
                 let x = &x[t * nb..(t + strip) * nb];
                 let sc = &sc[(t / STRIP) * nb..(t / STRIP + 1) * nb];
-                let out = &mut out[t..];
+                let out = out.at(t, p * PANEL);
                 match strip {
-                    8 => rows_by::<T, 1, 8>(w, x, sc, nb, out, n),
-                    7 => rows_by::<T, 1, 7>(w, x, sc, nb, out, n),
-                    6 => rows_by::<T, 1, 6>(w, x, sc, nb, out, n),
-                    5 => rows_by::<T, 1, 5>(w, x, sc, nb, out, n),
-                    4 => rows_by::<T, 2, 4>(w, x, sc, nb, out, n),
-                    3 => rows_by::<T, 2, 3>(w, x, sc, nb, out, n),
-                    2 => rows_by::<T, 4, 2>(w, x, sc, nb, out, n),
-                    _ => rows_by::<T, 2, 1>(w, x, sc, nb, out, n),
+                    8 => rows_by::<T, 1, 8>(w, x, sc, nb, out),
+                    7 => rows_by::<T, 1, 7>(w, x, sc, nb, out),
+                    6 => rows_by::<T, 1, 6>(w, x, sc, nb, out),
+                    5 => rows_by::<T, 1, 5>(w, x, sc, nb, out),
+                    4 => rows_by::<T, 2, 4>(w, x, sc, nb, out),
+                    3 => rows_by::<T, 2, 3>(w, x, sc, nb, out),
+                    2 => rows_by::<T, 4, 2>(w, x, sc, nb, out),
+                    _ => rows_by::<T, 1, 1>(w, x, sc, nb, out),
                 }
                 t += strip;
             }
@@ -246,31 +289,16 @@ mod avx2 {
         x: &[T::X],
         sc: &[StripScales],
         nb: usize,
-        out: &mut [f32],
-        stride: usize,
+        out: OutRows,
     ) {
         let rows = w.len() / nb;
         let mut r = 0;
         while rows - r >= R {
-            T::tile::<R, N>(
-                &w[r * nb..(r + R) * nb],
-                x,
-                sc,
-                nb,
-                &mut out[r * stride..],
-                stride,
-            );
+            T::tile::<R, N>(&w[r * nb..(r + R) * nb], x, sc, nb, out.at(0, r));
             r += R;
         }
         while r < rows {
-            T::tile::<1, N>(
-                &w[r * nb..(r + 1) * nb],
-                x,
-                sc,
-                nb,
-                &mut out[r * stride..],
-                stride,
-            );
+            T::tile::<1, N>(&w[r * nb..(r + 1) * nb], x, sc, nb, out.at(0, r));
             r += 1;
         }
     }
@@ -299,8 +327,7 @@ mod avx2 {
             x: &[BlockQ8_1],
             sc: &[StripScales],
             nb: usize,
-            out: &mut [f32],
-            stride: usize,
+            out: OutRows,
         ) {
             let mut acc = [[_mm256_setzero_ps(); N]; R];
             // Row r's offsets for the strip's rows, one per lane: the same
@@ -328,7 +355,7 @@ mod avx2 {
                 let mut offs = [0f32; STRIP];
                 _mm256_storeu_ps(offs.as_mut_ptr(), offsets[r]);
                 for t in 0..N {
-                    *out.get_unchecked_mut(r * stride + t) = hsum(acc[r][t]) + offs[t];
+                    out.write(t, r, hsum(acc[r][t]) + offs[t]);
                 }
             }
         }
@@ -346,8 +373,7 @@ mod avx2 {
             x: &[BlockQ8_0],
             sc: &[StripScales],
             nb: usize,
-            out: &mut [f32],
-            stride: usize,
+            out: OutRows,
         ) {
             let mut acc = [[_mm256_setzero_ps(); N]; R];
             for b in 0..nb {
@@ -372,7 +398,7 @@ mod avx2 {
             }
             for r in 0..R {
                 for t in 0..N {
-                    *out.get_unchecked_mut(r * stride + t) = hsum(acc[r][t]);
+                    out.write(t, r, hsum(acc[r][t]));
                 }
             }
         }
@@ -384,7 +410,7 @@ mod avx2 {
         x: &[BlockQ8_1],
         sc: &[StripScales],
         nb: usize,
-        out: &mut [f32],
+        out: OutRows,
     ) {
         tiled::<Q4_1<false>>(w, x, sc, nb, out)
     }
@@ -395,7 +421,7 @@ mod avx2 {
         x: &[BlockQ8_0],
         sc: &[StripScales],
         nb: usize,
-        out: &mut [f32],
+        out: OutRows,
     ) {
         tiled::<Q8_0<false>>(w, x, sc, nb, out)
     }
@@ -406,7 +432,7 @@ mod avx2 {
         x: &[BlockQ8_1],
         sc: &[StripScales],
         nb: usize,
-        out: &mut [f32],
+        out: OutRows,
     ) {
         tiled::<Q4_1<true>>(w, x, sc, nb, out)
     }
@@ -417,7 +443,7 @@ mod avx2 {
         x: &[BlockQ8_0],
         sc: &[StripScales],
         nb: usize,
-        out: &mut [f32],
+        out: OutRows,
     ) {
         tiled::<Q8_0<true>>(w, x, sc, nb, out)
     }
@@ -478,18 +504,24 @@ mod tests {
             let mut out = vec![0f32; wrows * rows];
             let sc81 = strip_scales(&x81, nb);
             let sc80 = strip_scales(&x80, nb);
-            (best().q4_1_q8_1)(&w41, &x81, &sc81, nb, &mut out);
+            let into = OutRows {
+                ptr: out.as_mut_ptr(),
+                stride: wrows,
+            };
+            // SAFETY: `out` holds rows x wrows places, all this thread's.
+            unsafe { (best().q4_1_q8_1)(&w41, &x81, &sc81, nb, into) };
             for (w, t) in (0..wrows).flat_map(|w| (0..rows).map(move |t| (w, t))) {
                 let want =
                     (single.q4_1_q8_1)(&w41[w * nb..(w + 1) * nb], &x81[t * nb..(t + 1) * nb]);
-                let got = out[w * rows + t];
+                let got = out[t * wrows + w];
                 assert_eq!(got.to_bits(), want.to_bits(), "q4_1 nb {nb} w {w} t {t}");
             }
-            (best().q8_0_q8_0)(&w80, &x80, &sc80, nb, &mut out);
+            // SAFETY: as above.
+            unsafe { (best().q8_0_q8_0)(&w80, &x80, &sc80, nb, into) };
             for (w, t) in (0..wrows).flat_map(|w| (0..rows).map(move |t| (w, t))) {
                 let want =
                     (single.q8_0_q8_0)(&w80[w * nb..(w + 1) * nb], &x80[t * nb..(t + 1) * nb]);
-                let got = out[w * rows + t];
+                let got = out[t * wrows + w];
                 assert_eq!(got.to_bits(), want.to_bits(), "q8_0 nb {nb} w {w} t {t}");
             }
         }

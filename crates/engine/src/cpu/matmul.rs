@@ -11,7 +11,7 @@ use super::blocks::{
     parse_blocks, quantize_q8_0, quantize_q8_1, BlockQ4_0, BlockQ4_1, BlockQ8_0, FromBytes, QK,
 };
 use super::dot;
-use super::dot_rows::{self, ActScales, RowsKernel};
+use super::dot_rows::{self, ActScales, OutRows, RowsKernel};
 use crate::error::{EngineError, Result};
 use crate::gguf::TensorView;
 
@@ -187,9 +187,10 @@ impl Matrix {
                     .collect::<Option<Vec<_>>>()
                 {
                     let xq = quantize_rows(x, cols, $quantize);
-                    let outs = parts
-                        .iter_mut()
-                        .map(|(m, out)| (m.rows, OutPtr(out.as_mut_ptr())));
+                    let outs = parts.iter_mut().map(|(m, out)| OutRows {
+                        ptr: out.as_mut_ptr(),
+                        stride: m.rows,
+                    });
                     rows_times(
                         &ws.into_iter().zip(outs).collect::<Vec<_>>(),
                         &xq,
@@ -241,19 +242,21 @@ fn f16_times(
     cols: usize,
     out: &mut [f32],
 ) {
-    let ptr = OutPtr(out.as_mut_ptr());
+    let out = OutRows {
+        ptr: out.as_mut_ptr(),
+        stride: rows,
+    };
     let threads = rayon::current_num_threads().max(1);
     let chunk = rows.div_ceil(threads * 4).max(16);
     w.par_chunks(chunk * cols)
         .enumerate()
         .for_each(move |(c, wchunk)| {
-            let ptr = ptr;
             for (i, wrow) in wchunk.chunks_exact(cols).enumerate() {
                 let r = c * chunk + i;
                 for t in 0..n_tokens {
                     let v = dot_f16(wrow, &x[t * cols..(t + 1) * cols]);
                     // SAFETY: r < rows, t < n_tokens; only this worker owns row r.
-                    unsafe { *ptr.0.add(t * rows + r) = v };
+                    unsafe { out.write(t, r, v) };
                 }
             }
         });
@@ -289,20 +292,12 @@ unsafe fn dot_f16_f16c(w: &[half::f16], x: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// Raw output pointer shared by the workers; each writes disjoint columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: workers write disjoint indices (their own weight rows) and the
-// borrow of `out` outlives the parallel loop.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-/// `parts[i]`: a weight matrix's blocks, its row count and its output
-/// (`[n_tokens, rows]`). Weight rows of all parts are split among threads
+/// `parts[i]`: a weight matrix's blocks and its output (`[n_tokens, rows]`,
+/// stride = rows). Weight rows of all parts are split among threads
 /// in chunks; each chunk is multiplied with every activation row while it
 /// is hot in cache.
 fn rows_times<W: Sync, A: Sync + ActScales>(
-    parts: &[(&[W], (usize, OutPtr))],
+    parts: &[(&[W], OutRows)],
     xq: &[A],
     n_tokens: usize,
     dot_rows: RowsKernel<W, A>,
@@ -311,33 +306,28 @@ fn rows_times<W: Sync, A: Sync + ActScales>(
     let scales = dot_rows::strip_scales(xq, bpr);
     let scales = &scales;
     let threads = rayon::current_num_threads().max(1);
-    let total: usize = parts.iter().map(|(_, (rows, _))| rows).sum();
+    let total: usize = parts.iter().map(|(_, out)| out.stride).sum();
     // Several chunks per thread balance uneven cores without much overhead.
     let chunk = total.div_ceil(threads * 4).max(16);
     let work: Vec<(usize, usize)> = parts
         .iter()
         .enumerate()
-        .flat_map(|(p, (_, (rows, _)))| (0..*rows).step_by(chunk).map(move |first| (p, first)))
+        .flat_map(|(p, (_, out))| (0..out.stride).step_by(chunk).map(move |first| (p, first)))
         .collect();
     work.into_par_iter().for_each(|(p, first)| {
-        let (w, (rows, ptr)) = parts[p];
-        let n_rows = chunk.min(rows - first);
-        let mut chunk_out = vec![0f32; n_rows * n_tokens];
-        dot_rows(
-            &w[first * bpr..(first + n_rows) * bpr],
-            xq,
-            scales,
-            bpr,
-            &mut chunk_out,
-        );
-        // Token-major so the writes run along `out`'s rows; the strided
-        // reads stay in this chunk's small buffer.
-        for t in 0..n_tokens {
-            for i in 0..n_rows {
-                // SAFETY: first + i < rows and t < n_tokens, so the index
-                // is in bounds, and only this worker owns these rows.
-                unsafe { *ptr.0.add(t * rows + first + i) = chunk_out[i * n_tokens + t] };
-            }
+        let (w, out) = parts[p];
+        let n_rows = chunk.min(out.stride - first);
+        let out = out.at(0, first);
+        // SAFETY: `out` is `[n_tokens, rows]`; this task alone writes its
+        // rows first..first + n_rows, for every token.
+        unsafe {
+            dot_rows(
+                &w[first * bpr..(first + n_rows) * bpr],
+                xq,
+                scales,
+                bpr,
+                out,
+            );
         }
     });
 }
