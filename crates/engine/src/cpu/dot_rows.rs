@@ -159,6 +159,10 @@ mod avx2 {
     use crate::cpu::dot::avx2::{f16_pair, f16_splat, hsum, nibbles};
     use std::arch::x86_64::*;
 
+    /// The kernels this CPU runs. They are `#[target_feature]` functions:
+    /// handing out the AVX2 ones only on CPUs with AVX2, FMA and F16C, and
+    /// the VNNI ones only with AVX512-VNNI and AVX512-VL too, is what makes
+    /// calling them sound (with `RowsKernel`'s contract for `out`).
     pub fn detect() -> Option<RowKernels> {
         let ok = is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
@@ -179,47 +183,6 @@ mod avx2 {
                 q8_0_q8_0: q8_0_q8_0_vnni,
             }),
         }
-    }
-
-    // SAFETY (these four): `detect` hands the VNNI ones out only on CPUs
-    // with AVX512-VNNI and AVX512-VL, the others only on CPUs with AVX2,
-    // FMA and F16C; callers keep `RowsKernel`'s contract for `out`.
-    unsafe fn q4_1_q8_1_vnni(
-        w: &[BlockQ4_1],
-        x: &[BlockQ8_1],
-        sc: &[StripScales],
-        nb: usize,
-        out: OutRows,
-    ) {
-        q4_1_q8_1_vnni_impl(w, x, sc, nb, out)
-    }
-    unsafe fn q8_0_q8_0_vnni(
-        w: &[BlockQ8_0],
-        x: &[BlockQ8_0],
-        sc: &[StripScales],
-        nb: usize,
-        out: OutRows,
-    ) {
-        q8_0_q8_0_vnni_impl(w, x, sc, nb, out)
-    }
-
-    unsafe fn q4_1_q8_1(
-        w: &[BlockQ4_1],
-        x: &[BlockQ8_1],
-        sc: &[StripScales],
-        nb: usize,
-        out: OutRows,
-    ) {
-        q4_1_q8_1_impl(w, x, sc, nb, out)
-    }
-    unsafe fn q8_0_q8_0(
-        w: &[BlockQ8_0],
-        x: &[BlockQ8_0],
-        sc: &[StripScales],
-        nb: usize,
-        out: OutRows,
-    ) {
-        q8_0_q8_0_impl(w, x, sc, nb, out)
     }
 
     /// Unsigned bytes times signed bytes, summed by fours into 8 f32
@@ -404,49 +367,43 @@ mod avx2 {
         }
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_1_q8_1_impl(
-        w: &[BlockQ4_1],
-        x: &[BlockQ8_1],
-        sc: &[StripScales],
-        nb: usize,
-        out: OutRows,
-    ) {
-        tiled::<Q4_1<false>>(w, x, sc, nb, out)
+    /// A kernel entry point: `tiled` over `$tile` with `$features` on.
+    macro_rules! kernel {
+        ($name:ident, $features:literal, $tile:ty, $w:ty, $x:ty) => {
+            #[target_feature(enable = $features)]
+            unsafe fn $name(w: &[$w], x: &[$x], sc: &[StripScales], nb: usize, out: OutRows) {
+                tiled::<$tile>(w, x, sc, nb, out)
+            }
+        };
     }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_0_q8_0_impl(
-        w: &[BlockQ8_0],
-        x: &[BlockQ8_0],
-        sc: &[StripScales],
-        nb: usize,
-        out: OutRows,
-    ) {
-        tiled::<Q8_0<false>>(w, x, sc, nb, out)
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    unsafe fn q4_1_q8_1_vnni_impl(
-        w: &[BlockQ4_1],
-        x: &[BlockQ8_1],
-        sc: &[StripScales],
-        nb: usize,
-        out: OutRows,
-    ) {
-        tiled::<Q4_1<true>>(w, x, sc, nb, out)
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    unsafe fn q8_0_q8_0_vnni_impl(
-        w: &[BlockQ8_0],
-        x: &[BlockQ8_0],
-        sc: &[StripScales],
-        nb: usize,
-        out: OutRows,
-    ) {
-        tiled::<Q8_0<true>>(w, x, sc, nb, out)
-    }
+    kernel!(
+        q4_1_q8_1,
+        "avx2,fma,f16c",
+        Q4_1<false>,
+        BlockQ4_1,
+        BlockQ8_1
+    );
+    kernel!(
+        q8_0_q8_0,
+        "avx2,fma,f16c",
+        Q8_0<false>,
+        BlockQ8_0,
+        BlockQ8_0
+    );
+    kernel!(
+        q4_1_q8_1_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        Q4_1<true>,
+        BlockQ4_1,
+        BlockQ8_1
+    );
+    kernel!(
+        q8_0_q8_0_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        Q8_0<true>,
+        BlockQ8_0,
+        BlockQ8_0
+    );
 }
 
 #[cfg(test)]
