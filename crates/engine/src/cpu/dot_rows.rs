@@ -65,6 +65,10 @@ pub const STRIP: usize = 8;
 pub struct StripScales {
     pub d: [f32; STRIP],
     pub s: [f32; STRIP],
+    /// `d[t]` in all 8 lanes, row by row: the kernel's `dw * dx` is then
+    /// one multiply with a memory operand instead of a scalar multiply and
+    /// a broadcast (measured: Q4_1 1536x576 at batch 20 ~38 -> ~43 GMAC/s).
+    pub d8: [[f32; 8]; STRIP],
 }
 
 /// The scales of `x` (`n` rows of `nb` blocks), converted once per matmul
@@ -78,6 +82,7 @@ pub fn strip_scales<X: ActScales>(x: &[X], nb: usize) -> Vec<StripScales> {
             let [d, s] = block.scales();
             let e = &mut out[(t / STRIP) * nb + b];
             e.d[t % STRIP] = d;
+            e.d8[t % STRIP] = [d; 8];
             e.s[t % STRIP] = s;
         }
     }
@@ -309,7 +314,7 @@ mod avx2 {
                     for t in 0..N {
                         let xb = x.get_unchecked(t * nb + b);
                         let qx = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-                        let d = _mm256_mul_ps(dw, _mm256_set1_ps(*scb.d.get_unchecked(t)));
+                        let d = _mm256_mul_ps(dw, _mm256_load_ps(scb.d8.get_unchecked(t).as_ptr()));
                         acc[r][t] = _mm256_fmadd_ps(d, mul_sum_us8::<VNNI>(qw, qx), acc[r][t]);
                     }
                 }
