@@ -57,18 +57,17 @@ impl OutRows {
 /// Activation rows are taken in strips of this many.
 pub const STRIP: usize = 8;
 
-/// One block column of a strip of activation rows: each row's `d` and (Q8_1)
-/// `s` as f32, side by side so a kernel applies one weight block's offset
-/// to the whole strip in one vector operation.
+/// One block column of a strip of activation rows: each row's `s` (Q8_1)
+/// side by side, so a kernel applies one weight block's offset to the whole
+/// strip in one vector operation, and each row's `d` broadcast to 8 lanes,
+/// so a kernel's `dw * dx` is one multiply with a memory operand instead of
+/// a scalar multiply and a broadcast (measured: Q4_1 1536x576 at batch 20
+/// ~38 -> ~43 GMAC/s).
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(32))]
 pub struct StripScales {
-    pub d: [f32; STRIP],
+    pub d: [[f32; 8]; STRIP],
     pub s: [f32; STRIP],
-    /// `d[t]` in all 8 lanes, row by row: the kernel's `dw * dx` is then
-    /// one multiply with a memory operand instead of a scalar multiply and
-    /// a broadcast (measured: Q4_1 1536x576 at batch 20 ~38 -> ~43 GMAC/s).
-    pub d8: [[f32; 8]; STRIP],
 }
 
 /// The scales of `x` (`n` rows of `nb` blocks), converted once per matmul
@@ -81,8 +80,7 @@ pub fn strip_scales<X: ActScales>(x: &[X], nb: usize) -> Vec<StripScales> {
         for (b, block) in row.iter().enumerate() {
             let [d, s] = block.scales();
             let e = &mut out[(t / STRIP) * nb + b];
-            e.d[t % STRIP] = d;
-            e.d8[t % STRIP] = [d; 8];
+            e.d[t % STRIP] = [d; 8];
             e.s[t % STRIP] = s;
         }
     }
@@ -314,7 +312,7 @@ mod avx2 {
                     for t in 0..N {
                         let xb = x.get_unchecked(t * nb + b);
                         let qx = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-                        let d = _mm256_mul_ps(dw, _mm256_load_ps(scb.d8.get_unchecked(t).as_ptr()));
+                        let d = _mm256_mul_ps(dw, _mm256_load_ps(scb.d.get_unchecked(t).as_ptr()));
                         acc[r][t] = _mm256_fmadd_ps(d, mul_sum_us8::<VNNI>(qw, qx), acc[r][t]);
                     }
                 }
@@ -356,7 +354,7 @@ mod avx2 {
                         let xb = x.get_unchecked(t * nb + b);
                         let d = _mm256_mul_ps(
                             dw,
-                            _mm256_set1_ps(*sc.get_unchecked(b).d.get_unchecked(t)),
+                            _mm256_load_ps(sc.get_unchecked(b).d.get_unchecked(t).as_ptr()),
                         );
                         let qx = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
                         let sx = _mm256_sign_epi8(qx, qw);
