@@ -135,7 +135,7 @@ impl Llama {
             })
             .collect::<Result<Vec<_>>>()?;
         let output = if file.has_tensor("output.weight") {
-            Some(widen("output.weight", c.vocab_size, h)?)
+            Some(widen("output.weight", c.vocab_size, h)?.into_output_projection())
         } else {
             None
         };
@@ -148,8 +148,13 @@ impl Llama {
             RopeScaling::None => 1.0,
             RopeScaling::Linear { factor } => 1.0 / factor,
         };
+        let embed = widen("token_embd.weight", c.vocab_size, h)?;
         Ok(Self {
-            embed: widen("token_embd.weight", c.vocab_size, h)?,
+            // Tied: the embeddings are the output projection too.
+            embed: match output {
+                Some(_) => embed,
+                None => embed.into_output_projection(),
+            },
             output_norm: vector(file, "output_norm.weight", h)?,
             rope: Rope::new(c.rope_dim, c.rope_base, position_scale, freq_factors),
             layers,

@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod dot;
 pub mod dot_rows;
 pub mod ggml_numerics;
+pub mod interleaved;
 pub mod matmul;
 pub mod ops;
 mod requantize;
