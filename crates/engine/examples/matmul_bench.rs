@@ -32,7 +32,12 @@ fn random_matrix(dtype: GgmlDType, rows: usize, cols: usize) -> Matrix {
             bytes.push(next() as u8 & 0x7f);
         }
     }
-    Matrix::from_bytes("bench", dtype, rows, cols, &bytes).expect("valid matrix")
+    let m = Matrix::from_bytes("bench", dtype, rows, cols, &bytes).expect("valid matrix");
+    // Q8_0 stands for the output projection here, stored as the model does.
+    match dtype {
+        GgmlDType::Q8_0 => m.into_output_projection(),
+        _ => m,
+    }
 }
 
 fn main() {

@@ -177,7 +177,9 @@ impl GroupAct for BlockQ8_0 {
 
 /// `dot(w[r], x[t])` into `out` at (t, r) for the groups of 8 weight rows
 /// in `w` (each `nb` blocks) and the `n` activation rows in `x`, with
-/// `xs[t * nb + b]` the scales of `x[t * nb + b]`.
+/// `xs[t * nb + b]` the scales of `x[t * nb + b]`. The Q4_1 kernel takes
+/// the groups in pairs (16 rows per 512-bit vector): its `w` holds an even
+/// number of groups.
 ///
 /// # Safety
 /// As `dot_rows::RowsKernel`: `out` is valid for writes at every (t, r)
@@ -275,6 +277,7 @@ mod vnni {
     unsafe fn q4_1_q8_1(w: &[Q4_1x8], x: &[BlockQ8_1], xs: &[XScales], nb: usize, out: OutRows) {
         let n = x.len() / nb;
         let groups = w.len() / nb;
+        assert!(groups.is_multiple_of(2), "Q4_1 groups come in pairs");
         // Two groups' values as bytes (16 rows per 512-bit vector) and
         // scales, unpacked once for all strips when there are several.
         let mut u = Vec::new();
@@ -317,9 +320,6 @@ mod vnni {
             }
             g += 2;
         }
-        if g < groups {
-            q4_1_single_group(&w[g * nb..], x, xs, nb, out.at(0, g * GROUP));
-        }
     }
 
     /// Block `b` of two groups as 16 rows: the values as bytes (vector s
@@ -357,8 +357,13 @@ mod vnni {
         _mm512_cvtph_ps(_mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi))
     }
 
-    /// [`q4_1_tile`] for 16 rows (two groups) in 512-bit vectors: the same
-    /// operations lane by lane, half the instructions.
+    /// Two groups of 8 Q4_1 rows (16 rows, one per lane of a 512-bit
+    /// vector) against N activation rows, in ggml's float order:
+    /// `acc[t][s]` lane j is ggml's accumulator lane s of row j (products
+    /// `4s..4s + 4` of each block, scaled and summed block by block), reduced
+    /// at the end in the order of ggml's `hsum_float_8`, then `+ Σ m·s` as
+    /// its scalar `summs`. `block(b)` gives block b's values as bytes and
+    /// the rows' `d` and `m`.
     #[inline(always)]
     unsafe fn q4_1_tile16<const N: usize>(
         block: impl Fn(usize) -> ([__m512i; 8], __m512, __m512),
@@ -394,76 +399,6 @@ mod vnni {
                 _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])),
             );
             _mm512_storeu_ps(out.at(t, 0).ptr, _mm512_add_ps(sum, offsets[t]));
-        }
-    }
-
-    /// A lone group of 8 Q4_1 rows (an odd group count) in 256-bit vectors.
-    #[inline(always)]
-    unsafe fn q4_1_single_group(
-        w: &[Q4_1x8],
-        x: &[BlockQ8_1],
-        xs: &[XScales],
-        nb: usize,
-        out: OutRows,
-    ) {
-        let n = x.len() / nb;
-        let low = _mm256_set1_epi8(0x0f);
-        let mut u = vec![_mm256_setzero_si256(); nb * 8];
-        for (b, wb) in w.iter().enumerate() {
-            let p = wb.qs.as_ptr() as *const __m256i;
-            for k in 0..4 {
-                let v = _mm256_loadu_si256(p.add(k));
-                u[b * 8 + k] = _mm256_and_si256(v, low);
-                u[b * 8 + k + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-            }
-        }
-        for t in 0..n {
-            let (x, xs, out) = (&x[t * nb..], &xs[t * nb..], out.at(t, 0));
-            q4_1_tile::<1>(w, &u, x, xs, nb, out);
-        }
-    }
-
-    /// One group of 8 Q4_1 rows (`u`: its values as bytes) against N
-    /// activation rows, in ggml's float order: `acc[t][s]` lane j is ggml's
-    /// accumulator lane s of row j (products `4s..4s + 4` of each block,
-    /// scaled and summed block by block), reduced at the end in the order of
-    /// ggml's `hsum_float_8`, then `+ Σ m·s` as its scalar `summs`.
-    #[inline(always)]
-    unsafe fn q4_1_tile<const N: usize>(
-        w: &[Q4_1x8],
-        u: &[__m256i],
-        x: &[BlockQ8_1],
-        xs: &[XScales],
-        nb: usize,
-        out: OutRows,
-    ) {
-        let mut acc = [[_mm256_setzero_ps(); 8]; N];
-        let mut offsets = [_mm256_setzero_ps(); N];
-        for b in 0..nb {
-            let wb = w.get_unchecked(b);
-            let (dw, mw) = (widen(&wb.d), widen(&wb.m));
-            let mut d = [_mm256_setzero_ps(); N];
-            for t in 0..N {
-                let sc = xs.get_unchecked(t * nb + b);
-                d[t] = _mm256_mul_ps(dw, _mm256_set1_ps(sc.d));
-                offsets[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(sc.s), offsets[t]);
-            }
-            for s in 0..8 {
-                let us = *u.get_unchecked(b * 8 + s);
-                for t in 0..N {
-                    let q = x4(&x.get_unchecked(t * nb + b).qs, s);
-                    let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), us, q);
-                    acc[t][s] = _mm256_fmadd_ps(d[t], _mm256_cvtepi32_ps(p), acc[t][s]);
-                }
-            }
-        }
-        for t in 0..N {
-            let a = &acc[t];
-            let sum = _mm256_add_ps(
-                _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6])),
-                _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7])),
-            );
-            _mm256_storeu_ps(out.at(t, 0).ptr, _mm256_add_ps(sum, offsets[t]));
         }
     }
 
@@ -585,13 +520,13 @@ mod tests {
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         for (nb, rows, n) in [
-            (1, 8, 1),
+            (1, 16, 1),
             (18, 16, 1),
             (48, 32, 2),
             (18, 16, 3),
-            (48, 8, 8),
-            (5, 24, 19),
-            (18, 8, 12),
+            (48, 16, 8),
+            (5, 48, 19),
+            (18, 16, 12),
         ] {
             let w41 = random_q4_1(&mut rng, rows * nb);
             let xf: Vec<f32> = (0..n * nb * QK)

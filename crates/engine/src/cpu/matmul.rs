@@ -82,7 +82,7 @@ impl Matrix {
         let nb = cols / QK;
         let storage = match dtype {
             GgmlDType::Q4_0 => Storage::Q4_0(parse_blocks(bytes)),
-            GgmlDType::Q4_1 if interleaves(rows) => {
+            GgmlDType::Q4_1 if interleaves(rows, 2 * GROUP) => {
                 Storage::Q4_1x8(pack_rows(&parse_blocks::<BlockQ4_1>(bytes), nb))
             }
             GgmlDType::Q4_1 => Storage::Q4_1(parse_blocks(bytes)),
@@ -123,7 +123,7 @@ impl Matrix {
     /// batch 8 ~40 -> ~85 GMAC/s, batch 1 ~12 -> ~15.
     pub fn into_output_projection(self) -> Self {
         match self.storage {
-            Storage::Q8_0(blocks) if interleaves(self.rows) => Self {
+            Storage::Q8_0(blocks) if interleaves(self.rows, GROUP) => Self {
                 storage: Storage::Q8_0x8(pack_rows(&blocks, self.cols / QK)),
                 ..self
             },
@@ -212,8 +212,10 @@ impl Matrix {
             .iter()
             .all(|(m, out)| m.cols == cols && out.len() == n_tokens * m.rows));
         let k = dot_rows::best();
+        // Every part stored as `$variant`: quantize the input once, then
+        // `$times` (by rows or by interleaved groups) with `$kernel`.
         macro_rules! shared {
-            ($variant:ident, $quantize:expr, $kernel:expr) => {
+            ($variant:ident, $quantize:expr, $times:ident, $kernel:expr) => {
                 if let Some(ws) = parts
                     .iter()
                     .map(|(m, _)| match &m.storage {
@@ -227,7 +229,7 @@ impl Matrix {
                         ptr: out.as_mut_ptr(),
                         stride: m.rows,
                     });
-                    rows_times(
+                    $times(
                         &ws.into_iter().zip(outs).collect::<Vec<_>>(),
                         &xq,
                         n_tokens,
@@ -237,39 +239,12 @@ impl Matrix {
                 }
             };
         }
-        macro_rules! grouped {
-            ($variant:ident, $quantize:expr, $kernel:ident) => {
-                if let Some(ws) = parts
-                    .iter()
-                    .map(|(m, _)| match &m.storage {
-                        Storage::$variant(w) => Some(&w[..]),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<_>>>()
-                {
-                    let kernel = interleaved::kernels()
-                        .expect("interleaved storage only exists with its kernels")
-                        .$kernel;
-                    let xq = quantize_rows(x, cols, $quantize);
-                    let outs = parts.iter_mut().map(|(m, out)| OutRows {
-                        ptr: out.as_mut_ptr(),
-                        stride: m.rows,
-                    });
-                    groups_times(
-                        &ws.into_iter().zip(outs).collect::<Vec<_>>(),
-                        &xq,
-                        n_tokens,
-                        kernel,
-                    );
-                    return Ok(());
-                }
-            };
-        }
-        grouped!(Q4_1x8, quantize_q8_1, q4_1_q8_1);
-        grouped!(Q8_0x8, quantize_q8_0, q8_0_q8_0);
-        shared!(Q4_0, quantize_q8_0, k.q4_0_q8_0);
-        shared!(Q4_1, quantize_q8_1, k.q4_1_q8_1);
-        shared!(Q8_0, quantize_q8_0, k.q8_0_q8_0);
+        let grouped = || interleaved::kernels().expect("interleaved storage implies its kernels");
+        shared!(Q4_1x8, quantize_q8_1, groups_times, grouped().q4_1_q8_1);
+        shared!(Q8_0x8, quantize_q8_0, groups_times, grouped().q8_0_q8_0);
+        shared!(Q4_0, quantize_q8_0, rows_times, k.q4_0_q8_0);
+        shared!(Q4_1, quantize_q8_1, rows_times, k.q4_1_q8_1);
+        shared!(Q8_0, quantize_q8_0, rows_times, k.q8_0_q8_0);
         for (m, out) in parts.iter_mut() {
             match &m.storage {
                 Storage::F16(w) => f16_times(w, x, n_tokens, m.rows, m.cols, out),
@@ -285,9 +260,10 @@ impl Matrix {
 }
 
 /// Rows go in interleaved groups where the CPU has those kernels and the
-/// rows fill whole groups.
-fn interleaves(rows: usize) -> bool {
-    interleaved::kernels().is_some() && rows.is_multiple_of(GROUP)
+/// rows fill whole groups (`multiple`: 16 for Q4_1, whose kernel takes
+/// groups in pairs).
+fn interleaves(rows: usize, multiple: usize) -> bool {
+    interleaved::kernels().is_some() && rows.is_multiple_of(multiple)
 }
 
 fn quantize_rows<B: Default + Clone + Send>(
