@@ -153,18 +153,72 @@ pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
     quantize_q8_1_body(x, out);
 }
 
-// With SSE4.1 enabled, `round_ties_even` is one `roundss` instead of a call
-// to libm's `rintf` per value (same results).
+// ggml's own AVX2 quantizer, 8 values per instruction: every step is the
+// scalar one lane by lane (exact max, the same multiply, round half to
+// even), so the results are identical (tested).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn quantize_q8_0_simd(x: &[f32], out: &mut [BlockQ8_0]) {
-    quantize_q8_0_body(x, out);
+    for (block, chunk) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let (d, qs, _) = quantize_block_avx2(chunk);
+        *block = BlockQ8_0 {
+            d: f16::from_f32(d),
+            qs,
+        };
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn quantize_q8_1_simd(x: &[f32], out: &mut [BlockQ8_1]) {
-    quantize_q8_1_body(x, out);
+    for (block, chunk) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let (d, qs, sum) = quantize_block_avx2(chunk);
+        *block = BlockQ8_1 {
+            d: f16::from_f32(d),
+            s: f16::from_f32(d * sum as f32),
+            qs,
+        };
+    }
+}
+
+/// [`quantize_block`] on AVX2, plus the sum of the quantized values.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn quantize_block_avx2(x: &[f32]) -> (f32, [i8; 32], i32) {
+    use std::arch::x86_64::*;
+    debug_assert_eq!(x.len(), QK);
+    let v: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(x.as_ptr().add(8 * k)));
+    let sign = _mm256_set1_ps(-0.0);
+    let mut max = _mm256_andnot_ps(sign, v[0]);
+    for vk in &v[1..] {
+        max = _mm256_max_ps(max, _mm256_andnot_ps(sign, *vk));
+    }
+    let m4 = _mm_max_ps(_mm256_extractf128_ps(max, 1), _mm256_castps256_ps128(max));
+    let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    let amax = _mm_cvtss_f32(m4);
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+    let q: [__m256i; 4] = std::array::from_fn(|k| {
+        let r = _mm256_round_ps(
+            _mm256_mul_ps(v[k], id),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        );
+        _mm256_cvtps_epi32(r)
+    });
+    let sums = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    let mut lanes = [0i32; 8];
+    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, sums);
+    // i32 -> i16 -> i8 packs interleave the 128-bit halves; the permute
+    // puts the values back in order.
+    let packed = _mm256_packs_epi16(
+        _mm256_packs_epi32(q[0], q[1]),
+        _mm256_packs_epi32(q[2], q[3]),
+    );
+    let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    let mut qs = [0i8; 32];
+    _mm256_storeu_si256(qs.as_mut_ptr() as *mut __m256i, ordered);
+    (d, qs, lanes.iter().sum())
 }
 
 #[inline(always)]
@@ -206,6 +260,48 @@ impl Default for BlockQ8_1 {
             d: f16::ZERO,
             s: f16::ZERO,
             qs: [0; 32],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The AVX2 quantizers against the scalar bodies, bit for bit, on
+    /// random rows, a zero block, ties (x * 127 / amax = k + 0.5) and
+    /// extremes.
+    #[test]
+    fn simd_quantizers_equal_the_scalar_ones() {
+        if !crate::cpu::dot::best().fma {
+            eprintln!("skipped: no AVX2/FMA");
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let mut x: Vec<f32> = (0..64 * QK).map(|_| rng.random_range(-3.0..3.0)).collect();
+        x[..QK].fill(0.0);
+        // amax 127 makes the scale exactly 1: every k + 0.5 is a tie.
+        for (i, v) in x[QK..2 * QK].iter_mut().enumerate() {
+            *v = (i as f32 - 16.0) + 0.5;
+        }
+        x[QK] = 127.0;
+        x[2 * QK] = 1e30;
+        x[3 * QK + 5] = -1e-30;
+        let n = x.len() / QK;
+        let (mut a0, mut b0) = (vec![BlockQ8_0::default(); n], vec![BlockQ8_0::default(); n]);
+        let (mut a1, mut b1) = (vec![BlockQ8_1::default(); n], vec![BlockQ8_1::default(); n]);
+        quantize_q8_0(&x, &mut a0);
+        quantize_q8_0_body(&x, &mut b0);
+        quantize_q8_1(&x, &mut a1);
+        quantize_q8_1_body(&x, &mut b1);
+        for i in 0..n {
+            assert_eq!((a0[i].d, a0[i].qs), (b0[i].d, b0[i].qs), "q8_0 block {i}");
+            assert_eq!(
+                (a1[i].d, a1[i].s, a1[i].qs),
+                (b1[i].d, b1[i].s, b1[i].qs),
+                "q8_1 block {i}"
+            );
         }
     }
 }
