@@ -92,22 +92,32 @@ fn widen_head<const F16C: bool>(
     out: &mut Vec<f32>,
 ) {
     out.clear();
+    #[cfg(target_arch = "x86_64")]
+    if F16C && d.is_multiple_of(8) {
+        use std::arch::x86_64::*;
+        // Written once, straight from the conversions: zero-filling the
+        // buffer first was a second pass over it (memset) every call.
+        out.reserve(n_pos * d);
+        let dst = out.spare_capacity_mut().as_mut_ptr() as *mut f32;
+        for p in 0..n_pos {
+            let src = &cache[p * kv_dim + kv_head * d..p * kv_dim + (kv_head + 1) * d];
+            for (i, h) in src.chunks_exact(8).enumerate() {
+                // SAFETY: F16C is set only from `attend_fma` (the CPU has
+                // F16C); `h` holds 8 values; `dst` has room for n_pos * d
+                // values (reserved above) and p * d + 8 * i + 8 <= n_pos * d.
+                unsafe {
+                    let v = _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i));
+                    _mm256_storeu_ps(dst.add(p * d + 8 * i), v);
+                }
+            }
+        }
+        // SAFETY: the loop above initialized all n_pos * d values.
+        unsafe { out.set_len(n_pos * d) };
+        return;
+    }
     out.resize(n_pos * d, 0.0);
     for (p, row) in out.chunks_exact_mut(d).enumerate() {
         let src = &cache[p * kv_dim + kv_head * d..p * kv_dim + (kv_head + 1) * d];
-        #[cfg(target_arch = "x86_64")]
-        if F16C && d.is_multiple_of(8) {
-            use std::arch::x86_64::*;
-            for (o, h) in row.chunks_exact_mut(8).zip(src.chunks_exact(8)) {
-                // SAFETY: F16C is set only from `attend_fma` (the CPU has
-                // F16C); both chunks hold exactly 8 values.
-                unsafe {
-                    let v = _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i));
-                    _mm256_storeu_ps(o.as_mut_ptr(), v);
-                }
-            }
-            continue;
-        }
         src.convert_to_f32_slice(row);
     }
 }
