@@ -6,6 +6,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use rayon::prelude::*;
+use servebench_engine::cpu::ggml_numerics::log_sum_exp;
 use servebench_engine::{Engine, EngineError, FinishReason, SeqStep, Sequence};
 use tokio::sync::mpsc;
 
@@ -133,13 +135,20 @@ fn step(
     drop(steps);
     let vocab = engine.model.config().vocab_size;
     let tok = &engine.tokenizer;
+    // Log-probability normalizers, one vocabulary-long pass per sequence
+    // that asked for logprobs (every TGI stream does): in parallel.
+    let lses: Vec<Option<f32>> = logits
+        .par_chunks(vocab)
+        .zip(running.par_iter())
+        .map(|(row, r)| r.entry.request.want_logprobs.then(|| log_sum_exp(row)))
+        .collect();
     let mut finished = Vec::new();
-    for (i, (r, row)) in running
+    for (i, ((r, row), lse)) in running
         .iter_mut()
         .zip(logits.chunks_exact_mut(vocab))
+        .zip(lses)
         .enumerate()
     {
-        let lse = r.entry.request.want_logprobs.then(|| log_sum_exp(row));
         let (id, text) = r.seq.accept(tok, row);
         r.generated += 1;
         let token = GeneratedToken {
@@ -180,10 +189,4 @@ fn ended(r: &Running, finish_reason: FinishReason) -> Ended {
         queue: r.joined_at.saturating_duration_since(r.entry.queued_at),
         inference: r.joined_at.elapsed(),
     }
-}
-
-fn log_sum_exp(x: &[f32]) -> f32 {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = x.iter().map(|v| (v - max).exp()).sum();
-    max + sum.ln()
 }
