@@ -340,10 +340,29 @@ unsafe fn dot_f16_f16c(w: &[half::f16], x: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// `parts[i]`: a weight matrix's blocks and its output (`[n_tokens, rows]`,
-/// stride = rows). Weight rows of all parts are split among threads
-/// in chunks; each chunk is multiplied with every activation row while it
-/// is hot in cache.
+/// Splits the rows of all `parts` (`[n_tokens, rows]` outputs, stride =
+/// rows) among the pool's threads in chunks of a multiple of `unit` rows
+/// and calls `task(part, first_row, n_rows)` for each, in parallel. Several
+/// chunks per thread balance uneven cores without much overhead; each
+/// chunk's weights are multiplied with every activation row while hot.
+fn split_rows(
+    parts: &[(&[impl Sync], OutRows)],
+    unit: usize,
+    task: impl Fn(usize, usize, usize) + Sync,
+) {
+    let threads = rayon::current_num_threads().max(1);
+    let total: usize = parts.iter().map(|(_, out)| out.stride).sum();
+    let chunk = total.div_ceil(threads * 4).max(16).next_multiple_of(unit);
+    let work: Vec<(usize, usize)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(p, (_, out))| (0..out.stride).step_by(chunk).map(move |first| (p, first)))
+        .collect();
+    work.into_par_iter()
+        .for_each(|(p, first)| task(p, first, chunk.min(parts[p].1.stride - first)));
+}
+
+/// `parts[i]`: a weight matrix's blocks (row after row) and its output.
 fn rows_times<W: Sync, A: Sync + ActScales>(
     parts: &[(&[W], OutRows)],
     xq: &[A],
@@ -352,36 +371,25 @@ fn rows_times<W: Sync, A: Sync + ActScales>(
 ) {
     let bpr = xq.len() / n_tokens;
     let scales = dot_rows::strip_scales(xq, bpr);
-    let scales = &scales;
-    let threads = rayon::current_num_threads().max(1);
-    let total: usize = parts.iter().map(|(_, out)| out.stride).sum();
-    // Several chunks per thread balance uneven cores without much overhead.
-    let chunk = total.div_ceil(threads * 4).max(16);
-    let work: Vec<(usize, usize)> = parts
-        .iter()
-        .enumerate()
-        .flat_map(|(p, (_, out))| (0..out.stride).step_by(chunk).map(move |first| (p, first)))
-        .collect();
-    work.into_par_iter().for_each(|(p, first)| {
+    split_rows(parts, 1, |p, first, n_rows| {
         let (w, out) = parts[p];
-        let n_rows = chunk.min(out.stride - first);
-        let out = out.at(0, first);
         // SAFETY: `out` is `[n_tokens, rows]`; this task alone writes its
         // rows first..first + n_rows, for every token.
         unsafe {
             dot_rows(
                 &w[first * bpr..(first + n_rows) * bpr],
                 xq,
-                scales,
+                &scales,
                 bpr,
-                out,
-            );
-        }
+                out.at(0, first),
+            )
+        };
     });
 }
 
-/// [`rows_times`] for interleaved weights: work is split in whole groups
-/// of 8 rows.
+/// [`rows_times`] for interleaved weights (groups of 8 rows, block columns
+/// consecutive); chunks are whole pairs of groups, as the Q4_1 kernel
+/// takes them.
 fn groups_times<W: Sync, A: Sync + GroupAct>(
     parts: &[(&[W], OutRows)],
     xq: &[A],
@@ -390,29 +398,18 @@ fn groups_times<W: Sync, A: Sync + GroupAct>(
 ) {
     let nb = xq.len() / n_tokens;
     let scales: Vec<_> = xq.iter().map(GroupAct::group_scales).collect();
-    let scales = &scales[..];
-    let threads = rayon::current_num_threads().max(1);
-    let total: usize = parts.iter().map(|(_, out)| out.stride / GROUP).sum();
-    // Even, so kernels can take groups in pairs.
-    let chunk = total.div_ceil(threads * 4).max(2).next_multiple_of(2);
-    let work: Vec<(usize, usize)> = parts
-        .iter()
-        .enumerate()
-        .flat_map(|(p, (_, out))| (0..out.stride / GROUP).step_by(chunk).map(move |g| (p, g)))
-        .collect();
-    work.into_par_iter().for_each(|(p, first)| {
+    split_rows(parts, 2 * GROUP, |p, first, n_rows| {
         let (w, out) = parts[p];
-        let n_groups = chunk.min(out.stride / GROUP - first);
-        // SAFETY: `out` is `[n_tokens, rows]`; this task alone writes the
-        // rows of its groups, for every token.
+        let groups = first / GROUP..(first + n_rows) / GROUP;
+        // SAFETY: as in `rows_times`: this task alone writes its rows.
         unsafe {
             kernel(
-                &w[first * nb..(first + n_groups) * nb],
+                &w[groups.start * nb..groups.end * nb],
                 xq,
-                scales,
+                &scales,
                 nb,
-                out.at(0, first * GROUP),
-            );
-        }
+                out.at(0, first),
+            )
+        };
     });
 }
