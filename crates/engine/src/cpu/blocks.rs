@@ -264,6 +264,23 @@ impl Default for BlockQ8_1 {
     }
 }
 
+/// `n` Q4_1 blocks with random values and varied scales and offsets, for
+/// kernel tests.
+#[cfg(test)]
+pub(crate) fn random_q4_1(rng: &mut impl rand::Rng, n: usize) -> Vec<BlockQ4_1> {
+    (0..n)
+        .map(|i| {
+            let mut qs = [0u8; 16];
+            rng.fill(&mut qs[..]);
+            BlockQ4_1 {
+                d: f16::from_f32(0.01 + 0.003 * (i % 7) as f32),
+                m: f16::from_f32(-0.05 * (i % 5) as f32),
+                qs,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

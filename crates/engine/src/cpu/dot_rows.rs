@@ -412,8 +412,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::blocks::{quantize_q8_0, quantize_q8_1};
-    use half::f16;
+    use crate::cpu::blocks::{quantize_q8_0, quantize_q8_1, random_q4_1};
     use rand::{Rng, SeedableRng};
 
     #[test]
@@ -434,17 +433,7 @@ mod tests {
             (5, 3, 19),
             (3, 7, 16),
         ] {
-            let w41: Vec<BlockQ4_1> = (0..wrows * nb)
-                .map(|i| {
-                    let mut qs = [0u8; 16];
-                    rng.fill(&mut qs[..]);
-                    BlockQ4_1 {
-                        d: f16::from_f32(0.01 + 0.003 * (i % 7) as f32),
-                        m: f16::from_f32(-0.05 * (i % 5) as f32),
-                        qs,
-                    }
-                })
-                .collect();
+            let w41 = random_q4_1(&mut rng, wrows * nb);
             let xf: Vec<f32> = (0..rows * nb * 32)
                 .map(|_| rng.random_range(-4.0..4.0))
                 .collect();

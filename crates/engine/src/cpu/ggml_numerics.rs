@@ -253,6 +253,7 @@ pub(crate) mod fma {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn log_sum_exp_matches_the_f64_definition() {
@@ -262,19 +263,14 @@ mod tests {
                 .collect();
             let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
             let want = max + x.iter().map(|v| (*v as f64 - max).exp()).sum::<f64>().ln();
-            let got = super::log_sum_exp(&x) as f64;
+            let got = log_sum_exp(&x) as f64;
             assert!(
                 (got - want).abs() < 1e-5 * want.abs().max(1.0),
                 "n {n}: {got} vs {want}"
             );
         }
-        assert_eq!(
-            super::log_sum_exp(&[f32::NEG_INFINITY; 3]),
-            f32::NEG_INFINITY
-        );
+        assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
     }
-
-    use super::*;
 
     #[cfg(target_arch = "x86_64")]
     #[test]

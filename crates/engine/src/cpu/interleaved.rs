@@ -289,11 +289,7 @@ mod vnni {
             if n <= Q4_1_STRIP {
                 // One pass: unpack as the weights stream in (a buffer
                 // would stall batch-1 decode on memory, then on compute).
-                let block = |b| unpack_pair(pair, b);
-                match n {
-                    2 => q4_1_tile16::<2>(block, x, xs, nb, out),
-                    _ => q4_1_tile16::<1>(block, x, xs, nb, out),
-                }
+                q4_1_strips(|b| unpack_pair(pair, b), x, xs, nb, out);
             } else {
                 u.clear();
                 scales.clear();
@@ -302,23 +298,38 @@ mod vnni {
                     u.extend_from_slice(&ub);
                     scales.push([dw, mw]);
                 }
+                let (u, scales) = (&u, &scales);
                 let block = |b: usize| {
                     let [dw, mw] = *scales.get_unchecked(b);
                     let ub: [__m512i; 8] = std::array::from_fn(|s| *u.get_unchecked(b * 8 + s));
                     (ub, dw, mw)
                 };
-                let mut t = 0;
-                while t < n {
-                    let strip = (n - t).min(Q4_1_STRIP);
-                    let (x, xs, out) = (&x[t * nb..], &xs[t * nb..], out.at(t, 0));
-                    match strip {
-                        2 => q4_1_tile16::<2>(block, x, xs, nb, out),
-                        _ => q4_1_tile16::<1>(block, x, xs, nb, out),
-                    }
-                    t += strip;
-                }
+                q4_1_strips(block, x, xs, nb, out);
             }
             g += 2;
+        }
+    }
+
+    /// [`q4_1_tile16`] over every strip of up to `Q4_1_STRIP` activation
+    /// rows of `x`.
+    #[inline(always)]
+    unsafe fn q4_1_strips(
+        block: impl Fn(usize) -> ([__m512i; 8], __m512, __m512) + Copy,
+        x: &[BlockQ8_1],
+        xs: &[XScales],
+        nb: usize,
+        out: OutRows,
+    ) {
+        let n = x.len() / nb;
+        let mut t = 0;
+        while t < n {
+            let strip = (n - t).min(Q4_1_STRIP);
+            let (x, xs, out) = (&x[t * nb..], &xs[t * nb..], out.at(t, 0));
+            match strip {
+                2 => q4_1_tile16::<2>(block, x, xs, nb, out),
+                _ => q4_1_tile16::<1>(block, x, xs, nb, out),
+            }
+            t += strip;
         }
     }
 
@@ -466,23 +477,9 @@ mod vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::blocks::{quantize_q8_0, quantize_q8_1};
+    use crate::cpu::blocks::{quantize_q8_0, quantize_q8_1, random_q4_1};
     use crate::cpu::dot;
     use rand::{Rng, SeedableRng};
-
-    fn random_q4_1(rng: &mut impl Rng, n: usize) -> Vec<BlockQ4_1> {
-        (0..n)
-            .map(|i| {
-                let mut qs = [0u8; 16];
-                rng.fill(&mut qs[..]);
-                BlockQ4_1 {
-                    d: f16::from_f32(0.01 + 0.003 * (i % 7) as f32),
-                    m: f16::from_f32(-0.05 * (i % 5) as f32),
-                    qs,
-                }
-            })
-            .collect()
-    }
 
     #[test]
     fn pack_then_unpack_gives_the_rows_back() {

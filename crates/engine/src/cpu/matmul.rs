@@ -13,7 +13,7 @@ use super::blocks::{
 use super::dot;
 use super::dot_rows::{self, ActScales, OutRows, RowsKernel};
 use super::interleaved::{
-    self, pack_rows, unpack_row, GroupAct, GroupKernel, Interleave, Q4_1x8, Q8_0x8, GROUP,
+    self, pack_rows, unpack_row, GroupAct, GroupKernel, Q4_1x8, Q8_0x8, GROUP,
 };
 use crate::error::{EngineError, Result};
 use crate::gguf::TensorView;
@@ -155,25 +155,18 @@ impl Matrix {
             )));
         }
         let bpr = self.cols / QK;
-        fn deq<'a, B: FromBytes + 'a>(blocks: impl Iterator<Item = &'a B>, out: &mut [f32]) {
+        fn deq<B: FromBytes>(blocks: impl Iterator<Item = B>, out: &mut [f32]) {
             for (b, o) in blocks.zip(out.chunks_exact_mut(QK)) {
                 b.dequantize(o);
             }
         }
-        fn deq_packed<I: Interleave>(packed: &[I], nb: usize, r: usize, out: &mut [f32])
-        where
-            I::Row: FromBytes,
-        {
-            for (b, o) in unpack_row(packed, nb, r).zip(out.chunks_exact_mut(QK)) {
-                b.dequantize(o);
-            }
-        }
+        let own = r * bpr..(r + 1) * bpr;
         match &self.storage {
-            Storage::Q4_0(b) => deq(b[r * bpr..(r + 1) * bpr].iter(), out),
-            Storage::Q4_1(b) => deq(b[r * bpr..(r + 1) * bpr].iter(), out),
-            Storage::Q8_0(b) => deq(b[r * bpr..(r + 1) * bpr].iter(), out),
-            Storage::Q4_1x8(p) => deq_packed(p, bpr, r, out),
-            Storage::Q8_0x8(p) => deq_packed(p, bpr, r, out),
+            Storage::Q4_0(b) => deq(b[own].iter().copied(), out),
+            Storage::Q4_1(b) => deq(b[own].iter().copied(), out),
+            Storage::Q8_0(b) => deq(b[own].iter().copied(), out),
+            Storage::Q4_1x8(p) => deq(unpack_row(p, bpr, r), out),
+            Storage::Q8_0x8(p) => deq(unpack_row(p, bpr, r), out),
             Storage::F16(w) => {
                 for (o, v) in out.iter_mut().zip(&w[r * self.cols..(r + 1) * self.cols]) {
                     *o = v.to_f32();
