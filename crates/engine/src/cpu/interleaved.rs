@@ -12,6 +12,10 @@
 //! products; measured (`matmul_bench`, one thread, Q4_1 1536x576) against
 //! the row-at-a-time tiles of `dot_rows`: batch 20 ~42 -> ~52 GMAC/s,
 //! batch 8 ~34 -> ~37, batch 1 unchanged (weights stream from memory).
+//! Batches of 3 or more unpack a pair of groups once into an L1 buffer and
+//! run strips of 3 activation rows over it, asking for the weights two
+//! pairs ahead meanwhile: batch 8, weights streaming (COPIES=40),
+//! 1536x576 ~46 -> ~54 GMAC/s, 576x1536 ~34 -> ~44.
 //!
 //! Q8_0 is only interleaved for the output projection
 //! (`Matrix::into_output_projection`), where it sums whole blocks in
@@ -256,6 +260,17 @@ mod vnni {
         }
     }
 
+    /// Asks for every cache line of `block`.
+    #[inline(always)]
+    unsafe fn prefetch_block<B>(block: *const B) {
+        let at = block as *const i8;
+        let mut line = 0;
+        while line < std::mem::size_of::<B>() {
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line));
+            line += 64;
+        }
+    }
+
     /// 8 f16 as 8 f32.
     #[inline(always)]
     unsafe fn widen(h: &[f16; 8]) -> __m256 {
@@ -268,9 +283,10 @@ mod vnni {
         _mm256_set1_epi32((qs.as_ptr() as *const i32).add(s).read_unaligned())
     }
 
-    /// Activation rows per Q4_1 tile: 8 accumulators each, plus the 8
-    /// weight vectors and the rows' scales, in AVX-512's 32 registers
-    /// (measured: 2 beats 3 and 4, which spill).
+    /// Activation rows per Q4_1 tile when the weights stream in (batch
+    /// <= 2): 8 accumulators each, plus the 8 weight vectors and the rows'
+    /// scales, in AVX-512's 32 registers (measured: 2 beats 3 and 4, which
+    /// spill).
     const Q4_1_STRIP: usize = 2;
 
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni,avx512vl")]
@@ -278,10 +294,13 @@ mod vnni {
         let n = x.len() / nb;
         let groups = w.len() / nb;
         assert!(groups.is_multiple_of(2), "Q4_1 groups come in pairs");
-        // Two groups' values as bytes (16 rows per 512-bit vector) and
-        // scales, unpacked once for all strips when there are several.
-        let mut u = Vec::new();
-        let mut scales = Vec::new();
+        // With several strips, a pair's values are unpacked once into this
+        // buffer (block b: 8 vectors of bytes, then `d` and `m` of the 16
+        // rows) and every strip reads them from L1.
+        let mut buf: Vec<__m512i> = Vec::new();
+        if n > Q4_1_STRIP {
+            buf.reserve_exact(nb * BUF_PER_BLOCK);
+        }
         let mut g = 0;
         while g + 2 <= groups {
             let pair = (&w[g * nb..(g + 1) * nb], &w[(g + 1) * nb..(g + 2) * nb]);
@@ -289,60 +308,148 @@ mod vnni {
             if n <= Q4_1_STRIP {
                 // One pass: unpack as the weights stream in (a buffer
                 // would stall batch-1 decode on memory, then on compute).
-                q4_1_strips(|b| unpack_pair(pair, b), x, xs, nb, out);
-            } else {
-                u.clear();
-                scales.clear();
-                for b in 0..nb {
-                    let (ub, dw, mw) = unpack_pair(pair, b);
-                    u.extend_from_slice(&ub);
-                    scales.push([dw, mw]);
+                let mut t = 0;
+                while t < n {
+                    let strip = (n - t).min(Q4_1_STRIP);
+                    let (x, xs, out) = (&x[t * nb..], &xs[t * nb..], out.at(t, 0));
+                    let block = |b| unpack_pair(pair, b);
+                    match strip {
+                        2 => q4_1_tile16::<2>(block, x, xs, nb, out),
+                        _ => q4_1_tile16::<1>(block, x, xs, nb, out),
+                    }
+                    t += strip;
                 }
-                let (u, scales) = (&u, &scales);
-                let block = |b: usize| {
-                    let [dw, mw] = *scales.get_unchecked(b);
-                    let ub: [__m512i; 8] = std::array::from_fn(|s| *u.get_unchecked(b * 8 + s));
-                    (ub, dw, mw)
-                };
-                q4_1_strips(block, x, xs, nb, out);
+            } else {
+                let u = buf.as_mut_ptr();
+                for b in 0..nb {
+                    let (ub, dw, mw) = unpack_block_pair(pair, b);
+                    let at = u.add(b * BUF_PER_BLOCK);
+                    for (s, v) in ub.iter().enumerate() {
+                        _mm512_store_si512(at.add(s), *v);
+                    }
+                    _mm512_store_ps(at.add(8) as *mut f32, dw);
+                    _mm512_store_ps(at.add(9) as *mut f32, mw);
+                }
+                // The strips ask for a later pair's weights between them
+                // (strip i: blocks b with b % strips == i), so they arrive
+                // from memory while this pair computes.
+                let ahead = 2 * PREFETCH_PAIRS_AHEAD;
+                let later = (g + ahead + 2 <= groups).then(|| w[(g + ahead) * nb..].as_ptr());
+                let strips = buffered_strips(n).count();
+                for (i, (t, strip)) in buffered_strips(n).enumerate() {
+                    let (x, xs, out) = (&x[t * nb..], &xs[t * nb..], out.at(t, 0));
+                    let pf = later.map(|p| (p, i, strips));
+                    match strip {
+                        3 => q4_1_tile_buffered::<3>(u, pf, x, xs, nb, out),
+                        2 => q4_1_tile_buffered::<2>(u, pf, x, xs, nb, out),
+                        _ => q4_1_tile_buffered::<1>(u, pf, x, xs, nb, out),
+                    }
+                }
             }
             g += 2;
         }
     }
 
-    /// [`q4_1_tile16`] over every strip of up to `Q4_1_STRIP` activation
-    /// rows of `x`.
+    /// (first row, rows) of each strip of a buffered pass over `n`
+    /// activation rows: 3 at a time (24 accumulators), but 4 rows go as
+    /// 2 + 2 rather than 3 + 1.
+    fn buffered_strips(n: usize) -> impl Iterator<Item = (usize, usize)> {
+        let mut t = 0;
+        std::iter::from_fn(move || {
+            let strip = if n - t == 4 { 2 } else { (n - t).min(3) };
+            (strip > 0).then(|| {
+                t += strip;
+                (t - strip, strip)
+            })
+        })
+    }
+
+    /// How many pairs ahead the buffered path asks for weights (measured,
+    /// `matmul_bench` COPIES=40 batch 8: 2 beats 1 and 4).
+    const PREFETCH_PAIRS_AHEAD: usize = 2;
+
+    /// Vectors per block in the Q4_1 unpack buffer: 8 of bytes, `d`, `m`.
+    const BUF_PER_BLOCK: usize = 10;
+
+    /// [`q4_1_tile16`] over a pair unpacked into a buffer: one weight
+    /// vector live at a time (the activation bytes come as broadcast memory
+    /// operands), so 3 activation rows' 24 accumulators fit in registers,
+    /// and the `m`·`s` sums run in a second, short pass.
     #[inline(always)]
-    unsafe fn q4_1_strips(
-        block: impl Fn(usize) -> ([__m512i; 8], __m512, __m512) + Copy,
+    unsafe fn q4_1_tile_buffered<const N: usize>(
+        u: *const __m512i,
+        prefetch: Option<(*const Q4_1x8, usize, usize)>,
         x: &[BlockQ8_1],
         xs: &[XScales],
         nb: usize,
         out: OutRows,
     ) {
-        let n = x.len() / nb;
-        let mut t = 0;
-        while t < n {
-            let strip = (n - t).min(Q4_1_STRIP);
-            let (x, xs, out) = (&x[t * nb..], &xs[t * nb..], out.at(t, 0));
-            match strip {
-                2 => q4_1_tile16::<2>(block, x, xs, nb, out),
-                _ => q4_1_tile16::<1>(block, x, xs, nb, out),
+        let mut acc = [[_mm512_setzero_ps(); 8]; N];
+        for b in 0..nb {
+            if let Some((later, i, strips)) = prefetch {
+                if b % strips == i {
+                    prefetch_block(later.add(b));
+                    prefetch_block(later.add(nb + b));
+                }
             }
-            t += strip;
+            let at = u.add(b * BUF_PER_BLOCK);
+            let dw = _mm512_load_ps(at.add(8) as *const f32);
+            let d: [__m512; N] = std::array::from_fn(|t| {
+                _mm512_mul_ps(dw, _mm512_set1_ps(xs.get_unchecked(t * nb + b).d))
+            });
+            for s in 0..8 {
+                let us = _mm512_load_si512(at.add(s));
+                for t in 0..N {
+                    let qs = &x.get_unchecked(t * nb + b).qs;
+                    let q = _mm512_set1_epi32((qs.as_ptr() as *const i32).add(s).read_unaligned());
+                    let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), us, q);
+                    acc[t][s] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(p), acc[t][s]);
+                }
+            }
         }
+        let mut offsets = [_mm512_setzero_ps(); N];
+        for b in 0..nb {
+            let mw = _mm512_load_ps(u.add(b * BUF_PER_BLOCK + 9) as *const f32);
+            for t in 0..N {
+                let sc = xs.get_unchecked(t * nb + b);
+                offsets[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(sc.s), offsets[t]);
+            }
+        }
+        for t in 0..N {
+            store_sum16(&acc[t], offsets[t], out.at(t, 0));
+        }
+    }
+
+    /// Row j's result from its 8 accumulator lanes (lane j of `a[s]`): ggml's
+    /// `hsum_float_8` order, then `+ Σ m·s` as its scalar `summs`.
+    #[inline(always)]
+    unsafe fn store_sum16(a: &[__m512; 8], offsets: __m512, out: OutRows) {
+        let sum = _mm512_add_ps(
+            _mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6])),
+            _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])),
+        );
+        _mm512_storeu_ps(out.ptr, _mm512_add_ps(sum, offsets));
     }
 
     /// Block `b` of two groups as 16 rows: the values as bytes (vector s
     /// holds values `4s..4s + 4` of every row) and the rows' `d` and `m`.
     #[inline(always)]
     unsafe fn unpack_pair(
+        pair: (&[Q4_1x8], &[Q4_1x8]),
+        b: usize,
+    ) -> ([__m512i; 8], __m512, __m512) {
+        prefetch_ahead(pair.0.get_unchecked(b));
+        prefetch_ahead(pair.1.get_unchecked(b));
+        unpack_block_pair(pair, b)
+    }
+
+    /// [`unpack_pair`] without asking for later weights.
+    #[inline(always)]
+    unsafe fn unpack_block_pair(
         (w0, w1): (&[Q4_1x8], &[Q4_1x8]),
         b: usize,
     ) -> ([__m512i; 8], __m512, __m512) {
         let (b0, b1) = (w0.get_unchecked(b), w1.get_unchecked(b));
-        prefetch_ahead(b0);
-        prefetch_ahead(b1);
         let low = _mm512_set1_epi8(0x0f);
         let (p0, p1) = (
             b0.qs.as_ptr() as *const __m256i,
@@ -404,12 +511,7 @@ mod vnni {
             }
         }
         for t in 0..N {
-            let a = &acc[t];
-            let sum = _mm512_add_ps(
-                _mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6])),
-                _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])),
-            );
-            _mm512_storeu_ps(out.at(t, 0).ptr, _mm512_add_ps(sum, offsets[t]));
+            store_sum16(&acc[t], offsets[t], out.at(t, 0));
         }
     }
 
@@ -524,6 +626,8 @@ mod tests {
             (48, 16, 8),
             (5, 48, 19),
             (18, 16, 12),
+            (18, 64, 4),
+            (7, 96, 5),
         ] {
             let w41 = random_q4_1(&mut rng, rows * nb);
             let xf: Vec<f32> = (0..n * nb * QK)
