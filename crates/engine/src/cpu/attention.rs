@@ -2,9 +2,14 @@
 //! cache: one query row attends to cached positions `0..pos`. The rounding
 //! follows llama.cpp's default (non-flash) CPU path: f16 cache, query and
 //! softmax weights rounded to f16, ggml's dot-product order and `expf`.
+//! With AVX-512, `avx512` computes the same bits straight from the f16
+//! cache; the kernels here are the reference and the fallback.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 use super::ggml_numerics::{self as g, LANES, STEP};
 
@@ -59,6 +64,12 @@ pub fn attend_group(
     scratch: &mut Scratch,
     out: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available(shape.head_dim) {
+        // SAFETY: `available` checked the CPU and the head size.
+        unsafe { avx512::attend(shape, input, &mut scratch.scores, out) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if super::dot::best().fma {
         // SAFETY: the avx2 kernels are only chosen on CPUs with AVX2+FMA+F16C.
