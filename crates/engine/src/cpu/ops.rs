@@ -4,15 +4,45 @@
 /// `out = x / rms(x) * weight`, row by row (rows of `weight.len()`).
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let n = weight.len();
-    for (row, o) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        // As ggml: squares in f32, summed in f64. The normed values are
-        // quantized next, so even last-bit differences flip roundings.
-        let sum: f64 = row.iter().map(|v| (v * v) as f64).sum();
+    // Eight rows' sums at a time: each is a chain of dependent f64 adds,
+    // so interleaving rows is what keeps the adder busy.
+    let mut eights = x.chunks_exact(8 * n);
+    let mut outs = out.chunks_exact_mut(8 * n);
+    for (rows, o) in (&mut eights).zip(&mut outs) {
+        scale_rows(rows, &square_sums::<8>(rows, n), weight, eps, o);
+    }
+    let rest = eights.remainder().chunks_exact(n);
+    for (row, o) in rest.zip(outs.into_remainder().chunks_exact_mut(n)) {
+        scale_rows(row, &square_sums::<1>(row, n), weight, eps, o);
+    }
+}
+
+/// `out = x / rms(x) * weight` for rows whose `Σ v²` are `sums`.
+#[inline(always)]
+fn scale_rows(x: &[f32], sums: &[f64], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let n = weight.len();
+    for ((row, o), sum) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)).zip(sums) {
         let scale = 1.0 / ((sum / n as f64) as f32 + eps).sqrt();
         for ((o, v), w) in o.iter_mut().zip(row).zip(weight) {
             *o = v * scale * w;
         }
     }
+}
+
+/// Σ v² of each of the `R` rows (`n` values each) in `x`, as ggml sums
+/// them: squares in f32, added in order in f64. The normed values are
+/// quantized next, so even last-bit differences flip roundings.
+#[inline(always)]
+fn square_sums<const R: usize>(x: &[f32], n: usize) -> [f64; R] {
+    let rows: [&[f32]; R] = std::array::from_fn(|k| &x[k * n..(k + 1) * n]);
+    let mut sums = [0f64; R];
+    for i in 0..n {
+        for (s, row) in sums.iter_mut().zip(&rows) {
+            let v = row[i];
+            *s += (v * v) as f64;
+        }
+    }
+    sums
 }
 
 /// Rotary embedding angles for one model: `theta_i = pos * scale * base^(-2i/d) / factor_i`.
@@ -107,10 +137,21 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     swiglu_body(gate, up);
 }
 
+/// [`swiglu_body`] with `expf` 8 lanes at a time (the same bits).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn swiglu_fma(gate: &mut [f32], up: &[f32]) {
-    swiglu_body(gate, up);
+    use super::ggml_numerics::{fma::expf8, LANES};
+    use std::arch::x86_64::*;
+    let whole = gate.len() - gate.len() % LANES;
+    let (g8, u8) = (gate.as_mut_ptr(), up.as_ptr());
+    for i in (0..whole).step_by(8) {
+        let g = _mm256_loadu_ps(g8.add(i));
+        let e = expf8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        let s = _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0), e));
+        _mm256_storeu_ps(g8.add(i), _mm256_mul_ps(s, _mm256_loadu_ps(u8.add(i))));
+    }
+    swiglu_tail(&mut gate[whole..], &up[whole..]);
 }
 
 #[inline(always)]
@@ -121,7 +162,13 @@ fn swiglu_body(gate: &mut [f32], up: &[f32]) {
     for (g, u) in gate[..whole].iter_mut().zip(up) {
         *g = *g / (1.0 + expf(0.0 - *g)) * u;
     }
-    for (g, u) in gate[whole..].iter_mut().zip(&up[whole..]) {
+    swiglu_tail(&mut gate[whole..], &up[whole..]);
+}
+
+/// The tail after ggml's 16-lane chunks, with libm's `exp`.
+#[inline(always)]
+fn swiglu_tail(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
         *g = *g / (1.0 + (-*g).exp()) * u;
     }
 }
@@ -144,6 +191,52 @@ mod tests {
         rms_norm(&x, &[1.0; 4], 0.0, &mut out);
         let rms = (out.iter().map(|v| v * v).sum::<f32>() / 4.0).sqrt();
         assert!((rms - 1.0).abs() < 1e-5, "rms {rms}");
+    }
+
+    #[test]
+    fn rms_norm_of_a_batch_equals_each_row_alone() {
+        let n = 40;
+        let weight: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 * 0.01).collect();
+        for rows in [1, 7, 8, 9, 19] {
+            let x: Vec<f32> = (0..rows * n)
+                .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 1.37e-2)
+                .collect();
+            let mut batch = vec![0.0; rows * n];
+            rms_norm(&x, &weight, 1e-5, &mut batch);
+            for r in 0..rows {
+                let row = &x[r * n..(r + 1) * n];
+                let sum: f64 = row.iter().map(|v| (v * v) as f64).sum();
+                let scale = 1.0 / ((sum / n as f64) as f32 + 1e-5).sqrt();
+                for (i, (got, v)) in batch[r * n..(r + 1) * n].iter().zip(row).enumerate() {
+                    assert_eq!(
+                        got.to_bits(),
+                        (v * scale * weight[i]).to_bits(),
+                        "row {r} value {i}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn vector_swiglu_equals_the_scalar_one_bit_for_bit() {
+        let gate: Vec<f32> = (0..1000)
+            .map(|i| match i % 5 {
+                0 => (i as f32 - 500.0) * 0.2,
+                1 => 0.0,
+                2 => -1e-30 * i as f32,
+                3 => (i as f32) * 1e3,
+                _ => -(i as f32) * 0.7,
+            })
+            .collect();
+        let up: Vec<f32> = (0..1000).map(|i| 1.0 - i as f32 * 0.003).collect();
+        let mut want = gate.clone();
+        swiglu_body(&mut want, &up);
+        let mut got = gate.clone();
+        swiglu(&mut got, &up);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "value {i}: {} of {}", g, gate[i]);
+        }
     }
 
     #[test]
