@@ -135,28 +135,26 @@ fn step(
     drop(steps);
     let vocab = engine.model.config().vocab_size;
     let tok = &engine.tokenizer;
-    // Log-probability normalizers, one vocabulary-long pass per sequence
-    // that asked for logprobs (every TGI stream does): in parallel.
-    let lses: Vec<Option<f32>> = logits
-        .par_chunks(vocab)
-        .zip(running.par_iter())
-        .map(|(row, r)| r.entry.request.want_logprobs.then(|| log_sum_exp(row)))
+    // Each sequence picks its token (and, when it asked for logprobs, takes
+    // the log-sum-exp of its vocabulary-long row: every TGI stream does) in
+    // parallel; the events then go out in order.
+    let tokens: Vec<GeneratedToken> = running
+        .par_iter_mut()
+        .zip(logits.par_chunks_mut(vocab))
+        .map(|(r, row)| {
+            let lse = r.entry.request.want_logprobs.then(|| log_sum_exp(row));
+            let (id, text) = r.seq.accept(tok, row);
+            GeneratedToken {
+                id,
+                text,
+                logprob: lse.map(|l| row[id as usize] - l),
+                special: tok.is_eog(id),
+            }
+        })
         .collect();
     let mut finished = Vec::new();
-    for (i, ((r, row), lse)) in running
-        .iter_mut()
-        .zip(logits.chunks_exact_mut(vocab))
-        .zip(lses)
-        .enumerate()
-    {
-        let (id, text) = r.seq.accept(tok, row);
+    for (i, (r, token)) in running.iter_mut().zip(tokens).enumerate() {
         r.generated += 1;
-        let token = GeneratedToken {
-            id,
-            text,
-            logprob: lse.map(|l| row[id as usize] - l),
-            special: tok.is_eog(id),
-        };
         let event = match r.seq.finish {
             Some(reason) => {
                 let end = ended(r, reason);
