@@ -332,13 +332,15 @@ mod vnni {
                 }
                 // The strips ask for a later pair's weights between them
                 // (strip i: blocks b with b % strips == i), so they arrive
-                // from memory while this pair computes.
-                let ahead = 2 * PREFETCH_PAIRS_AHEAD;
-                let later = (g + ahead + 2 <= groups).then(|| w[(g + ahead) * nb..].as_ptr());
+                // from memory while this pair computes. Past this task's
+                // last pair that is the next task's first, which this
+                // thread mostly runs next (rayon hands out neighbouring
+                // chunks), or nothing: a prefetch never faults.
+                let later = w.as_ptr().wrapping_add((g + 2 * PREFETCH_PAIRS_AHEAD) * nb);
                 let strips = buffered_strips(n).count();
                 for (i, (t, strip)) in buffered_strips(n).enumerate() {
                     let (x, xs, out) = (&x[t * nb..], &xs[t * nb..], out.at(t, 0));
-                    let pf = later.map(|p| (p, i, strips));
+                    let pf = (later, i, strips);
                     match strip {
                         3 => q4_1_tile_buffered::<3>(u, pf, x, xs, nb, out),
                         2 => q4_1_tile_buffered::<2>(u, pf, x, xs, nb, out),
@@ -378,7 +380,7 @@ mod vnni {
     #[inline(always)]
     unsafe fn q4_1_tile_buffered<const N: usize>(
         u: *const __m512i,
-        prefetch: Option<(*const Q4_1x8, usize, usize)>,
+        (later, i, strips): (*const Q4_1x8, usize, usize),
         x: &[BlockQ8_1],
         xs: &[XScales],
         nb: usize,
@@ -386,11 +388,9 @@ mod vnni {
     ) {
         let mut acc = [[_mm512_setzero_ps(); 8]; N];
         for b in 0..nb {
-            if let Some((later, i, strips)) = prefetch {
-                if b % strips == i {
-                    prefetch_block(later.add(b));
-                    prefetch_block(later.add(nb + b));
-                }
+            if b % strips == i {
+                prefetch_block(later.wrapping_add(b));
+                prefetch_block(later.wrapping_add(nb + b));
             }
             let at = u.add(b * BUF_PER_BLOCK);
             let dw = _mm512_load_ps(at.add(8) as *const f32);
