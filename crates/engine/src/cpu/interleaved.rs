@@ -252,12 +252,7 @@ mod vnni {
     #[inline(always)]
     unsafe fn prefetch_ahead<B>(block: &B) {
         const AHEAD: usize = 4096;
-        let at = (block as *const B as *const u8).wrapping_add(AHEAD);
-        let mut line = 0;
-        while line < std::mem::size_of::<B>() {
-            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line) as *const i8);
-            line += 64;
-        }
+        prefetch_block((block as *const B).wrapping_byte_add(AHEAD));
     }
 
     /// Asks for every cache line of `block`.
@@ -320,6 +315,8 @@ mod vnni {
                     t += strip;
                 }
             } else {
+                // Written and read through the pointer, within the
+                // reserved capacity (64-byte aligned, as `__m512i` is).
                 let u = buf.as_mut_ptr();
                 for b in 0..nb {
                     let (ub, dw, mw) = unpack_block_pair(pair, b);
