@@ -32,12 +32,12 @@ fn random_matrix(dtype: GgmlDType, rows: usize, cols: usize) -> Matrix {
             bytes.push(next() as u8 & 0x7f);
         }
     }
-    let m = Matrix::from_bytes("bench", dtype, rows, cols, &bytes).expect("valid matrix");
     // Q8_0 stands for the output projection here, stored as the model does.
     match dtype {
-        GgmlDType::Q8_0 => m.into_output_projection(),
-        _ => m,
+        GgmlDType::Q8_0 => Matrix::output_projection_from_bytes("bench", dtype, rows, cols, &bytes),
+        _ => Matrix::from_bytes("bench", dtype, rows, cols, &bytes),
     }
+    .expect("valid matrix")
 }
 
 fn main() {

@@ -63,7 +63,12 @@ impl<'a> SeqStep<'a> {
 }
 
 fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-    let m = Matrix::from_view(&file.tensor(name)?)?;
+    let m = file.load_tensor(name, |v| Matrix::from_view(&v))?;
+    shaped(name, m, rows, cols)
+}
+
+/// `m` when it is `[rows, cols]`, else an error naming the tensor.
+fn shaped(name: &str, m: Matrix, rows: usize, cols: usize) -> Result<Matrix> {
     if (m.rows(), m.cols()) != (rows, cols) {
         return Err(EngineError::tensor(
             name,
@@ -118,6 +123,13 @@ impl Llama {
                 _ => Ok(m),
             }
         };
+        let output_projection = |name: &str| match options.quantize {
+            Some(GgmlDType::F16 | GgmlDType::F32) => widen(name, c.vocab_size, h),
+            _ => {
+                let m = file.load_tensor(name, |v| Matrix::output_projection_from_view(&v))?;
+                shaped(name, m, c.vocab_size, h)
+            }
+        };
         let layers = (0..c.n_layer)
             .map(|i| {
                 let n = |t: &str| format!("blk.{i}.{t}.weight");
@@ -135,7 +147,7 @@ impl Llama {
             })
             .collect::<Result<Vec<_>>>()?;
         let output = if file.has_tensor("output.weight") {
-            Some(widen("output.weight", c.vocab_size, h)?.into_output_projection())
+            Some(output_projection("output.weight")?)
         } else {
             None
         };
@@ -148,12 +160,11 @@ impl Llama {
             RopeScaling::None => 1.0,
             RopeScaling::Linear { factor } => 1.0 / factor,
         };
-        let embed = widen("token_embd.weight", c.vocab_size, h)?;
         Ok(Self {
             // Tied: the embeddings are the output projection too.
             embed: match output {
-                Some(_) => embed,
-                None => embed.into_output_projection(),
+                Some(_) => widen("token_embd.weight", c.vocab_size, h)?,
+                None => output_projection("token_embd.weight")?,
             },
             output_norm: vector(file, "output_norm.weight", h)?,
             rope: Rope::new(c.rope_dim, c.rope_base, position_scale, freq_factors),

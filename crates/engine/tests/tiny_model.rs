@@ -321,3 +321,22 @@ fn a_prompt_resumed_from_a_cached_prefix_gets_the_full_prefills_logits() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_file_loads_the_same_model_again_after_its_pages_were_released() {
+    use servebench_engine::gguf::GgufFile;
+    use servebench_engine::model::Llama;
+    let dir = tempdir();
+    let file = GgufFile::open(&tiny(&dir, "q8_0", VocabKind::Bpe)).unwrap();
+    let bytes = |f: &GgufFile| f.tensor("token_embd.weight").unwrap().bytes.to_vec();
+    let before = bytes(&file);
+    let logits = |m: &Llama| {
+        let mut cache = m.new_cache();
+        m.forward(&mut [SeqStep::new(&[1, 5, 9, 3], &mut cache)])
+            .unwrap()
+    };
+    let first = logits(&Llama::load(&file).unwrap());
+    assert_eq!(bytes(&file), before, "bytes read back after their release");
+    assert_eq!(logits(&Llama::load(&file).unwrap()), first);
+    std::fs::remove_dir_all(dir).unwrap();
+}

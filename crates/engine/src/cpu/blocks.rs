@@ -119,6 +119,11 @@ pub fn parse_blocks<B: FromBytes>(bytes: &[u8]) -> Vec<B> {
     bytes.chunks_exact(B::SIZE).map(B::parse).collect()
 }
 
+/// Block `i` of `bytes`.
+pub fn parse_block<B: FromBytes>(bytes: &[u8], i: usize) -> B {
+    B::parse(&bytes[i * B::SIZE..(i + 1) * B::SIZE])
+}
+
 /// Scale and quantized values of one block of 32 activations, as ggml's
 /// AVX2 `quantize_row_q8_*` computes them (round half to even).
 #[inline(always)]

@@ -18,7 +18,7 @@
 //! 1536x576 ~46 -> ~54 GMAC/s, 576x1536 ~34 -> ~44.
 //!
 //! Q8_0 is only interleaved for the output projection
-//! (`Matrix::into_output_projection`), where it sums whole blocks in
+//! (`Matrix::output_projection_from_bytes`), where it sums whole blocks in
 //! integers and scales once per block: ~2x faster, last-bit rounding
 //! differences in the logits, which nothing quantizes again (tested
 //! against the single-row kernel to 1e-5 relative).
@@ -120,15 +120,20 @@ impl Interleave for Q8_0x8 {
     }
 }
 
-/// `rows` rows of `nb` blocks (row-major, `rows` a multiple of 8) as groups
-/// of 8 rows, each group's block columns consecutive.
-pub fn pack_rows<I: Interleave>(blocks: &[I::Row], nb: usize) -> Vec<I> {
-    let rows = blocks.len() / nb;
+/// `rows` rows of `nb` blocks (`rows` a multiple of 8) as groups of 8 rows,
+/// each group's block columns consecutive; `block(i)` is block `i` in
+/// row-major order (parsed as it is needed, so a matrix packed from its
+/// file bytes never exists twice in memory).
+pub fn pack_rows<I: Interleave>(rows: usize, nb: usize, block: impl Fn(usize) -> I::Row) -> Vec<I> {
     debug_assert!(rows.is_multiple_of(GROUP));
+    let block = &block;
     (0..rows / GROUP)
         .flat_map(|g| {
-            (0..nb)
-                .map(move |b| I::pack(std::array::from_fn(|j| &blocks[(g * GROUP + j) * nb + b])))
+            (0..nb).map(move |b| {
+                let column: [I::Row; GROUP] =
+                    std::array::from_fn(|j| block((g * GROUP + j) * nb + b));
+                I::pack(column.each_ref())
+            })
         })
         .collect()
 }
@@ -591,8 +596,8 @@ mod tests {
         let mut w80 = vec![BlockQ8_0::default(); rows * nb];
         quantize_q8_0(&wf, &mut w80);
         w80[5].qs[7] = -128; // the file format allows it; +128 must not wrap
-        let p41 = pack_rows::<Q4_1x8>(&w41, nb);
-        let p80 = pack_rows::<Q8_0x8>(&w80, nb);
+        let p41 = pack_rows::<Q4_1x8>(rows, nb, |i| w41[i]);
+        let p80 = pack_rows::<Q8_0x8>(rows, nb, |i| w80[i]);
         for r in 0..rows {
             for (b, got) in unpack_row(&p41, nb, r).enumerate() {
                 let want = &w41[r * nb + b];
@@ -649,7 +654,10 @@ mod tests {
             }
             let mut w80 = vec![BlockQ8_0::default(); rows * nb];
             quantize_q8_0(&wf, &mut w80);
-            let (p41, p80) = (pack_rows::<Q4_1x8>(&w41, nb), pack_rows::<Q8_0x8>(&w80, nb));
+            let (p41, p80) = (
+                pack_rows::<Q4_1x8>(rows, nb, |i| w41[i]),
+                pack_rows::<Q8_0x8>(rows, nb, |i| w80[i]),
+            );
             let s81: Vec<XScales> = x81.iter().map(GroupAct::group_scales).collect();
             let s80: Vec<XScales> = x80.iter().map(GroupAct::group_scales).collect();
             let run41 = |x: &[BlockQ8_1], s: &[XScales]| {

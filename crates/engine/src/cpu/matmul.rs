@@ -8,7 +8,8 @@ use candle_core::CpuStorage;
 use rayon::prelude::*;
 
 use super::blocks::{
-    parse_blocks, quantize_q8_0, quantize_q8_1, BlockQ4_0, BlockQ4_1, BlockQ8_0, FromBytes, QK,
+    parse_block, parse_blocks, quantize_q8_0, quantize_q8_1, BlockQ4_0, BlockQ4_1, BlockQ8_0,
+    FromBytes, QK,
 };
 use super::dot;
 use super::dot_rows::{self, ActScales, OutRows, RowsKernel};
@@ -31,6 +32,14 @@ enum Storage {
     Candle(Box<dyn QuantizedType>),
 }
 
+/// What a matrix is for: the output projection may use a kernel that is
+/// not bit-exact (see [`Matrix::output_projection_from_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Layer,
+    OutputProjection,
+}
+
 /// A `[rows, cols]` weight matrix (rows = output features).
 pub struct Matrix {
     rows: usize,
@@ -48,6 +57,16 @@ impl std::fmt::Debug for Matrix {
 impl Matrix {
     /// Loads a 2-D tensor (1-D tensors load as one row).
     pub fn from_view(view: &TensorView<'_>) -> Result<Self> {
+        Self::from_view_as(view, Role::Layer)
+    }
+
+    /// [`Matrix::from_view`] for the model's output projection (see
+    /// [`Matrix::output_projection_from_bytes`]).
+    pub fn output_projection_from_view(view: &TensorView<'_>) -> Result<Self> {
+        Self::from_view_as(view, Role::OutputProjection)
+    }
+
+    fn from_view_as(view: &TensorView<'_>, role: Role) -> Result<Self> {
         let (rows, cols) = match view.shape.as_slice() {
             [cols] => (1, *cols),
             [rows, cols] => (*rows, *cols),
@@ -58,7 +77,7 @@ impl Matrix {
                 ))
             }
         };
-        Self::from_bytes(view.name, view.dtype, rows, cols, view.bytes)
+        Self::from_bytes_as(view.name, view.dtype, rows, cols, view.bytes, role)
     }
 
     /// A `[rows, cols]` matrix of `dtype` from its GGUF bytes (`name` is for
@@ -69,6 +88,33 @@ impl Matrix {
         rows: usize,
         cols: usize,
         bytes: &[u8],
+    ) -> Result<Self> {
+        Self::from_bytes_as(name, dtype, rows, cols, bytes, Role::Layer)
+    }
+
+    /// [`Matrix::from_bytes`] for the model's output projection: the logits
+    /// are the last operation, nothing quantizes them again, so Q8_0 may
+    /// take the faster interleaved kernel whose float rounding differs from
+    /// ggml's in the last bits (greedy tokens still equal llama.cpp's in the
+    /// parity test). Measured (`matmul_bench`, one thread) Q8_0 8192x576:
+    /// batch 8 ~40 -> ~85 GMAC/s, batch 1 ~12 -> ~15.
+    pub fn output_projection_from_bytes(
+        name: &str,
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<Self> {
+        Self::from_bytes_as(name, dtype, rows, cols, bytes, Role::OutputProjection)
+    }
+
+    fn from_bytes_as(
+        name: &str,
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+        role: Role,
     ) -> Result<Self> {
         if !cols.is_multiple_of(dtype.block_size()) {
             return Err(EngineError::tensor(
@@ -83,9 +129,12 @@ impl Matrix {
         let storage = match dtype {
             GgmlDType::Q4_0 => Storage::Q4_0(parse_blocks(bytes)),
             GgmlDType::Q4_1 if interleaves(rows, 2 * GROUP) => {
-                Storage::Q4_1x8(pack_rows(&parse_blocks::<BlockQ4_1>(bytes), nb))
+                Storage::Q4_1x8(pack_rows(rows, nb, |i| parse_block(bytes, i)))
             }
             GgmlDType::Q4_1 => Storage::Q4_1(parse_blocks(bytes)),
+            GgmlDType::Q8_0 if role == Role::OutputProjection && interleaves(rows, GROUP) => {
+                Storage::Q8_0x8(pack_rows(rows, nb, |i| parse_block(bytes, i)))
+            }
             GgmlDType::Q8_0 => Storage::Q8_0(parse_blocks(bytes)),
             GgmlDType::F16 => Storage::F16(
                 bytes
@@ -113,22 +162,6 @@ impl Matrix {
             dtype,
             storage,
         })
-    }
-
-    /// This matrix as the model's output projection: the logits are the
-    /// last operation, nothing quantizes them again, so Q8_0 may take the
-    /// faster interleaved kernel whose float rounding differs from ggml's
-    /// in the last bits (greedy tokens still equal llama.cpp's in the
-    /// parity test). Measured (`matmul_bench`, one thread) Q8_0 8192x576:
-    /// batch 8 ~40 -> ~85 GMAC/s, batch 1 ~12 -> ~15.
-    pub fn into_output_projection(self) -> Self {
-        match self.storage {
-            Storage::Q8_0(blocks) if interleaves(self.rows, GROUP) => Self {
-                storage: Storage::Q8_0x8(pack_rows(&blocks, self.cols / QK)),
-                ..self
-            },
-            storage => Self { storage, ..self },
-        }
     }
 
     /// Output features.
