@@ -154,16 +154,22 @@ impl GgufFile {
         load: impl for<'v> FnOnce(TensorView<'v>) -> Result<T>,
     ) -> Result<T> {
         let view = self.tensor(name)?;
-        let start = view.bytes.as_ptr() as usize - self.map.as_ptr() as usize;
-        let len = view.bytes.len();
+        let (start, len) = (
+            view.bytes.as_ptr() as usize - self.map.as_ptr() as usize,
+            view.bytes.len(),
+        );
         let loaded = load(view);
         // SAFETY: the map is read-only and nothing borrows this range any
         // more (`load` took the only view and `T` cannot hold it); a later
-        // read faults the same file contents back in.
+        // read faults the same file contents back in. Advice is a hint: a
+        // refusal changes nothing but the memory held.
+        #[cfg(unix)]
         let _ = unsafe {
             self.map
                 .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
         };
+        #[cfg(not(unix))]
+        let _ = (start, len);
         loaded
     }
 
