@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use candle_core::quantized::GgmlDType;
-use servebench_engine::cpu::Matrix;
+use servebench_engine::cpu::{Matrix, Role};
 
 fn random_matrix(dtype: GgmlDType, rows: usize, cols: usize) -> Matrix {
     let (block_bytes, scales) = match dtype {
@@ -33,11 +33,11 @@ fn random_matrix(dtype: GgmlDType, rows: usize, cols: usize) -> Matrix {
         }
     }
     // Q8_0 stands for the output projection here, stored as the model does.
-    match dtype {
-        GgmlDType::Q8_0 => Matrix::output_projection_from_bytes("bench", dtype, rows, cols, &bytes),
-        _ => Matrix::from_bytes("bench", dtype, rows, cols, &bytes),
-    }
-    .expect("valid matrix")
+    let role = match dtype {
+        GgmlDType::Q8_0 => Role::OutputProjection,
+        _ => Role::Layer,
+    };
+    Matrix::from_bytes("bench", dtype, rows, cols, &bytes, role).expect("valid matrix")
 }
 
 fn main() {

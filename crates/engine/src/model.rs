@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::cpu::attention::{attend_group, AttentionShape, GroupInput, Order, Scratch};
 use crate::cpu::ops::{add_assign, rms_norm, swiglu, Rope};
-use crate::cpu::Matrix;
+use crate::cpu::{Matrix, Role};
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
@@ -63,7 +63,7 @@ impl<'a> SeqStep<'a> {
 }
 
 fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-    let m = file.load_tensor(name, |v| Matrix::from_view(&v))?;
+    let m = file.load_tensor(name, |v| Matrix::from_view(&v, Role::Layer))?;
     shaped(name, m, rows, cols)
 }
 
@@ -126,7 +126,8 @@ impl Llama {
         let output_projection = |name: &str| match options.quantize {
             Some(GgmlDType::F16 | GgmlDType::F32) => widen(name, c.vocab_size, h),
             _ => {
-                let m = file.load_tensor(name, |v| Matrix::output_projection_from_view(&v))?;
+                let m =
+                    file.load_tensor(name, |v| Matrix::from_view(&v, Role::OutputProjection))?;
                 shaped(name, m, c.vocab_size, h)
             }
         };

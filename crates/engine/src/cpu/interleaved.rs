@@ -18,7 +18,7 @@
 //! 1536x576 ~46 -> ~54 GMAC/s, 576x1536 ~34 -> ~44.
 //!
 //! Q8_0 is only interleaved for the output projection
-//! (`Matrix::output_projection_from_bytes`), where it sums whole blocks in
+//! (`Role::OutputProjection`), where it sums whole blocks in
 //! integers and scales once per block: ~2x faster, last-bit rounding
 //! differences in the logits, which nothing quantizes again (tested
 //! against the single-row kernel to 1e-5 relative).

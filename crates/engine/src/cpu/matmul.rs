@@ -32,11 +32,17 @@ enum Storage {
     Candle(Box<dyn QuantizedType>),
 }
 
-/// What a matrix is for: the output projection may use a kernel that is
-/// not bit-exact (see [`Matrix::output_projection_from_bytes`]).
+/// What a matrix is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub enum Role {
+    /// Kernels keep ggml's float order exactly: the results are quantized
+    /// again by the next layer, which amplifies last-bit differences.
     Layer,
+    /// The logits are the last operation and nothing quantizes them again,
+    /// so Q8_0 may take the faster interleaved kernel whose rounding differs
+    /// from ggml's in the last bits (greedy tokens still equal llama.cpp's
+    /// in the parity test). Measured (`matmul_bench`, one thread) Q8_0
+    /// 8192x576: batch 8 ~40 -> ~85 GMAC/s, batch 1 ~12 -> ~15.
     OutputProjection,
 }
 
@@ -55,18 +61,8 @@ impl std::fmt::Debug for Matrix {
 }
 
 impl Matrix {
-    /// Loads a 2-D tensor (1-D tensors load as one row).
-    pub fn from_view(view: &TensorView<'_>) -> Result<Self> {
-        Self::from_view_as(view, Role::Layer)
-    }
-
-    /// [`Matrix::from_view`] for the model's output projection (see
-    /// [`Matrix::output_projection_from_bytes`]).
-    pub fn output_projection_from_view(view: &TensorView<'_>) -> Result<Self> {
-        Self::from_view_as(view, Role::OutputProjection)
-    }
-
-    fn from_view_as(view: &TensorView<'_>, role: Role) -> Result<Self> {
+    /// Loads a 2-D tensor (1-D tensors load as one row) for `role`.
+    pub fn from_view(view: &TensorView<'_>, role: Role) -> Result<Self> {
         let (rows, cols) = match view.shape.as_slice() {
             [cols] => (1, *cols),
             [rows, cols] => (*rows, *cols),
@@ -77,38 +73,12 @@ impl Matrix {
                 ))
             }
         };
-        Self::from_bytes_as(view.name, view.dtype, rows, cols, view.bytes, role)
+        Self::from_bytes(view.name, view.dtype, rows, cols, view.bytes, role)
     }
 
-    /// A `[rows, cols]` matrix of `dtype` from its GGUF bytes (`name` is for
-    /// errors).
+    /// A `[rows, cols]` matrix of `dtype` from its GGUF bytes, for `role`
+    /// (`name` is for errors).
     pub fn from_bytes(
-        name: &str,
-        dtype: GgmlDType,
-        rows: usize,
-        cols: usize,
-        bytes: &[u8],
-    ) -> Result<Self> {
-        Self::from_bytes_as(name, dtype, rows, cols, bytes, Role::Layer)
-    }
-
-    /// [`Matrix::from_bytes`] for the model's output projection: the logits
-    /// are the last operation, nothing quantizes them again, so Q8_0 may
-    /// take the faster interleaved kernel whose float rounding differs from
-    /// ggml's in the last bits (greedy tokens still equal llama.cpp's in the
-    /// parity test). Measured (`matmul_bench`, one thread) Q8_0 8192x576:
-    /// batch 8 ~40 -> ~85 GMAC/s, batch 1 ~12 -> ~15.
-    pub fn output_projection_from_bytes(
-        name: &str,
-        dtype: GgmlDType,
-        rows: usize,
-        cols: usize,
-        bytes: &[u8],
-    ) -> Result<Self> {
-        Self::from_bytes_as(name, dtype, rows, cols, bytes, Role::OutputProjection)
-    }
-
-    fn from_bytes_as(
         name: &str,
         dtype: GgmlDType,
         rows: usize,

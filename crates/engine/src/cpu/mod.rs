@@ -12,4 +12,4 @@ pub mod matmul;
 pub mod ops;
 mod requantize;
 
-pub use matmul::Matrix;
+pub use matmul::{Matrix, Role};

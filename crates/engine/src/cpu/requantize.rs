@@ -4,7 +4,7 @@
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
-use super::matmul::Matrix;
+use super::matmul::{Matrix, Role};
 use crate::error::{EngineError, Result};
 
 impl Matrix {
@@ -32,7 +32,7 @@ impl Matrix {
         let tensor = Tensor::from_vec(values, (rows, cols), &Device::Cpu).map_err(compute)?;
         let q = QTensor::quantize(&tensor, dtype).map_err(compute)?;
         let bytes = q.data().map_err(compute)?;
-        Self::from_bytes(name, dtype, rows, cols, &bytes)
+        Self::from_bytes(name, dtype, rows, cols, &bytes, Role::Layer)
     }
 }
 
@@ -46,7 +46,15 @@ mod tests {
             .collect();
         let t = Tensor::from_vec(values.clone(), (rows, cols), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&t, GgmlDType::Q8_0).unwrap();
-        let m = Matrix::from_bytes("w", GgmlDType::Q8_0, rows, cols, &q.data().unwrap()).unwrap();
+        let m = Matrix::from_bytes(
+            "w",
+            GgmlDType::Q8_0,
+            rows,
+            cols,
+            &q.data().unwrap(),
+            Role::Layer,
+        )
+        .unwrap();
         (values, m)
     }
 
