@@ -12,6 +12,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
+use super::super::dot;
 use super::super::ggml_numerics as g;
 use super::{AttentionShape, GroupInput, Order};
 
@@ -19,18 +20,12 @@ use super::{AttentionShape, GroupInput, Order};
 const MAX_HEAD_DIM: usize = 256;
 
 /// Whether this kernel runs here for heads of `head_dim` values: AVX-512F
-/// with F16C and FMA, heads a whole number of ggml's 64-value steps.
+/// on top of the AVX2/FMA/F16C kernels `dot::best` chose (so
+/// `SERVEBENCH_KERNELS=portable` turns this off too), heads a whole number
+/// of ggml's 64-value steps.
 pub(super) fn available(head_dim: usize) -> bool {
     static CPU: OnceLock<bool> = OnceLock::new();
-    let cpu = *CPU.get_or_init(|| {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("f16c")
-            && is_x86_feature_detected!("fma")
-            && !matches!(
-                std::env::var("SERVEBENCH_KERNELS").as_deref(),
-                Ok("portable")
-            )
-    });
+    let cpu = *CPU.get_or_init(|| dot::best().fma && is_x86_feature_detected!("avx512f"));
     cpu && head_dim.is_multiple_of(g::STEP) && head_dim <= MAX_HEAD_DIM
 }
 
@@ -252,7 +247,7 @@ mod tests {
     #[test]
     fn matches_the_portable_kernel_bit_for_bit() {
         if !available(64) {
-            eprintln!("skipped: this CPU has no AVX-512F");
+            eprintln!("skipped: no AVX-512F here, or SERVEBENCH_KERNELS=portable");
             return;
         }
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
