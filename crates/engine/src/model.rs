@@ -62,13 +62,10 @@ impl<'a> SeqStep<'a> {
     }
 }
 
-fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-    let m = file.load_tensor(name, |v| Matrix::from_view(&v, Role::Layer))?;
-    shaped(name, m, rows, cols)
-}
-
-/// `m` when it is `[rows, cols]`, else an error naming the tensor.
-fn shaped(name: &str, m: Matrix, rows: usize, cols: usize) -> Result<Matrix> {
+/// Tensor `name` as a `[rows, cols]` matrix for `role` (an error naming
+/// the tensor when its shape differs).
+fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize, role: Role) -> Result<Matrix> {
+    let m = file.load_tensor(name, |v| Matrix::from_view(&v, role))?;
     if (m.rows(), m.cols()) != (rows, cols) {
         return Err(EngineError::tensor(
             name,
@@ -83,7 +80,7 @@ fn shaped(name: &str, m: Matrix, rows: usize, cols: usize) -> Result<Matrix> {
 }
 
 fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
-    let m = matrix(file, name, 1, len)?;
+    let m = matrix(file, name, 1, len, Role::Layer)?;
     let mut v = vec![0f32; len];
     m.row(0, &mut v)?;
     Ok(v)
@@ -110,14 +107,14 @@ impl Llama {
         let c = LlamaConfig::from_gguf(file)?;
         let (h, q, kv, f) = (c.hidden, c.q_dim(), c.kv_dim(), c.ffn);
         let linear = |name: &str, rows, cols| {
-            let m = matrix(file, name, rows, cols)?;
+            let m = matrix(file, name, rows, cols, Role::Layer)?;
             match options.quantize {
                 Some(t) => m.requantize(name, t),
                 None => Ok(m),
             }
         };
         let widen = |name: &str, rows, cols| {
-            let m = matrix(file, name, rows, cols)?;
+            let m = matrix(file, name, rows, cols, Role::Layer)?;
             match options.quantize {
                 Some(t @ (GgmlDType::F16 | GgmlDType::F32)) => m.requantize(name, t),
                 _ => Ok(m),
@@ -125,11 +122,7 @@ impl Llama {
         };
         let output_projection = |name: &str| match options.quantize {
             Some(GgmlDType::F16 | GgmlDType::F32) => widen(name, c.vocab_size, h),
-            _ => {
-                let m =
-                    file.load_tensor(name, |v| Matrix::from_view(&v, Role::OutputProjection))?;
-                shaped(name, m, c.vocab_size, h)
-            }
+            _ => matrix(file, name, c.vocab_size, h, Role::OutputProjection),
         };
         let layers = (0..c.n_layer)
             .map(|i| {
