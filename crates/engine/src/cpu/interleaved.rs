@@ -396,18 +396,7 @@ mod vnni {
             }
             let at = u.add(b * BUF_PER_BLOCK);
             let dw = _mm512_load_ps(at.add(8) as *const f32);
-            let d: [__m512; N] = std::array::from_fn(|t| {
-                _mm512_mul_ps(dw, _mm512_set1_ps(xs.get_unchecked(t * nb + b).d))
-            });
-            for s in 0..8 {
-                let us = _mm512_load_si512(at.add(s));
-                for t in 0..N {
-                    let qs = &x.get_unchecked(t * nb + b).qs;
-                    let q = _mm512_set1_epi32((qs.as_ptr() as *const i32).add(s).read_unaligned());
-                    let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), us, q);
-                    acc[t][s] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(p), acc[t][s]);
-                }
-            }
+            q4_1_block(&mut acc, |s| _mm512_load_si512(at.add(s)), dw, x, xs, nb, b);
         }
         let mut offsets = [_mm512_setzero_ps(); N];
         for b in 0..nb {
@@ -419,6 +408,35 @@ mod vnni {
         }
         for t in 0..N {
             store_sum16(&acc[t], offsets[t], out.at(t, 0));
+        }
+    }
+
+    /// Block `b` of 16 weight rows (vector `u(s)`: values `4s..4s + 4` of
+    /// each row as bytes; `dw`: the rows' scales) into the accumulators of
+    /// N activation rows, as ggml's Q4_1 dot does per block: each lane's
+    /// 4-product integer sum converted, times `d_w · d_x`, added with one
+    /// rounding.
+    #[inline(always)]
+    unsafe fn q4_1_block<const N: usize>(
+        acc: &mut [[__m512; 8]; N],
+        u: impl Fn(usize) -> __m512i,
+        dw: __m512,
+        x: &[BlockQ8_1],
+        xs: &[XScales],
+        nb: usize,
+        b: usize,
+    ) {
+        let d: [__m512; N] = std::array::from_fn(|t| {
+            _mm512_mul_ps(dw, _mm512_set1_ps(xs.get_unchecked(t * nb + b).d))
+        });
+        for s in 0..8 {
+            let us = u(s);
+            for t in 0..N {
+                let qs = &x.get_unchecked(t * nb + b).qs;
+                let q = _mm512_set1_epi32((qs.as_ptr() as *const i32).add(s).read_unaligned());
+                let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), us, q);
+                acc[t][s] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(p), acc[t][s]);
+            }
         }
     }
 
@@ -496,21 +514,11 @@ mod vnni {
         let mut offsets = [_mm512_setzero_ps(); N];
         for b in 0..nb {
             let (u, dw, mw) = block(b);
-            let mut d = [_mm512_setzero_ps(); N];
             for t in 0..N {
                 let sc = xs.get_unchecked(t * nb + b);
-                d[t] = _mm512_mul_ps(dw, _mm512_set1_ps(sc.d));
                 offsets[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(sc.s), offsets[t]);
             }
-            for s in 0..8 {
-                let us = u[s];
-                for t in 0..N {
-                    let qs = &x.get_unchecked(t * nb + b).qs;
-                    let q = _mm512_set1_epi32((qs.as_ptr() as *const i32).add(s).read_unaligned());
-                    let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), us, q);
-                    acc[t][s] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(p), acc[t][s]);
-                }
-            }
+            q4_1_block(&mut acc, |s| u[s], dw, x, xs, nb, b);
         }
         for t in 0..N {
             store_sum16(&acc[t], offsets[t], out.at(t, 0));
