@@ -191,11 +191,7 @@ unsafe fn weighted_values(
                     // (a0 + a2) + (a1 + a3).
                     let mut a = [[_mm512_setzero_ps(); 4]; 4];
                     for (m, p) in (l..n_pos).step_by(16).enumerate() {
-                        let (wp, v) = (_mm512_set1_ps(*w.get_unchecked(p)), value(p).add(c));
-                        let chain = &mut a[m % 4];
-                        for (j, acc) in chain.iter_mut().enumerate() {
-                            *acc = _mm512_fmadd_ps(wp, load16(v.add(16 * j)), *acc);
-                        }
+                        add_weighted(&mut a[m % 4], w[p], value(p).add(c));
                     }
                     *x = std::array::from_fn(|j| {
                         _mm512_add_ps(
@@ -206,10 +202,7 @@ unsafe fn weighted_values(
                 }
                 Order::Prefill => {
                     for p in (l..n_pos).step_by(16) {
-                        let (wp, v) = (_mm512_set1_ps(*w.get_unchecked(p)), value(p).add(c));
-                        for (j, acc) in x.iter_mut().enumerate() {
-                            *acc = _mm512_fmadd_ps(wp, load16(v.add(16 * j)), *acc);
-                        }
+                        add_weighted(x, w[p], value(p).add(c));
                     }
                 }
             }
@@ -232,6 +225,16 @@ unsafe fn weighted_values(
         for (j, v) in sums.iter().enumerate() {
             _mm512_storeu_ps(out.as_mut_ptr().add(c + 16 * j), *v);
         }
+    }
+}
+
+/// `acc += w · v[0..64]` (`v`: 64 f16 of a value row), one fused
+/// multiply-add per value.
+#[inline(always)]
+unsafe fn add_weighted(acc: &mut [__m512; 4], w: f32, v: *const half::f16) {
+    let w = _mm512_set1_ps(w);
+    for (j, a) in acc.iter_mut().enumerate() {
+        *a = _mm512_fmadd_ps(w, load16(v.add(16 * j)), *a);
     }
 }
 
