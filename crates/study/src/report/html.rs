@@ -5,17 +5,19 @@
 
 use std::fmt::Write;
 
+use super::axis::Axis;
 use super::{cells, Report, COLUMNS};
 use crate::picks::PickKind;
 use crate::row::RunRow;
 
-const W: f64 = 640.0;
-const H: f64 = 360.0;
+/// The SVG's own coordinate system; it is drawn at the page's full width.
+const W: f64 = 1000.0;
+const H: f64 = 420.0;
 /// Plot margins: left (axis labels), right (legend), top, bottom.
-const ML: f64 = 64.0;
-const MR: f64 = 190.0;
+const ML: f64 = 72.0;
+const MR: f64 = 290.0;
 const MT: f64 = 20.0;
-const MB: f64 = 44.0;
+const MB: f64 = 48.0;
 const PALETTE: [&str; 10] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     "#bcbd22", "#17becf",
@@ -28,96 +30,104 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Maps data ranges to the plot area.
+/// Escapes `s` and renders its Markdown code spans (`name`) as `<code>`,
+/// so that text shared with `report.md` shows no backticks.
+fn inline(s: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in esc(s).split('`').enumerate() {
+        if i % 2 == 1 {
+            let _ = write!(out, "<code>{part}</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// Maps data to the plot area through two axes.
 struct Frame {
-    x: (f64, f64),
-    y: (f64, f64),
+    x: Axis,
+    y: Axis,
 }
 
 impl Frame {
-    fn new(xs: impl Iterator<Item = f64> + Clone, ys: impl Iterator<Item = f64> + Clone) -> Self {
-        let range = |v: &mut dyn Iterator<Item = f64>| {
-            let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
-                (a.min(x), b.max(x))
-            });
-            if !lo.is_finite() {
-                (0.0, 1.0)
-            } else if hi - lo < 1e-9 {
-                (
-                    lo - 1.0_f64.max(lo.abs() * 0.1),
-                    hi + 1.0_f64.max(hi.abs() * 0.1),
-                )
-            } else {
-                (lo, hi)
-            }
-        };
-        let x = range(&mut xs.clone());
-        // Values start at zero when they are all positive: bars of speed and cost read truer.
-        let y = range(&mut ys.clone());
-        let y = (if y.0 > 0.0 { 0.0 } else { y.0 }, y.1 * 1.05);
-        Self { x, y }
-    }
     fn px(&self, x: f64) -> f64 {
-        ML + (x - self.x.0) / (self.x.1 - self.x.0) * (W - ML - MR)
+        ML + self.x.frac(x) * (W - ML - MR)
     }
     fn py(&self, y: f64) -> f64 {
-        H - MB - (y - self.y.0) / (self.y.1 - self.y.0) * (H - MT - MB)
+        H - MB - self.y.frac(y) * (H - MT - MB)
+    }
+    /// The opening `<svg>` tag, full width, with each axis' scale as data.
+    fn svg(&self, class: &str) -> String {
+        format!(
+            r##"<svg class="{class}" data-xscale="{}" data-yscale="{}" xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 {W} {H}" preserveAspectRatio="xMinYMin meet">"##,
+            self.x.scale(),
+            self.y.scale()
+        )
     }
 }
 
 fn axes(out: &mut String, f: &Frame, xlabel: &str, ylabel: &str) {
+    let (b, r) = (H - MB, W - MR);
     let _ = write!(
         out,
-        r##"<line x1="{ML}" y1="{b}" x2="{r}" y2="{b}" stroke="#333"/><line x1="{ML}" y1="{MT}" x2="{ML}" y2="{b}" stroke="#333"/>"##,
-        b = H - MB,
-        r = W - MR
+        r##"<line x1="{ML}" y1="{b}" x2="{r}" y2="{b}" stroke="#333"/><line x1="{ML}" y1="{MT}" x2="{ML}" y2="{b}" stroke="#333"/>"##
     );
-    for i in 0..=4 {
-        let t = f64::from(i) / 4.0;
-        let (xv, yv) = (f.x.0 + t * (f.x.1 - f.x.0), f.y.0 + t * (f.y.1 - f.y.0));
+    for &t in &f.x.ticks {
+        let x = f.px(t);
         let _ = write!(
             out,
-            r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
-            f.px(xv),
-            H - MB + 16.0,
-            short(xv),
+            r##"<line x1="{x:.1}" y1="{b}" x2="{x:.1}" y2="{:.1}" stroke="#333"/><text class="xtick" x="{x:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"##,
+            b + 4.0,
+            b + 18.0,
+            f.x.label(t)
+        );
+    }
+    for &t in &f.y.ticks {
+        let y = f.py(t);
+        let _ = write!(
+            out,
+            r##"<line x1="{ML}" y1="{y:.1}" x2="{r}" y2="{y:.1}" stroke="#e4e4e4"/><text class="ytick" x="{:.1}" y="{:.1}" font-size="12" text-anchor="end">{}</text>"##,
             ML - 6.0,
-            f.py(yv) + 4.0,
-            short(yv)
+            y + 4.0,
+            f.y.label(t)
         );
     }
     let _ = write!(
         out,
-        r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text><text transform="translate(14,{:.1}) rotate(-90)" font-size="12" text-anchor="middle">{}</text>"##,
+        r##"<text x="{:.1}" y="{:.1}" font-size="13" text-anchor="middle">{}</text><text transform="translate(16,{:.1}) rotate(-90)" font-size="13" text-anchor="middle">{}{}</text>"##,
         (ML + W - MR) / 2.0,
         H - 8.0,
         esc(xlabel),
         (MT + H - MB) / 2.0,
-        esc(ylabel)
+        esc(ylabel),
+        if f.y.log { ", log scale" } else { "" }
     );
 }
 
-fn short(v: f64) -> String {
-    if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.3}")
-    }
+/// Series `i`'s colour, and a dash pattern once the palette has gone round,
+/// so that no two of up to 30 deployments look alike.
+fn style(i: usize) -> (&'static str, &'static str) {
+    const DASHES: [&str; 3] = ["", "6 3", "2 2"];
+    (
+        PALETTE[i % PALETTE.len()],
+        DASHES[(i / PALETTE.len()) % DASHES.len()],
+    )
 }
 
 fn legend(out: &mut String, i: usize, name: &str) {
-    let y = MT + 14.0 * i as f64;
+    let y = MT + 16.0 * i as f64;
+    let (c, dash) = style(i);
     let _ = write!(
         out,
-        r##"<rect x="{x}" y="{:.1}" width="10" height="10" fill="{c}"/><text x="{tx}" y="{:.1}" font-size="11">{}</text>"##,
-        y,
+        r##"<line x1="{x}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{c}" stroke-width="3" stroke-dasharray="{dash}"/><text x="{tx}" y="{:.1}" font-size="12">{}</text>"##,
+        y + 5.0,
+        W - MR + 30.0,
+        y + 5.0,
         y + 9.0,
         esc(name),
         x = W - MR + 10.0,
-        tx = W - MR + 24.0,
-        c = PALETTE[i % PALETTE.len()]
+        tx = W - MR + 36.0,
     );
 }
 
@@ -136,49 +146,71 @@ fn series(rows: &[RunRow]) -> Vec<(String, Vec<&RunRow>)> {
     out
 }
 
-/// One line per deployment of `value` against concurrency.
-fn line_chart(
-    rows: &[RunRow],
-    title: &str,
-    ylabel: &str,
+/// What a line chart plots: its title, the y axis' name and unit, the value.
+struct Measure {
+    title: &'static str,
+    axis: &'static str,
+    unit: &'static str,
+    decimals: usize,
     value: fn(&RunRow) -> Option<f64>,
-) -> String {
+}
+
+/// One line per deployment of a measure against concurrency; the x axis
+/// ticks at the levels measured, each point says its exact value on hover.
+fn line_chart(rows: &[RunRow], m: &Measure) -> String {
     let s = series(rows);
-    let pts = || {
-        s.iter().flat_map(|(_, v)| {
-            v.iter()
-                .filter_map(|r| value(r).map(|y| (f64::from(r.id.concurrency), y)))
-        })
+    let pts: Vec<(f64, f64)> = s
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .filter_map(|r| (m.value)(r).map(|y| (f64::from(r.id.concurrency), y)))
+        .collect();
+    let xs: Vec<f64> = pts.iter().map(|p| p.0).collect();
+    let ys: Vec<f64> = pts.iter().map(|p| p.1).collect();
+    let f = Frame {
+        x: Axis::levels(&xs),
+        y: Axis::values(&ys),
     };
-    let f = Frame::new(pts().map(|p| p.0), pts().map(|p| p.1));
     let mut out = format!(
-        r##"<figure><figcaption>{}</figcaption><svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">"##,
-        esc(title)
+        "<figure><figcaption>{}</figcaption>{}",
+        esc(m.title),
+        f.svg("plot vs-concurrency")
     );
-    axes(&mut out, &f, "Concurrent Requests", ylabel);
+    axes(
+        &mut out,
+        &f,
+        "Concurrent Requests",
+        &format!("{} ({})", m.axis, m.unit),
+    );
     for (i, (name, v)) in s.iter().enumerate() {
-        let p: Vec<(f64, f64)> = v
+        let p: Vec<(&RunRow, f64, f64)> = v
             .iter()
-            .filter_map(|r| value(r).map(|y| (f.px(f64::from(r.id.concurrency)), f.py(y))))
+            .filter_map(|r| (m.value)(r).map(|y| (*r, f.px(f64::from(r.id.concurrency)), f.py(y))))
             .collect();
         if p.is_empty() {
+            // Kept in the legend, so that colours match the other plots'.
+            legend(&mut out, i, &format!("{name} (no value)"));
             continue;
         }
         let d: Vec<String> = p
             .iter()
             .enumerate()
-            .map(|(k, (x, y))| format!("{}{x:.1} {y:.1}", if k == 0 { "M" } else { "L" }))
+            .map(|(k, (_, x, y))| format!("{}{x:.1} {y:.1}", if k == 0 { "M" } else { "L" }))
             .collect();
-        let c = PALETTE[i % PALETTE.len()];
+        let (c, dash) = style(i);
         let _ = write!(
             out,
-            r##"<path class="series" d="{}" fill="none" stroke="{c}" stroke-width="2"/>"##,
+            r##"<path class="series" d="{}" fill="none" stroke="{c}" stroke-width="2" stroke-dasharray="{dash}"/>"##,
             d.join(" ")
         );
-        for (x, y) in &p {
+        for (r, x, y) in &p {
             let _ = write!(
                 out,
-                r##"<circle cx="{x:.1}" cy="{y:.1}" r="3" fill="{c}"/>"##
+                r##"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="{c}"><title>{}, {} concurrent requests: {:.prec$} {}</title></circle>"##,
+                esc(name),
+                r.id.concurrency,
+                (m.value)(r).unwrap_or(f64::NAN),
+                esc(m.unit),
+                prec = m.decimals
             );
         }
         legend(&mut out, i, name);
@@ -196,15 +228,25 @@ fn scatter(rep: &Report) -> String {
         .filter(|(_, r)| r.is_ok())
         .filter_map(|(i, r)| Some((i, r.latency_ms_per_token?, r.output_throughput_tok_s?)))
         .collect();
-    let f = Frame::new(pts.iter().map(|p| p.1), pts.iter().map(|p| p.2));
+    let xs: Vec<f64> = pts.iter().map(|p| p.1).collect();
+    let ys: Vec<f64> = pts.iter().map(|p| p.2).collect();
+    let f = Frame {
+        x: Axis::values(&xs),
+        y: Axis::values(&ys),
+    };
     let mut out = format!(
-        r##"<figure><figcaption>Latency vs throughput, every run; the line joins the Pareto front (no run is both faster per token and higher in throughput)</figcaption><svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">"##
+        "<figure><figcaption>Latency vs throughput, every run; the line joins the Pareto front (no run is both faster per token and higher in throughput)</figcaption>{}",
+        f.svg("plot scatter")
     );
     axes(
         &mut out,
         &f,
-        &format!("Latency (ms/token) median, {}", rep.latency_metric),
-        "Throughput (tokens/second)",
+        &format!(
+            "Latency (ms/token), median of {}{}",
+            rep.latency_metric,
+            if f.x.log { ", log scale" } else { "" }
+        ),
+        "Throughput (tokens/s)",
     );
     let names: Vec<String> = series(rows).into_iter().map(|(n, _)| n).collect();
     for &(i, x, y) in &pts {
@@ -214,10 +256,10 @@ fn scatter(rep: &Report) -> String {
             .unwrap_or(0);
         let _ = write!(
             out,
-            r##"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{}"><title>{} c={}</title></circle>"##,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{}"><title>{}, {} concurrent requests: {x:.2} ms/token, {y:.2} tokens/s</title></circle>"##,
             f.px(x),
             f.py(y),
-            PALETTE[k % PALETTE.len()],
+            style(k).0,
             esc(&rows[i].id.deployment),
             rows[i].id.concurrency
         );
@@ -282,13 +324,14 @@ pub fn render(rep: &Report) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\
          body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}\
          table{{border-collapse:collapse;margin:0.5em 0 1.5em}}th,td{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
-         th{{background:#f3f3f3}}td:first-child{{text-align:left}}figure{{display:inline-block;margin:0 1em 1em 0}}\
+         th{{background:#f3f3f3}}td:first-child{{text-align:left}}figure{{display:block;margin:0 0 1.5em}}p.answer{{font-size:1.1em;max-width:60em}}\
          figcaption{{font-weight:600;margin-bottom:4px}}\n</style></head><body>\n<h1>{}</h1>\n",
         esc(&rep.title),
         esc(&rep.title)
     );
+    let _ = writeln!(out, "<p class=\"answer\">{}</p>", esc(&rep.answer()));
     for n in &rep.notes {
-        let _ = writeln!(out, "<p>{}</p>", esc(n));
+        let _ = writeln!(out, "<p>{}</p>", inline(n));
     }
     let _ = writeln!(
         out,
@@ -300,7 +343,7 @@ pub fn render(rep: &Report) -> String {
             out,
             "<h2>{}</h2><p>Rule: {}.</p>",
             kind.title(),
-            esc(&rep.rule(kind))
+            inline(&rep.rule(kind))
         );
         let mut t = Vec::new();
         for p in rep.picks.iter().filter(|p| p.kind == kind) {
@@ -313,24 +356,31 @@ pub fn render(rep: &Report) -> String {
         table(&mut out, &["Scope"], t);
     }
     out.push_str("<h2>Plots</h2>\n");
-    out.push_str(&line_chart(
-        rows,
-        "Throughput against concurrency",
-        "Throughput (tokens/second)",
-        |r| r.output_throughput_tok_s,
-    ));
-    out.push_str(&line_chart(
-        rows,
-        "Latency against concurrency",
-        "Latency (ms/token) median",
-        |r| r.latency_ms_per_token,
-    ));
-    out.push_str(&line_chart(
-        rows,
-        "Cost per 1M tokens against concurrency",
-        "Cost to generate 1M tokens ($)",
-        |r| r.cost_per_1m_tokens_usd,
-    ));
+    for m in [
+        Measure {
+            title: "Throughput against concurrency",
+            axis: "Throughput",
+            unit: "tokens/s",
+            decimals: 2,
+            value: |r| r.output_throughput_tok_s,
+        },
+        Measure {
+            title: "Latency against concurrency",
+            axis: "Latency, median",
+            unit: "ms/token",
+            decimals: 2,
+            value: |r| r.latency_ms_per_token,
+        },
+        Measure {
+            title: "Cost per 1M tokens against concurrency",
+            axis: "Cost to generate 1M tokens",
+            unit: "$",
+            decimals: 4,
+            value: |r| r.cost_per_1m_tokens_usd,
+        },
+    ] {
+        out.push_str(&line_chart(rows, &m));
+    }
     out.push_str(&scatter(rep));
     out.push_str("<h2>Pareto front: latency vs cost per 1M tokens</h2>\n");
     table(

@@ -22,7 +22,7 @@ fn line(out: &mut String, first: &[String], r: &RunRow) {
 /// The file's text.
 pub fn render(rep: &Report) -> String {
     let rows = rep.rows;
-    let mut out = format!("# {}\n\n", rep.title);
+    let mut out = format!("# {}\n\n{}\n\n", rep.title, rep.answer());
     for n in &rep.notes {
         let _ = writeln!(out, "{n}  ");
     }

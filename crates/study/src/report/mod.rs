@@ -2,6 +2,7 @@
 //! tables' columns and cell formats are defined once here and shared by the
 //! Markdown and HTML writers.
 
+mod axis;
 pub mod csv;
 pub mod html;
 pub mod markdown;
@@ -71,13 +72,18 @@ impl<'a> Report<'a> {
                 )
             })
             .collect();
+        let mut picks = picks::picks(rows, levels);
+        // A study of one model: its own picks are the overall ones; show them once.
+        if picks::models(rows).len() <= 1 {
+            picks.retain(|p| p.model.is_none());
+        }
         Self {
             title,
             notes,
             rows,
             levels,
             latency_metric,
-            picks: picks::picks(rows, levels),
+            picks,
             cost_front: pareto::front(&cost_points),
             throughput_front: pareto::front(&tput_points),
         }
@@ -86,6 +92,77 @@ impl<'a> Report<'a> {
     /// The rule of each pick kind, as printed.
     pub fn rule(&self, kind: picks::PickKind) -> String {
         kind.rule(self.levels, &self.latency_metric)
+    }
+
+    /// The overall pick of `kind`, with the cheapest row within 10% of it
+    /// where that is another row.
+    fn overall(&self, kind: picks::PickKind) -> Option<(&RunRow, Option<&RunRow>)> {
+        let p = self
+            .picks
+            .iter()
+            .find(|p| p.kind == kind && p.model.is_none())?;
+        let row = &self.rows[p.row?];
+        let near = p
+            .cheapest_within_10pct
+            .filter(|&i| Some(i) != p.row)
+            .map(|i| &self.rows[i]);
+        Some((row, near))
+    }
+
+    /// The study's answer in one paragraph of plain text: which deployment to
+    /// buy for cost, for latency and for throughput, with the numbers.
+    pub fn answer(&self) -> String {
+        use picks::PickKind::*;
+        let what = |r: &RunRow| {
+            format!(
+                "{} (quantization {}) on {}",
+                r.id.model, r.id.quantization, r.id.instance
+            )
+        };
+        let mut parts = Vec::new();
+        if let Some((r, _)) = self.overall(MostCostEffective) {
+            parts.push(format!(
+                "For the lowest cost, buy {}: ${} per 1M tokens at {} concurrent requests.",
+                what(r),
+                usd(r.cost_per_1m_tokens_usd),
+                r.id.concurrency
+            ));
+        }
+        if let Some((r, _)) = self.overall(LowestLatency) {
+            parts.push(format!(
+                "For the lowest latency, {}: {} ms/token at {} concurrent {}.",
+                what(r),
+                num(r.latency_ms_per_token, 2),
+                r.id.concurrency,
+                if r.id.concurrency == 1 {
+                    "request"
+                } else {
+                    "requests"
+                }
+            ));
+        }
+        if let Some((r, near)) = self.overall(HighestThroughput) {
+            let mut s = format!(
+                "For the highest throughput, {}: {} tokens/s at {} concurrent requests",
+                what(r),
+                num(r.output_throughput_tok_s, 2),
+                r.id.concurrency
+            );
+            if let Some(n) = near {
+                s.push_str(&format!(
+                    " (within 10% of it and cheaper: {}, {} tokens/s, ${} per 1M tokens)",
+                    what(n),
+                    num(n.output_throughput_tok_s, 2),
+                    usd(n.cost_per_1m_tokens_usd)
+                ));
+            }
+            s.push('.');
+            parts.push(s);
+        }
+        if parts.is_empty() {
+            return "No run succeeded, so there is no deployment to recommend.".into();
+        }
+        parts.join(" ")
     }
 }
 
