@@ -49,8 +49,10 @@ pub struct Args {
     /// rates spread below it.
     #[arg(long)]
     sweep: bool,
+    /// --sweep: virtual users of the saturation level.
     #[arg(long, default_value_t = 64)]
     sweep_concurrency: u32,
+    /// --sweep: open-loop rates below saturation.
     #[arg(long, default_value_t = 5)]
     sweep_steps: u32,
     /// Measured window per level (default 90s unless --requests is given).
@@ -65,8 +67,10 @@ pub struct Args {
     /// Pause after the warm-up (the study's 10s).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pause: Duration,
+    /// The prompt of every request (the study's).
     #[arg(long, default_value = DEFAULT_PROMPT)]
     prompt: String,
+    /// New tokens asked for per request (the study's 50).
     #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS)]
     max_new_tokens: u32,
     /// Ask the server to always generate --max-new-tokens.

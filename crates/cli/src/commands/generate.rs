@@ -22,12 +22,16 @@ pub struct Args {
     /// Sampling temperature; absent or 0 means greedy.
     #[arg(long)]
     temperature: Option<f32>,
+    /// Sample from the K most likely tokens only.
     #[arg(long)]
     top_k: Option<usize>,
+    /// Nucleus sampling: the smallest set of tokens with this much probability.
     #[arg(long)]
     top_p: Option<f32>,
+    /// Typical sampling mass.
     #[arg(long)]
     typical_p: Option<f32>,
+    /// Penalty on tokens already in the prompt or output (1 = none).
     #[arg(long)]
     repetition_penalty: Option<f32>,
     /// Seed for sampling (same seed, same output).

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use servebench_engine::synthetic::{parse_quant, preset, write_model, VocabKind};
 
 #[derive(clap::Args, Debug)]
@@ -30,6 +31,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "spm" => VocabKind::Spm,
         other => anyhow::bail!("--vocab must be bpe or spm, not `{other}`"),
     };
+    // As the study and bench do with --out: the folder is made when missing.
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     write_model(p, parse_quant(&a.quant)?, vocab, a.seed, &a.out)?;
     println!("{}", a.out.display());
     Ok(())

@@ -14,8 +14,10 @@ use super::ModelArgs;
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
+    /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
+    /// Port to listen on (0 picks a free one; the address is printed).
     #[arg(long, default_value_t = 8080)]
     port: u16,
     /// Store the layers' weights as this type at load time
@@ -51,8 +53,10 @@ pub struct Args {
     /// As --waiting-served-ratio: accepted, reported, no effect.
     #[arg(long, default_value_t = 20)]
     max_waiting_tokens: usize,
+    /// Stop sequences a request may give.
     #[arg(long, default_value_t = 4)]
     max_stop_sequences: usize,
+    /// Largest `best_of` a request may ask for.
     #[arg(long, default_value_t = 1)]
     max_best_of: usize,
     /// Require `Authorization: Bearer KEY` on inference routes.

@@ -13,7 +13,7 @@ use servebench_study::runner;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// study.toml; default: the embedded study (SmolLM2-135M at q4_1, q8_0
-    /// and q4_0 on 1 and 2 CPU threads, 1/5/10/20 concurrent requests).
+    /// and f16 on 1 and 2 CPU threads, 1/5/10/20 concurrent requests).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Output folder (default results/<UTC timestamp>/).
