@@ -91,15 +91,21 @@ impl Bpe {
         })
     }
 
-    /// Tokenizes one pre-tokenized piece, appending ids to `out`.
-    pub fn encode_piece(&self, vocab: &Vocab, piece: &str, out: &mut Vec<u32>) {
-        let mut encoded = String::with_capacity(piece.len() * 2);
+    /// Tokenizes one pre-tokenized piece, appending ids to `out`. With
+    /// `whole_first`, a piece that is a token as it stands is that token.
+    pub fn encode_piece(&self, vocab: &Vocab, piece: &str, whole_first: bool, out: &mut Vec<u32>) {
+        if whole_first {
+            let encoded: String = piece.bytes().map(|b| self.bytes.char(b)).collect();
+            if let Some(id) = vocab.id(&encoded) {
+                out.push(id);
+                return;
+            }
+        }
         // One symbol per byte; `None` marks a byte whose character is not in
         // the vocabulary (a broken vocabulary; it is dropped as llama.cpp does).
         let mut symbols: Vec<Option<u32>> = Vec::with_capacity(piece.len());
         for b in piece.bytes() {
             let c = self.bytes.char(b);
-            encoded.push(c);
             let mut buf = [0u8; 4];
             symbols.push(vocab.id(c.encode_utf8(&mut buf)));
         }
@@ -158,7 +164,14 @@ mod tests {
         // "b c" outranks "a b": "abc" -> a + bc, then no merge "a bc".
         let bpe = Bpe::new(&vocab, &["b c".into(), "a b".into(), "ab c".into()]).unwrap();
         let mut out = vec![];
-        bpe.encode_piece(&vocab, "abc", &mut out);
+        bpe.encode_piece(&vocab, "abc", false, &mut out);
+        assert_eq!(out, vec![b'a' as u32, 257]);
+        // Llama 3's rule: a piece that is a token is taken whole.
+        out.clear();
+        bpe.encode_piece(&vocab, "abc", true, &mut out);
+        assert_eq!(out, vec![258]);
+        out.clear();
+        bpe.encode_piece(&vocab, "abc", false, &mut out);
         assert_eq!(out, vec![b'a' as u32, 257]);
     }
 }

@@ -91,12 +91,13 @@ impl Tokenizer {
                     }
                 };
                 let pre = PreTokenizer::named(file.opt_str("tokenizer.ggml.pre")?)?;
+                let default_bos = pre.default_bos;
                 (
                     Model::Bpe {
                         bpe: Box::new(Bpe::new(&vocab, &merges)?),
                         pre,
                     },
-                    false,
+                    default_bos,
                 )
             }
             "llama" => (
@@ -160,11 +161,13 @@ impl Tokenizer {
                     out.push(id);
                     prev_special = true;
                 }
+                // llama.cpp makes no fragment of empty text: no space prefix either.
+                Fragment::Text("") => {}
                 Fragment::Text(s) => {
                     match &self.model {
                         Model::Bpe { bpe, pre } => {
                             for piece in pre.split(s) {
-                                bpe.encode_piece(&self.vocab, piece, &mut out);
+                                bpe.encode_piece(&self.vocab, piece, pre.ignore_merges, &mut out);
                             }
                         }
                         Model::Spm { add_space_prefix } => {
