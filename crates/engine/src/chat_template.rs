@@ -33,7 +33,15 @@ impl ChatTemplate {
     /// Compiles `source`; `bos`/`eos` are the texts templates may print.
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
         let mut env = Environment::new();
+        // As Transformers and llama-cpp-python render chat templates: a block
+        // tag's own line break and indentation are not output.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
         minijinja_contrib::add_to_environment(&mut env);
+        // Llama 3.x and Mistral templates print today's date through it.
+        env.add_function("strftime_now", |format: String| -> String {
+            strftime_utc(&format, std::time::SystemTime::now())
+        });
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
@@ -65,6 +73,83 @@ impl ChatTemplate {
         })
         .map_err(|e| EngineError::ChatTemplate(e.to_string()))
     }
+}
+
+/// `format` with Python's `strftime` directives for the common fields
+/// (`%Y %y %m %d %e %B %b %A %a %H %M %S %j %%`), in UTC; others are kept as
+/// written.
+fn strftime_utc(format: &str, at: std::time::SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy_mar = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy_mar + 2) / 153;
+    let day = doy_mar - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let before = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334][(month - 1) as usize];
+    let yday = before + day + i64::from(leap && month > 2);
+    let weekday = (days + 3).rem_euclid(7) as usize; // 1970-01-01 was a Thursday
+    let mut out = String::with_capacity(format.len() + 8);
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out.push_str(&year.to_string()),
+            Some('y') => out.push_str(&format!("{:02}", year.rem_euclid(100))),
+            Some('m') => out.push_str(&format!("{month:02}")),
+            Some('d') => out.push_str(&format!("{day:02}")),
+            Some('e') => out.push_str(&format!("{day:2}")),
+            Some('B') => out.push_str(MONTHS[(month - 1) as usize]),
+            Some('b') => out.push_str(&MONTHS[(month - 1) as usize][..3]),
+            Some('A') => out.push_str(DAYS[weekday]),
+            Some('a') => out.push_str(&DAYS[weekday][..3]),
+            Some('H') => out.push_str(&format!("{:02}", rem / 3600)),
+            Some('M') => out.push_str(&format!("{:02}", rem / 60 % 60)),
+            Some('S') => out.push_str(&format!("{:02}", rem % 60)),
+            Some('j') => out.push_str(&format!("{yday:03}")),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -100,5 +185,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("roles must alternate"), "{e}");
+    }
+
+    #[test]
+    fn strftime_formats_utc_dates_as_python_does() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_772_323_200 + 3_723);
+        // 2026-03-01 01:02:03 UTC, a Sunday, day 60 of a common year.
+        assert_eq!(
+            strftime_utc("%Y-%m-%d %H:%M:%S %j %a %A", at),
+            "2026-03-01 01:02:03 060 Sun Sunday"
+        );
+        assert_eq!(strftime_utc("%d %b %Y", at), "01 Mar 2026");
+        assert_eq!(
+            strftime_utc("%B %e, %y 100%% %Q", at),
+            "March  1, 26 100% %Q"
+        );
+        let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
+        assert_eq!(strftime_utc("%Y-%m-%d %j %a", leap), "2000-02-29 060 Tue");
     }
 }

@@ -39,7 +39,14 @@ pub fn real_model() -> Option<PathBuf> {
 /// Runs the llama.cpp reference script on `request`; `None` when
 /// llama-cpp-python is not installed.
 pub fn llamacpp(request: &serde_json::Value) -> Option<serde_json::Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/llamacpp_ref.py");
+    reference("llamacpp_ref.py", request)
+}
+
+/// Runs `tests/support/SCRIPT` (a llama-cpp-python reference) on `request`
+/// as JSON on stdin; `None` when llama-cpp-python is not installed (the
+/// script exits 3).
+pub fn reference(script: &str, request: &serde_json::Value) -> Option<serde_json::Value> {
+    let script = format!("{}/tests/support/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut child = match Command::new("python3")
         .arg(script)
         .stdin(Stdio::piped())
