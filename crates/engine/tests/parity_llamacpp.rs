@@ -63,13 +63,91 @@ fn greedy_tokens_and_logits_match_llamacpp() {
         prompts.iter().any(|p| p.len() > 256),
         "the long prompt is long"
     );
-    let request = json!({
-        "model": path,
-        "generate": prompts.iter().map(|p| json!({"prompt_ids": p, "n": GREEDY_TOKENS})).collect::<Vec<_>>(),
-    });
-    let Some(reference) = support::llamacpp(&request) else {
+    let Some(failures) = compare_with_llamacpp(&engine, &path, &prompts, 2048) else {
         return;
     };
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Prompts of about 1,000 and 3,000 tokens: llama.cpp prefills them in
+/// batches of 512, the engine in one pass; greedy tokens must still agree.
+#[test]
+fn long_prompts_match_llamacpp() {
+    let Some(path) = support::real_model() else {
+        return;
+    };
+    let engine = Engine::load(&path).unwrap();
+    let prompts: Vec<Vec<u32>> = [1_000, 3_000]
+        .into_iter()
+        .map(|n| engine.encode_prompt(&essay(n), false).unwrap())
+        .collect();
+    for (p, n) in prompts.iter().zip([1_000, 3_000]) {
+        assert!(
+            p.len() >= n * 9 / 10 && p.len() <= n * 11 / 10,
+            "{} tokens",
+            p.len()
+        );
+    }
+    let Some(failures) = compare_with_llamacpp(&engine, &path, &prompts, 4096) else {
+        return;
+    };
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A text of about `tokens` tokens that does not repeat itself: numbered
+/// sentences about varied subjects, then an open end.
+fn essay(tokens: usize) -> String {
+    const SUBJECTS: [&str; 8] = [
+        "the river",
+        "a lighthouse keeper",
+        "the old library",
+        "a mountain village",
+        "the night train",
+        "a small bakery",
+        "the harbour market",
+        "a violin maker",
+    ];
+    const VERBS: [&str; 6] = [
+        "remembered",
+        "described",
+        "changed",
+        "protected",
+        "questioned",
+        "celebrated",
+    ];
+    let mut text = String::from("Here are some notes from a travel journal.\n");
+    let mut i = 0usize;
+    // About 23 tokens per sentence with this vocabulary.
+    while i * 23 < tokens {
+        text.push_str(&format!(
+            "Day {}: {} {} the {} season, and {} people came to see it. ",
+            i + 1,
+            SUBJECTS[i % 8],
+            VERBS[(i / 8) % 6],
+            ["first", "second", "third", "last", "quiet", "busy", "cold"][(i * 5) % 7],
+            (i * 37) % 91 + 3
+        ));
+        i += 1;
+    }
+    text.push_str("\nTo summarise the journal,");
+    text
+}
+
+/// Greedy tokens and last-position logits of `prompts`, ours against
+/// llama.cpp's with a context of `n_ctx`; `None` when llama-cpp-python is
+/// missing, else the failures.
+fn compare_with_llamacpp(
+    engine: &Engine,
+    path: &std::path::Path,
+    prompts: &[Vec<u32>],
+    n_ctx: usize,
+) -> Option<Vec<String>> {
+    let request = json!({
+        "model": path,
+        "n_ctx": n_ctx,
+        "generate": prompts.iter().map(|p| json!({"prompt_ids": p, "n": GREEDY_TOKENS})).collect::<Vec<_>>(),
+    });
+    let reference = support::llamacpp(&request)?;
     let mut failures = Vec::new();
     let mut all_equal = 0;
     for (i, prompt) in prompts.iter().enumerate() {
@@ -123,7 +201,7 @@ fn greedy_tokens_and_logits_match_llamacpp() {
         "{all_equal} of {} prompts equal llama.cpp for all {GREEDY_TOKENS} greedy tokens",
         prompts.len()
     );
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    Some(failures)
 }
 
 #[test]

@@ -6,6 +6,8 @@ Reads one JSON request on stdin and writes one JSON answer on stdout:
 ->{"tokenize": [[ids]...], "generate": [{"greedy_ids": [...], "last_logits": [...]}...]}
 Tokenization is llama.cpp's with add_bos=False, special=True (as the engine's
 `tokenize` is compared); greedy generation stops at any end-of-generation token.
+"n_ctx" (default 2048) sizes the context; prompts are evaluated in llama.cpp's
+default batches of 512 tokens.
 Exit code 3 when llama_cpp is not installed, so tests can tell "missing" from "broken".
 """
 import json
@@ -21,7 +23,7 @@ except ImportError:
 
 def main():
     req = json.load(sys.stdin)
-    llm = Llama(model_path=req["model"], n_ctx=2048, n_threads=2, logits_all=True, verbose=False)
+    llm = Llama(model_path=req["model"], n_ctx=req.get("n_ctx", 2048), n_threads=2, logits_all=True, verbose=False)
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     out = {"tokenize": [], "generate": []}
     for text in req.get("tokenize", []):
