@@ -106,6 +106,8 @@ pub struct Hardware {
     pub int8_ops: f64,
     /// `None` for a single device (CPU or one GPU cannot be split).
     pub interconnect: Option<(Interconnect, f64)>,
+    /// CPU deployments: the cores (threads) the compute figure adds up.
+    pub cores: Option<u32>,
 }
 
 impl Hardware {
@@ -181,6 +183,7 @@ impl Catalog {
                 int8_ops: a.int8_tops.value * 1e12,
                 interconnect: (devices > 1)
                     .then_some((i.interconnect, i.interconnect_gb_s.value * 1e9)),
+                cores: None,
             });
         }
         let n: u32 = instance
@@ -205,6 +208,7 @@ impl Catalog {
             fp16_flops: flops,
             int8_ops: flops,
             interconnect: None,
+            cores: Some(n),
         })
     }
 }

@@ -8,7 +8,8 @@
 //! ```text
 //! pass(t) = overhead                       per layer and per pass (kernel launches, scheduling)
 //!         + (W/n + s*k*kv/n) / (B * e_mem)  weights and KV cache streamed at memory bandwidth B
-//!         + t * F / n / (C * e_comp)         matmuls at compute throughput C (F = 2 x weights)
+//!         + t * F / n / (C * e_comp)         matmuls at compute throughput C (F = 2 x weights;
+//!                                            N CPU cores count as N^par, 0 < par < 1)
 //!         + comm(t)                          2 all-reduces per layer when n > 1
 //! comm(t) = 2L * (latency + t * hidden * 2 bytes * k(n) / (link * e_link))
 //!           k(n) = n - 1 on a shared PCIe fabric, 2(n-1)/n through a switch
@@ -139,6 +140,9 @@ pub fn keys(c: &Candidate) -> Vec<String> {
         format!("comp@{kern}"),
         format!("over@{kern}"),
     ]);
+    if c.hardware.cores.is_some() {
+        k.push(format!("par@{fam}"));
+    }
     if let Some((ic, _)) = c.hardware.interconnect.filter(|_| c.tp > 1) {
         k.push(format!("clat@{}", ic.name()));
         k.push(format!("cbw@{}", ic.name()));
@@ -186,11 +190,19 @@ fn request_seconds(c: &Candidate, f: &Factors) -> f64 {
         f64::from(c.workload.new_tokens.max(1)),
     );
     let bandwidth = c.hardware.bandwidth_bytes_s * f.f("mem", &[fam, &kern]);
+    // N cores give N^par cores' worth of compute: par in (0, 1), 0.95 at
+    // the start (near-linear), lower where threads contend (shared caches,
+    // other jobs on the machine).
+    let scaling = c.hardware.cores.map_or(1.0, |n| {
+        let par = 1.0 / (1.0 + (-(f.f("par", &[fam]).ln() + 3.0)).exp());
+        f64::from(n.max(1)).powf(par - 1.0)
+    });
     let compute = if c.quant.int8_math {
         c.hardware.int8_ops
     } else {
         c.hardware.fp16_flops
-    } * f.f("comp", &[fam, &kern]);
+    } * f.f("comp", &[fam, &kern])
+        * scaling;
     let overhead = f.f("over", &[&kern]) * 2e-4 * layers + f.f("ostep", &[]) * 5e-3;
     let (latency, per_token_comm) = match c.hardware.interconnect.filter(|_| c.tp > 1) {
         Some((ic, link)) => {
@@ -294,6 +306,7 @@ mod tests {
                 keys.push(format!("{b}@{k}"));
             }
         }
+        keys.push("par@cpu".into());
         for ic in ["pcie", "nvlink"] {
             keys.push(format!("clat@{ic}"));
             keys.push(format!("cbw@{ic}"));
