@@ -33,6 +33,10 @@ enum Command {
     Study(commands::study::Args),
     /// Re-render a study's report, or write it from the 2023 study's CSV.
     Report(commands::report::Args),
+    /// Predict latency, throughput and cost of deployments nobody has run.
+    Predict(Box<commands::predict::Args>),
+    /// Measure this machine's memory bandwidth and matmul throughput (for cpu-N predictions).
+    Probe(commands::probe::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,5 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(a) => commands::bench::run(*a),
         Command::Study(a) => commands::study::run(a),
         Command::Report(a) => commands::report::run(a),
+        Command::Predict(a) => commands::predict::run(*a),
+        Command::Probe(a) => commands::probe::run(a),
     }
 }

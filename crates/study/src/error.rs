@@ -29,6 +29,8 @@ pub enum StudyError {
     },
     #[error(transparent)]
     Loadgen(#[from] servebench_loadgen::LoadgenError),
+    #[error(transparent)]
+    Predict(#[from] servebench_predict::PredictError),
 }
 
 impl StudyError {

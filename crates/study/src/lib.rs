@@ -6,7 +6,9 @@
 //! -> [`runner`] (a [`deployment`] started, each level run) -> a bench
 //! `RunSummary` -> [`row::RunRow`] priced by [`prices`] and [`cost`] ->
 //! [`picks`] and [`pareto`] -> [`report`] (Markdown, HTML, CSV).
-//! [`import_2023`] turns the 2023 study's CSV into the same rows.
+//! [`import_2023`] turns the 2023 study's CSV into the same rows;
+//! [`predicted`] turns rows into the predictor's calibration and its
+//! predictions into rows.
 
 pub mod config;
 pub mod cost;
@@ -15,6 +17,7 @@ pub mod error;
 pub mod import_2023;
 pub mod pareto;
 pub mod picks;
+pub mod predicted;
 pub mod prices;
 pub mod report;
 pub mod row;

@@ -52,6 +52,10 @@ pub struct RunRow {
     pub finished_at_unix_ms: u64,
     /// The bench's full summary of the level (every metric of METRICS.md).
     pub summary: Option<RunSummary>,
+    /// Estimated by `servebench predict`, not measured (absent in files
+    /// written before predictions existed: measured).
+    #[serde(default)]
+    pub predicted: bool,
 }
 
 impl RunRow {
@@ -97,6 +101,7 @@ impl RunRow {
             cost_per_1m_tokens_usd: None,
             finished_at_unix_ms: 0,
             summary: None,
+            predicted: false,
         }
     }
 

@@ -424,7 +424,8 @@ fn order(study: &StudyConfig, rows: &[RunRow]) -> Vec<RunRow> {
     out
 }
 
-fn notes(study: &StudyConfig, out: &Path) -> Vec<String> {
+/// The lines a study's report prints under its title.
+pub fn notes(study: &StudyConfig, out: &Path) -> Vec<String> {
     let Some(d) = study.deployments.first() else {
         return Vec::new();
     };

@@ -45,7 +45,12 @@ pub fn write(dir: &Path, rows: &[RunRow]) -> Result<()> {
 /// Every saved row; an absent file is no rows. A later row for the same
 /// deployment and level replaces an earlier one (a resumed run).
 pub fn read(dir: &Path) -> Result<Vec<RunRow>> {
-    let path = dir.join(RUNS_JSONL);
+    read_file(&dir.join(RUNS_JSONL))
+}
+
+/// [`read`] of a `runs.jsonl` given by its own path.
+pub fn read_file(path: &Path) -> Result<Vec<RunRow>> {
+    let path = path.to_path_buf();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

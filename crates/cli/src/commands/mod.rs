@@ -4,6 +4,8 @@ pub mod bench;
 pub mod engine_bench;
 pub mod generate;
 pub mod make_model;
+pub mod predict;
+pub mod probe;
 pub mod report;
 pub mod serve;
 pub mod study;

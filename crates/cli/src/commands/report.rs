@@ -27,6 +27,32 @@ pub struct Args {
     /// saved runs keep the prices they were measured with).
     #[arg(long)]
     prices: Option<PathBuf>,
+    /// Show servebench predict's figures beside every measured run, with the
+    /// error (factors fitted on these runs and any --calibrate runs).
+    #[arg(long)]
+    predict: bool,
+    /// More measured runs for --predict's fit (runs.jsonl, study folders, the 2023 CSV).
+    #[arg(long, num_args = 1.., requires = "predict")]
+    calibrate: Vec<PathBuf>,
+}
+
+/// What `--predict` adds: the comparison of every measured row (none without it).
+pub fn comparison(
+    predict: bool,
+    calibrate: &[PathBuf],
+    rows: &[servebench_study::row::RunRow],
+    prices: &Catalog,
+    workload: servebench_predict::perf::Workload,
+) -> anyhow::Result<Vec<report::Comparison>> {
+    if !predict {
+        return Ok(Vec::new());
+    }
+    let extra = servebench_study::predicted::load_calibration(calibrate, prices)?;
+    let hardware = servebench_predict::hardware::Catalog::embedded();
+    let (_, comparison) =
+        servebench_study::predicted::fit_and_compare(rows, &extra, workload, &hardware)
+            .context("--predict: fitting the predictor to these runs")?;
+    Ok(comparison)
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -48,11 +74,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "Source: the 2023 study \"Llama 2 on Amazon SageMaker a Benchmark\" (Hugging Face), TGI 1.0.3, k6 constant VUs for 90 s, 50 new tokens.".into(),
             "Throughput is the CSV's figure, which the study computed as VUs x 50 x 1000 / mean request latency (our `study_throughput_tok_s`), not measured tokens over time.".into(),
         ];
-        report::write_for_rows(
+        let compared = comparison(a.predict, &a.calibrate, &rows, &prices, Default::default())?;
+        report::write_compared(
             out,
             "Llama 2 on Amazon SageMaker (2023), re-reported".into(),
             notes,
             &rows,
+            compared,
         )?;
         eprintln!(
             "{} rows ({priced} priced) -> {}/report.md, report.html, runs.csv, runs.jsonl",
@@ -77,7 +105,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         from.display(),
         rows.len()
     )];
-    report::write_for_rows(out, "servebench study".into(), notes, &rows)?;
+    let compared = comparison(a.predict, &a.calibrate, &rows, &prices, Default::default())?;
+    report::write_compared(out, "servebench study".into(), notes, &rows, compared)?;
     eprintln!("wrote {}/report.md, report.html, runs.csv", out.display());
     Ok(())
 }

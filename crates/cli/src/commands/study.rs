@@ -8,7 +8,7 @@ use anyhow::Context;
 use servebench_loadgen::Cancel;
 use servebench_study::config::StudyConfig;
 use servebench_study::prices::Catalog;
-use servebench_study::runner;
+use servebench_study::{report, runner};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -31,6 +31,13 @@ pub struct Args {
     /// How long a local server may take to load its model and become healthy.
     #[arg(long, default_value = "180s", value_parser = servebench_loadgen::units::parse_duration)]
     ready_timeout: Duration,
+    /// Show servebench predict's figures beside every measured run, with the
+    /// error (factors fitted on the study's runs and any --calibrate runs).
+    #[arg(long)]
+    predict: bool,
+    /// More measured runs for --predict's fit (runs.jsonl, study folders, the 2023 CSV).
+    #[arg(long, num_args = 1.., requires = "predict")]
+    calibrate: Vec<PathBuf>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -67,11 +74,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             out: out.clone(),
             resume: a.resume,
             server_bin,
-            prices,
+            prices: prices.clone(),
             ready_timeout: a.ready_timeout,
             cancel,
         };
         let rows = runner::run(&study, &opts).await?;
+        if a.predict {
+            let workload = servebench_predict::perf::Workload {
+                new_tokens: study.deployments.first().map_or(50, |d| d.plan.max_new_tokens),
+                ..Default::default()
+            };
+            let compared = super::report::comparison(true, &a.calibrate, &rows, &prices, workload)?;
+            report::write_compared(&out, study.name.clone(), runner::notes(&study, &out), &rows, compared)?;
+        }
         let failed = rows.iter().filter(|r| !r.is_ok()).count();
         println!("{}", out.join("report.md").display());
         if failed > 0 {

@@ -7,13 +7,14 @@ use servebench_loadgen::writers::{csv_cell, summary_cells, summary_columns};
 use crate::row::{RunRow, RunStatus};
 
 /// The study's own columns, before the bench's.
-pub const STUDY_COLUMNS: [&str; 14] = [
+pub const STUDY_COLUMNS: [&str; 15] = [
     "deployment",
     "model",
     "quantization",
     "instance",
     "concurrency",
     "status",
+    "predicted",
     "error",
     "latency_metric",
     "latency_ms_per_token_p50",
@@ -47,6 +48,7 @@ pub fn render(rows: &[RunRow]) -> String {
                 RunStatus::Ok => "ok".into(),
                 RunStatus::Failed => "failed".into(),
             },
+            r.predicted.to_string(),
             csv_cell(r.error.as_deref().unwrap_or("")),
             csv_cell(&r.latency_metric),
             opt(r.latency_ms_per_token),

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::axis::Axis;
-use super::{cells, Report, COLUMNS};
+use super::{cells, comparison_cells, status, Report, COLUMNS, COMPARISON_COLUMNS};
 use crate::picks::PickKind;
 use crate::row::RunRow;
 
@@ -391,22 +391,27 @@ pub fn render(rep: &Report) -> String {
             .map(|&i| (vec![], Some(&rows[i])))
             .collect(),
     );
+    if !rep.comparison.is_empty() {
+        out.push_str("<h2>Predicted vs measured</h2>\n<p>error = predicted / measured - 1.</p>\n<table><thead><tr>");
+        for c in COMPARISON_COLUMNS {
+            let _ = write!(out, "<th>{}</th>", esc(c));
+        }
+        out.push_str("</tr></thead><tbody>");
+        for c in &rep.comparison {
+            out.push_str("<tr>");
+            for cell in comparison_cells(rows, c) {
+                let _ = write!(out, "<td>{}</td>", esc(&cell));
+            }
+            out.push_str("</tr>");
+        }
+        out.push_str("</tbody></table>\n");
+    }
     out.push_str("<h2>All runs</h2>\n");
     table(
         &mut out,
         &["Deployment", "Status"],
         rows.iter()
-            .map(|r| {
-                (
-                    vec![
-                        r.id.deployment.clone(),
-                        r.error
-                            .clone()
-                            .map_or_else(|| "ok".into(), |e| format!("failed: {e}")),
-                    ],
-                    Some(r),
-                )
-            })
+            .map(|r| (vec![r.id.deployment.clone(), status(r)], Some(r)))
             .collect(),
     );
     out.push_str("</body></html>\n");

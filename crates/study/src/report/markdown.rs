@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{cells, Report, COLUMNS};
+use super::{cells, comparison_cells, status, Report, COLUMNS, COMPARISON_COLUMNS};
 use crate::picks::PickKind;
 use crate::row::RunRow;
 
@@ -73,13 +73,23 @@ pub fn render(rep: &Report) -> String {
     for &i in &rep.cost_front {
         line(&mut out, &[], &rows[i]);
     }
+    if !rep.comparison.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Predicted vs measured\n\n\
+             `servebench predict`'s figures for each measured run; error = predicted / measured - 1.\n"
+        );
+        let _ = writeln!(out, "| {} |", COMPARISON_COLUMNS.join(" | "));
+        let _ = writeln!(out, "|{}", " --- |".repeat(COMPARISON_COLUMNS.len()));
+        for c in &rep.comparison {
+            let cells = comparison_cells(rows, c).map(|s| s.replace('|', "/"));
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+        }
+    }
     let _ = writeln!(out, "\n## All runs\n");
     header(&mut out, &["Deployment", "Status"]);
     for r in rows {
-        let status = match &r.error {
-            Some(e) => format!("failed: {}", e.replace('|', "/").replace('\n', " ")),
-            None => "ok".into(),
-        };
+        let status = status(r).replace('|', "/").replace('\n', " ");
         line(&mut out, &[r.id.deployment.clone(), status], r);
     }
     let sources: Vec<&str> = {

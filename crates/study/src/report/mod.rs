@@ -41,6 +41,69 @@ pub struct Report<'a> {
     pub cost_front: Vec<usize>,
     /// Indices of rows on the latency vs throughput front.
     pub throughput_front: Vec<usize>,
+    /// Predictions for measured rows (`--predict`), shown beside them.
+    pub comparison: Vec<Comparison>,
+}
+
+/// A measured row and what the predictor says of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// Index into the report's rows.
+    pub row: usize,
+    pub ms_per_token: Option<f64>,
+    pub output_throughput_tok_s: Option<f64>,
+    /// Why there is no prediction (unknown model or instance, does not fit).
+    pub note: Option<String>,
+}
+
+/// The columns of the predicted-vs-measured table.
+pub const COMPARISON_COLUMNS: [&str; 8] = [
+    "Deployment",
+    "Concurrent Requests",
+    "Latency (ms/token) measured",
+    "predicted",
+    "error",
+    "Throughput (tokens/second) measured",
+    "predicted",
+    "error",
+];
+
+/// `(predicted - measured) / measured` as a signed percentage.
+fn error_pct(predicted: Option<f64>, measured: Option<f64>) -> String {
+    match (predicted, measured) {
+        (Some(p), Some(m)) if m != 0.0 => format!("{:+.1}%", (p / m - 1.0) * 100.0),
+        _ => "-".into(),
+    }
+}
+
+/// A comparison's cells in [`COMPARISON_COLUMNS`] order.
+pub fn comparison_cells(rows: &[RunRow], c: &Comparison) -> [String; 8] {
+    let r = &rows[c.row];
+    let predicted = |v: Option<f64>| match (&c.note, v) {
+        (_, Some(v)) => format!("{v:.2}"),
+        (Some(n), None) => n.clone(),
+        (None, None) => "-".into(),
+    };
+    [
+        r.id.deployment.clone(),
+        r.id.concurrency.to_string(),
+        num(r.latency_ms_per_token, 2),
+        predicted(c.ms_per_token),
+        error_pct(c.ms_per_token, r.latency_ms_per_token),
+        num(r.output_throughput_tok_s, 2),
+        predicted(c.output_throughput_tok_s),
+        error_pct(c.output_throughput_tok_s, r.output_throughput_tok_s),
+    ]
+}
+
+/// A row's status as the run tables print it.
+pub fn status(r: &RunRow) -> String {
+    match (&r.error, r.predicted) {
+        (Some(e), true) => e.clone(),
+        (Some(e), false) => format!("failed: {e}"),
+        (None, true) => "predicted".into(),
+        (None, false) => "ok".into(),
+    }
 }
 
 impl<'a> Report<'a> {
@@ -86,6 +149,7 @@ impl<'a> Report<'a> {
             picks,
             cost_front: pareto::front(&cost_points),
             throughput_front: pareto::front(&tput_points),
+            comparison: Vec::new(),
         }
     }
 
@@ -180,8 +244,13 @@ fn usd(v: Option<f64>) -> String {
 
 /// A row's cells in [`COLUMNS`] order.
 pub fn cells(r: &RunRow) -> [String; 9] {
+    let model = if r.predicted {
+        format!("{} (predicted)", r.id.model)
+    } else {
+        r.id.model.clone()
+    };
     [
-        r.id.model.clone(),
+        model,
         r.id.quantization.clone(),
         r.id.instance.clone(),
         r.id.concurrency.to_string(),
@@ -217,7 +286,19 @@ pub fn write_for_rows(
     notes: Vec<String>,
     rows: &[RunRow],
 ) -> Result<()> {
+    write_compared(dir, title, notes, rows, Vec::new())
+}
+
+/// [`write_for_rows`] with predictions shown beside the measured rows.
+pub fn write_compared(
+    dir: &Path,
+    title: String,
+    notes: Vec<String>,
+    rows: &[RunRow],
+    comparison: Vec<Comparison>,
+) -> Result<()> {
     let levels: Vec<u32> = rows.iter().map(|r| r.id.concurrency).collect();
-    let report = Report::new(title, notes, rows, PickLevels::from_levels(&levels));
+    let mut report = Report::new(title, notes, rows, PickLevels::from_levels(&levels));
+    report.comparison = comparison;
     write_all(dir, &report)
 }
