@@ -59,7 +59,7 @@ fn quick_study_writes_tables_plots_and_records_a_failed_start() {
     );
     std::fs::write(&config, text).unwrap();
     let out = dir.join("out");
-    let o = study(&config, &out, &[]).output().unwrap();
+    let o = study(&config, &out, &["--predict"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
 
@@ -120,6 +120,21 @@ fn quick_study_writes_tables_plots_and_records_a_failed_start() {
     assert!(!picks.contains("\n| tiny |"), "{md}");
     assert!(md.contains("For the lowest cost, buy tiny"), "{md}");
     assert!(md.contains("failed: deployment failed to start"), "{md}");
+    // --predict: the model's figure and its error beside every measured run.
+    let compared = md
+        .split("## Predicted vs measured")
+        .nth(1)
+        .and_then(|s| s.split("## All runs").next())
+        .unwrap_or_else(|| panic!("{md}"));
+    let lines: Vec<&str> = compared
+        .lines()
+        .filter(|l| l.starts_with("| tiny-"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{compared}");
+    assert!(
+        lines.iter().all(|l| l.matches('%').count() == 2),
+        "{compared}"
+    );
 
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     let paths = html.matches("<path class=\"series\" d=\"M").count();

@@ -46,6 +46,19 @@ pub struct Residual {
 }
 
 impl Residual {
+    /// What `factors` predict for a measured run.
+    pub fn of(o: &Observation, factors: &Factors) -> Self {
+        let (ms, tok_s) = perf::predict_unchecked(&o.candidate, factors);
+        Self {
+            label: o.label.clone(),
+            concurrency: o.candidate.concurrency,
+            measured_ms_per_token: o.ms_per_token,
+            predicted_ms_per_token: ms,
+            measured_tok_s: o.output_throughput_tok_s,
+            predicted_tok_s: tok_s,
+        }
+    }
+
     /// `(predicted - measured) / measured` for ms/token and throughput.
     pub fn errors(&self) -> (f64, f64) {
         (
@@ -225,20 +238,7 @@ pub fn fit(observations: &[Observation], start: Option<&Factors>) -> Result<Fit>
         }
     }
     let factors = factors_of(&keys, &theta);
-    let residuals = usable
-        .iter()
-        .map(|o| {
-            let (ms, tok_s) = perf::predict_unchecked(&o.candidate, &factors);
-            Residual {
-                label: o.label.clone(),
-                concurrency: o.candidate.concurrency,
-                measured_ms_per_token: o.ms_per_token,
-                predicted_ms_per_token: ms,
-                measured_tok_s: o.output_throughput_tok_s,
-                predicted_tok_s: tok_s,
-            }
-        })
-        .collect();
+    let residuals = usable.iter().map(|o| Residual::of(o, &factors)).collect();
     Ok(Fit { factors, residuals })
 }
 

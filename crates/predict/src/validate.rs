@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::fit::{fit, Observation, Residual};
-use crate::perf::{self, Factors};
+use crate::perf::Factors;
 
 /// What a held-out group is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,17 +126,7 @@ pub fn validate(observations: &[Observation], holdout: Holdout) -> Result<Valida
         let factors: Factors = fit(&train, Some(&full))?.factors;
         let residuals: Vec<Residual> = test
             .into_iter()
-            .map(|(o, _)| {
-                let (ms, tok_s) = perf::predict_unchecked(&o.candidate, &factors);
-                Residual {
-                    label: o.label.clone(),
-                    concurrency: o.candidate.concurrency,
-                    measured_ms_per_token: o.ms_per_token,
-                    predicted_ms_per_token: ms,
-                    measured_tok_s: o.output_throughput_tok_s,
-                    predicted_tok_s: tok_s,
-                }
-            })
+            .map(|(o, _)| Residual::of(o, &factors))
             .collect();
         all.extend(residuals.iter().cloned());
         groups.push(Group {
