@@ -3,6 +3,8 @@
 //! table on its page under `docs/`, and no page documents a flag that does
 //! not exist.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -15,18 +17,6 @@ fn help(args: &[&str]) -> String {
         .unwrap();
     assert!(out.status.success(), "{args:?} --help");
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn subcommands() -> Vec<String> {
-    let h = help(&[]);
-    let list = &h[h.find("Commands:").unwrap()..];
-    list.lines()
-        .skip(1)
-        .take_while(|l| l.starts_with("  "))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|c| *c != "help")
-        .map(str::to_string)
-        .collect()
 }
 
 /// `-x` and `--long` names on clap's option lines (indented by 2 or 6
@@ -103,7 +93,7 @@ fn documented(cmd: &str) -> (String, BTreeSet<String>) {
 
 #[test]
 fn every_subcommand_flag_is_documented_and_nothing_else() {
-    let cmds = subcommands();
+    let cmds = support::subcommands();
     assert!(cmds.len() >= 9, "{cmds:?}");
     for cmd in cmds {
         let (page, docs) = documented(&cmd);

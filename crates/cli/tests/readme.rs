@@ -5,7 +5,6 @@
 //! line is skipped, and without `../shared/data` the test, unless
 //! SERVEBENCH_REQUIRE_PEERS=1.
 
-#[allow(dead_code)] // the report helpers serve the report tests
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -23,23 +22,6 @@ fn examples() -> String {
     block[..block.find("```").unwrap()].to_string()
 }
 
-/// Subcommands as `servebench --help` lists them.
-fn subcommands() -> Vec<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_servebench"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    let help = String::from_utf8(out.stdout).unwrap();
-    let list = &help[help.find("Commands:").unwrap()..];
-    list.lines()
-        .skip(1)
-        .take_while(|l| l.starts_with("  "))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|c| *c != "help")
-        .map(str::to_string)
-        .collect()
-}
-
 fn require_peers() -> bool {
     std::env::var("SERVEBENCH_REQUIRE_PEERS").as_deref() == Ok("1")
 }
@@ -47,7 +29,7 @@ fn require_peers() -> bool {
 #[test]
 fn every_subcommand_has_an_example() {
     let block = examples();
-    for c in subcommands() {
+    for c in support::subcommands() {
         let prefix = format!("servebench {c}");
         assert!(
             block

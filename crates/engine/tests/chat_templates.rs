@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use serde_json::{json, Value};
 use servebench_engine::chat_template::{ChatTemplate, Message};
 
@@ -23,24 +21,6 @@ const TEMPLATES: [&str; 8] = [
     "microsoft-Phi-3.5-mini-instruct.jinja",
     "deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja",
 ];
-
-fn templates_dir() -> Option<PathBuf> {
-    let cache = std::env::var_os("SERVEBENCH_PEERS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/servebench-peers"))
-        })?;
-    let dir = cache.join("llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        support::skip(&format!(
-            "{} is missing (bash ../shared/peers/llama-server.sh --build-only unpacks it)",
-            dir.display()
-        ));
-        None
-    }
-}
 
 fn conversations() -> Vec<(Vec<Message>, bool)> {
     let m = Message::new;
@@ -75,7 +55,9 @@ fn conversations() -> Vec<(Vec<Message>, bool)> {
 
 #[test]
 fn llama_family_templates_render_as_llamacpp_does() {
-    let Some(dir) = templates_dir() else { return };
+    let Some(dir) = support::llamacpp_tree("models/templates") else {
+        return;
+    };
     let (bos, eos) = ("<BOS>", "<EOS>");
     let mut cases = Vec::new();
     let mut ours = Vec::new();

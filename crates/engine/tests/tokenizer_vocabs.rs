@@ -12,25 +12,6 @@ use std::path::{Path, PathBuf};
 
 use servebench_engine::{gguf::GgufFile, tokenizer::Tokenizer};
 
-/// `models/` of the llama.cpp tree under `$SERVEBENCH_PEERS`.
-fn models_dir() -> Option<PathBuf> {
-    let cache = std::env::var_os("SERVEBENCH_PEERS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/servebench-peers"))
-        })?;
-    let dir = cache.join("llama_cpp_python-0.3.36/vendor/llama.cpp/models");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        support::skip(&format!(
-            "{} is missing (bash ../shared/peers/llama-server.sh --build-only unpacks it)",
-            dir.display()
-        ));
-        None
-    }
-}
-
 /// The inputs and expected ids, split as `test-tokenizer-0` splits them.
 fn cases(gguf: &Path) -> Vec<(String, Vec<u32>)> {
     let inp = std::fs::read_to_string(format!("{}.inp", gguf.display())).unwrap();
@@ -60,7 +41,9 @@ fn cases(gguf: &Path) -> Vec<(String, Vec<u32>)> {
 
 #[test]
 fn llama_family_vocabularies_give_llamacpp_ids() {
-    let Some(dir) = models_dir() else { return };
+    let Some(dir) = support::llamacpp_tree("models") else {
+        return;
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -1,4 +1,7 @@
-//! What the report tests share: the 2023 CSV and a report made from it.
+//! What the binary's tests share: the 2023 CSV, a report made from it, the
+//! list of subcommands. Each test uses some of it.
+
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,4 +34,21 @@ pub fn import_2023(csv: &Path, tag: &str) -> PathBuf {
         .unwrap();
     assert!(status.success());
     out
+}
+
+/// Subcommands as `servebench --help` lists them.
+pub fn subcommands() -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_servebench"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let list = &help[help.find("Commands:").unwrap()..];
+    list.lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
 }

@@ -36,6 +36,29 @@ pub fn real_model() -> Option<PathBuf> {
     }
 }
 
+/// A folder of the llama.cpp source tree that the peers script unpacks into
+/// `$SERVEBENCH_PEERS` (default `~/.cache/servebench-peers`), e.g. `models`;
+/// `None` (skipped, or failed in CI) when it is not there.
+pub fn llamacpp_tree(sub: &str) -> Option<PathBuf> {
+    let cache = std::env::var_os("SERVEBENCH_PEERS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/servebench-peers"))
+        })?;
+    let dir = cache
+        .join("llama_cpp_python-0.3.36/vendor/llama.cpp")
+        .join(sub);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        skip(&format!(
+            "{} is missing (bash ../shared/peers/llama-server.sh --build-only unpacks it)",
+            dir.display()
+        ));
+        None
+    }
+}
+
 /// Runs the llama.cpp reference script on `request`; `None` when
 /// llama-cpp-python is not installed.
 pub fn llamacpp(request: &serde_json::Value) -> Option<serde_json::Value> {
