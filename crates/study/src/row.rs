@@ -7,6 +7,7 @@ use servebench_loadgen::RunSummary;
 
 use crate::cost::{cost_per_1m_tokens_usd, minutes_per_1m_tokens, TokensPerSecond};
 use crate::prices::Price;
+use crate::sagemaker::EndpointRecord;
 
 /// Whether a run produced measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +53,9 @@ pub struct RunRow {
     pub finished_at_unix_ms: u64,
     /// The bench's full summary of the level (every metric of METRICS.md).
     pub summary: Option<RunSummary>,
+    /// The SageMaker endpoint the run measured, when the study created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointRecord>,
 }
 
 impl RunRow {
@@ -97,6 +101,7 @@ impl RunRow {
             cost_per_1m_tokens_usd: None,
             finished_at_unix_ms: 0,
             summary: None,
+            endpoint: None,
         }
     }
 
