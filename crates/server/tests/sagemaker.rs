@@ -65,9 +65,9 @@ async fn invocations_answer_as_the_matching_route_byte_for_byte() {
     let client = reqwest::Client::new();
     let json = "application/json";
     let tgi_params = json!({"max_new_tokens": 12, "details": true, "decoder_input_details": true});
-    let chat =
-        json!({"messages": [{"role": "user", "content": "Hello llama, héllo"}], "max_tokens": 9});
-    let completion = json!({"prompt": "Once upon a time", "max_tokens": 9, "echo": true});
+    let chat = json!({"messages": [{"role": "user", "content": "Hello llama, héllo"}], "max_tokens": 9, "temperature": 0});
+    let completion =
+        json!({"prompt": "Once upon a time", "max_tokens": 9, "echo": true, "temperature": 0});
     let mut cases: Vec<(&str, &str, Value)> = Vec::new();
     for stream in [false, true] {
         cases.push((
