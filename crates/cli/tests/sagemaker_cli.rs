@@ -13,7 +13,7 @@ mod aws_stand_ins;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use aws_stand_ins::{get, runtime, serve, tiny_model, tmp, BIN, KEY_ID, REGION, SECRET};
+use aws_stand_ins::{aws_env, get, runtime, serve, tiny_model, tmp, BIN, REGION, SECRET};
 
 #[test]
 fn serve_takes_tgis_launcher_environment_and_answers_ping() {
@@ -62,21 +62,14 @@ fn serve_takes_tgis_launcher_environment_and_answers_ping() {
 
 /// `servebench bench` with AWS settings from the environment only.
 fn bench(args: &[&str], out: &Path, secret: &str) -> Output {
-    Command::new(BIN)
-        .arg("bench")
+    let mut c = Command::new(BIN);
+    c.arg("bench")
         .args(args)
         .args(["--warmup", "0", "--pause", "0s", "--max-new-tokens", "24"])
         .args(["--concurrency", "2", "--requests", "6", "--out"])
-        .arg(out)
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", secret)
-        .env("AWS_SESSION_TOKEN", "a-session-token")
-        .env("AWS_CONFIG_FILE", out.join("no-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", out.join("no-credentials"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_REGION")
-        .env_remove("AWS_DEFAULT_REGION")
+        .arg(out);
+    aws_env(&mut c, out, secret);
+    c.env("AWS_SESSION_TOKEN", "a-session-token")
         .output()
         .unwrap()
 }

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_stand_ins::{
-    moto, moto_resources, runtime, serve, tiny_model, tmp, Running, BIN, KEY_ID, REGION, SECRET,
+    aws_env, moto, moto_resources, runtime, serve, tiny_model, tmp, Running, BIN, REGION, SECRET,
 };
 
 /// A sagemaker deployment on an instance type moto accepts (or not).
@@ -47,17 +47,11 @@ fn study(dir: &Path, deployments: &str, load: &str, moto_url: &str, runtime_url:
         .arg(dir.join("prices.toml"))
         .arg("--out")
         .arg(dir.join("out"))
-        .args(["--endpoint-poll", "100ms"])
-        .env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_REGION", REGION)
+        .args(["--endpoint-poll", "100ms"]);
+    aws_env(&mut c, dir, SECRET);
+    c.env("AWS_REGION", REGION)
         .env("AWS_ENDPOINT_URL_SAGEMAKER", moto_url)
-        .env("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime_url)
-        .env("AWS_CONFIG_FILE", dir.join("no-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN");
+        .env("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime_url);
     c
 }
 

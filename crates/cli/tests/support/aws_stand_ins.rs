@@ -92,14 +92,12 @@ pub fn get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// The stand-in runtime in front of `upstream`; `None` (skipped) without botocore.
-pub fn runtime(upstream: &str) -> Option<(Running, String)> {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/sagemaker_runtime.py"
-    );
+/// Starts a Python support service that prints `listening PORT` once ready;
+/// `None` (skipped, `missing` saying what to install) when it exits 3.
+fn python_service(script: &str, args: &[&str], missing: &str) -> Option<(Running, String)> {
     let mut child = Command::new("python3")
-        .args([script, upstream, KEY_ID, SECRET, REGION])
+        .arg(script)
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -110,40 +108,51 @@ pub fn runtime(upstream: &str) -> Option<(Running, String)> {
     if line.is_empty() {
         let status = child.wait().unwrap();
         if status.code() == Some(3) {
-            skip("botocore is not installed (pip install botocore==1.43.11)");
+            skip(missing);
             return None;
         }
-        panic!("the runtime stand-in failed: {status}");
+        panic!("{script} failed to start: {status}");
     }
     let port = line.trim().strip_prefix("listening ").unwrap().to_string();
     Some((Running(child), format!("http://127.0.0.1:{port}")))
 }
 
+/// The stand-in runtime in front of `upstream`; `None` (skipped) without botocore.
+pub fn runtime(upstream: &str) -> Option<(Running, String)> {
+    python_service(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/sagemaker_runtime.py"
+        ),
+        &[upstream, KEY_ID, SECRET, REGION],
+        "botocore is not installed (pip install botocore==1.43.11)",
+    )
+}
+
 /// moto's server on loopback; `None` (skipped) without moto or boto3.
 pub fn moto() -> Option<(Running, String)> {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/moto_sagemaker.py"
-    );
-    let mut child = Command::new("python3")
-        .args([script, "serve"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line.is_empty() {
-        let status = child.wait().unwrap();
-        if status.code() == Some(3) {
-            skip("moto[server] is not installed (pip install 'moto[server]==5.2.1')");
-            return None;
-        }
-        panic!("moto failed to start: {status}");
-    }
-    let port = line.trim().strip_prefix("listening ").unwrap().to_string();
-    Some((Running(child), format!("http://127.0.0.1:{port}")))
+    python_service(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/moto_sagemaker.py"
+        ),
+        &["serve"],
+        "moto[server] is not installed (pip install 'moto[server]==5.2.1' boto3==1.43.11)",
+    )
+}
+
+/// AWS settings from the environment only (no profile, files or instance
+/// metadata of the machine running the tests): the stand-ins' key, `secret`.
+pub fn aws_env(c: &mut Command, dir: &Path, secret: &str) {
+    c.env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_CONFIG_FILE", dir.join("no-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_SESSION_TOKEN");
 }
 
 /// What exists on moto: models, endpoint configs, endpoints.
