@@ -33,20 +33,48 @@ pub fn default_model_path() -> PathBuf {
     home().join("models").join(FILE_NAME)
 }
 
-/// A `--model` argument as a file: `smollm2` is fetched if missing, anything
-/// else must be an existing path.
+/// A `--model` argument as a file: `smollm2` is fetched if missing, a
+/// directory holds one GGUF file (as SageMaker's `/opt/ml/model` does),
+/// anything else must be an existing file.
 pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     if spec == DEFAULT_MODEL {
         return fetch_default();
     }
     let path = PathBuf::from(spec);
     if path.is_file() {
-        Ok(path)
-    } else {
-        Err(EngineError::Fetch(format!(
-            "model `{spec}` is neither `{DEFAULT_MODEL}` nor an existing GGUF file"
-        )))
+        return Ok(path);
     }
+    if path.is_dir() {
+        return gguf_in_dir(&path)
+            .ok_or_else(|| EngineError::Fetch(format!("the folder `{spec}` holds no .gguf file")));
+    }
+    Err(EngineError::Fetch(format!(
+        "model `{spec}` is neither `{DEFAULT_MODEL}`, an existing GGUF file nor a folder holding one"
+    )))
+}
+
+/// The first `.gguf` file (by name) directly in `dir`, or in one of its
+/// sub-folders when there is none at the top (model artifacts unpack into
+/// a folder of their own).
+pub fn gguf_in_dir(dir: &Path) -> Option<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    let is_gguf = |p: &Path| p.is_file() && p.extension().is_some_and(|x| x == "gguf");
+    if let Some(f) = entries.iter().find(|p| is_gguf(p)) {
+        return Some(f.clone());
+    }
+    entries.iter().filter(|p| p.is_dir()).find_map(|d| {
+        let mut inner: Vec<PathBuf> = std::fs::read_dir(d)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_gguf(p))
+            .collect();
+        inner.sort();
+        inner.into_iter().next()
+    })
 }
 
 fn sha256_of(path: &Path) -> Result<String> {
@@ -159,4 +187,29 @@ pub fn fetch_default() -> Result<PathBuf> {
     std::fs::rename(&partial, &target).map_err(io(&target))?;
     std::fs::write(&verified, SHA256).map_err(io(&verified))?;
     Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_resolves_to_its_gguf_file() {
+        let dir = std::env::temp_dir().join(format!("servebench-fetch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("artifact")).unwrap();
+        std::fs::write(dir.join("README.md"), "x").unwrap();
+        assert!(resolve_model(dir.to_str().unwrap())
+            .unwrap_err()
+            .to_string()
+            .contains("no .gguf"));
+        std::fs::write(dir.join("artifact/b.gguf"), "x").unwrap();
+        assert_eq!(gguf_in_dir(&dir), Some(dir.join("artifact/b.gguf")));
+        std::fs::write(dir.join("a.gguf"), "x").unwrap();
+        assert_eq!(
+            resolve_model(dir.to_str().unwrap()).unwrap(),
+            dir.join("a.gguf")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::api::sagemaker::PayloadParts;
 use crate::api::{Api, RequestParams};
+use crate::aws::AwsSigner;
 use crate::error::{ErrorKind, LoadgenError, Result};
 use crate::record::{RequestRecord, Trace};
 use crate::sse::{SseEvent, SseParser};
@@ -49,6 +51,8 @@ struct Inner {
     config: ClientConfig,
     url: String,
     auth: Option<String>,
+    /// SigV4 for AWS endpoints (`Api::Sagemaker`).
+    signer: Option<AwsSigner>,
 }
 
 /// Error body text kept in a record; enough to read the server's message.
@@ -81,6 +85,21 @@ struct Failure(ErrorKind, String);
 impl Client {
     /// A client for `config`.
     pub fn new(config: ClientConfig) -> Result<Self> {
+        if config.api == Api::Sagemaker {
+            return Err(LoadgenError::config(
+                "--api",
+                "sagemaker requests are signed: build the client with Client::signed",
+            ));
+        }
+        Self::build(config, None)
+    }
+
+    /// A client whose requests `signer` signs (SageMaker endpoints).
+    pub fn signed(config: ClientConfig, signer: AwsSigner) -> Result<Self> {
+        Self::build(config, Some(signer))
+    }
+
+    fn build(config: ClientConfig, signer: Option<AwsSigner>) -> Result<Self> {
         if config.timeout.is_zero() {
             return Err(LoadgenError::config("--timeout", "must be more than 0"));
         }
@@ -99,7 +118,12 @@ impl Client {
         let auth = config.api_key.as_ref().map(|k| format!("Bearer {k}"));
         Ok(Self {
             http,
-            inner: Arc::new(Inner { config, url, auth }),
+            inner: Arc::new(Inner {
+                config,
+                url,
+                auth,
+                signer,
+            }),
         })
     }
 
@@ -163,6 +187,26 @@ impl Client {
         )
     }
 
+    /// SigV4 headers for one request body (signed anew for each attempt,
+    /// as AWS's SDKs do: a signature carries its time).
+    async fn aws_headers(&self, body: &[u8]) -> Result<Vec<(String, String)>, Failure> {
+        let Some(signer) = &self.inner.signer else {
+            return Ok(Vec::new());
+        };
+        let fail = |e: LoadgenError| Failure(ErrorKind::Connect, e.to_string());
+        let credentials = signer.credentials().await.map_err(fail)?;
+        signer
+            .sign(
+                &credentials,
+                std::time::SystemTime::now(),
+                "POST",
+                &self.inner.url,
+                &[("content-type", "application/json")],
+                body,
+            )
+            .map_err(fail)
+    }
+
     async fn exchange(&self, prompt: &PreparedPrompt, t: &mut Trace) -> Result<(), Failure> {
         let inner = &*self.inner;
         let mut resp = loop {
@@ -173,6 +217,9 @@ impl Client {
                 .body(prompt.body.clone());
             if let Some(auth) = &inner.auth {
                 req = req.header(reqwest::header::AUTHORIZATION, auth);
+            }
+            for (name, value) in self.aws_headers(&prompt.body).await? {
+                req = req.header(name, value);
             }
             match req.send().await {
                 Ok(r) => break r,
@@ -219,6 +266,8 @@ impl Client {
     async fn read_stream(&self, mut resp: reqwest::Response, t: &mut Trace) -> Result<(), Failure> {
         let api = self.inner.config.api;
         let mut parser = SseParser::new();
+        // SageMaker wraps the container's SSE bytes in event-stream frames.
+        let mut frames = (api == Api::Sagemaker).then(PayloadParts::new);
         let mut events: Vec<SseEvent> = Vec::new();
         let mut finished = false;
         loop {
@@ -231,7 +280,18 @@ impl Client {
                 }
             };
             let now = Instant::now();
-            parser.feed(&chunk, &mut events);
+            match frames.as_mut() {
+                None => parser.feed(&chunk, &mut events),
+                Some(frames) => {
+                    let parts = frames.feed(&chunk).map_err(|e| {
+                        t.end = Some(now);
+                        Failure(ErrorKind::StreamError, e)
+                    })?;
+                    for part in parts {
+                        parser.feed(&part, &mut events);
+                    }
+                }
+            }
             let (mut tokens, mut token_events) = (0u32, 0u32);
             for ev in events.drain(..) {
                 if ev.event.as_deref() == Some("error") {
@@ -258,7 +318,8 @@ impl Client {
             t.on_tokens(now, tokens, token_events);
         }
         t.end = Some(Instant::now());
-        if !finished || parser.is_mid_event() {
+        let cut_frame = frames.as_ref().is_some_and(PayloadParts::is_mid_frame);
+        if !finished || parser.is_mid_event() || cut_frame {
             return Err(Failure(
                 ErrorKind::BrokenStream,
                 "the stream ended before the final event".into(),
@@ -293,7 +354,7 @@ impl Client {
 
 /// reqwest's top-level message is often just "error sending request"; the
 /// cause (connection refused, reset) is what a reader needs.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

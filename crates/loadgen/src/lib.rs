@@ -18,6 +18,7 @@
 //! [`run_level`] ties one level together (warm-up, pause, measured window).
 
 pub mod api;
+pub mod aws;
 pub mod client;
 pub mod error;
 pub mod load;

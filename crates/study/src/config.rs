@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use servebench_loadgen::api::sagemaker::{self, EndpointRef};
 use servebench_loadgen::units::parse_duration;
 use servebench_loadgen::workload::{DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT};
 use servebench_loadgen::{Api, Slo};
@@ -192,12 +193,26 @@ pub struct RawDeployment {
     /// Local: more `servebench serve` flags.
     #[serde(default)]
     pub server_args: Vec<String>,
-    /// Remote: the endpoint's base URL.
+    /// Remote: the endpoint's base URL, or `sagemaker://NAME?region=R` for a
+    /// SageMaker endpoint (requests signed with the standard AWS credentials).
     pub url: Option<String>,
-    /// Remote: tgi, openai-completions or openai-chat (local servers speak TGI).
+    /// Remote: tgi, openai-completions, openai-chat or sagemaker (local servers speak TGI).
     pub api: Option<String>,
     /// Remote: the environment variable holding the API key.
     pub api_key_env: Option<String>,
+    /// SageMaker: the container image (default: the Hugging Face LLM
+    /// container for the region, `sagemaker::image`).
+    pub image: Option<String>,
+    /// SageMaker: the container's environment (`SM_NUM_GPUS`,
+    /// `HF_MODEL_QUANTIZE`, `MAX_TOTAL_TOKENS`, ...).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// SageMaker: the execution role SageMaker assumes to pull the model.
+    pub role_arn: Option<String>,
+    /// SageMaker: instances behind the endpoint (default 1).
+    pub instance_count: Option<u32>,
+    /// SageMaker: the region (default: the AWS settings' region).
+    pub region: Option<String>,
     pub load: Option<LoadSettings>,
 }
 
@@ -227,6 +242,17 @@ pub enum Target {
         url: String,
         api: Api,
         api_key_env: Option<String>,
+    },
+    /// A SageMaker real-time endpoint the study creates and deletes.
+    Sagemaker {
+        /// A Hub id or an `s3://` model artifact.
+        model: String,
+        /// `None`: the Hugging Face LLM container of the region.
+        image: Option<String>,
+        env: Vec<(String, String)>,
+        role_arn: String,
+        instance_count: u32,
+        region: Option<String>,
     },
 }
 
@@ -306,7 +332,74 @@ impl StudyConfig {
             if plan.duration.is_none() && plan.requests.is_none() {
                 return Err(bad("give load.duration and/or load.requests".into()));
             }
+            let sagemaker_only = [
+                ("image", d.image.is_some()),
+                ("env", !d.env.is_empty()),
+                ("role_arn", d.role_arn.is_some()),
+                ("instance_count", d.instance_count.is_some()),
+                ("region", d.region.is_some()),
+            ];
+            if d.kind != "sagemaker" {
+                if let Some((field, _)) = sagemaker_only.iter().find(|(_, set)| *set) {
+                    return Err(bad(format!("`{field}` is for sagemaker deployments")));
+                }
+            }
             let (target, instance, quantization) = match d.kind.as_str() {
+                "sagemaker" => {
+                    for (field, set) in [
+                        ("url", d.url.is_some()),
+                        ("api", d.api.is_some()),
+                        ("api_key_env", d.api_key_env.is_some()),
+                        ("threads", d.threads.is_some()),
+                        ("server_args", !d.server_args.is_empty()),
+                    ] {
+                        if set {
+                            return Err(bad(format!(
+                                "`{field}` does not apply to sagemaker deployments"
+                            )));
+                        }
+                    }
+                    let need = |field: &str, what: &str| {
+                        bad(format!("a sagemaker deployment needs `{field}` ({what})"))
+                    };
+                    let model = d.model.clone().ok_or_else(|| {
+                        need("model", "a Hugging Face Hub id or an s3:// model artifact")
+                    })?;
+                    let instance = d
+                        .instance
+                        .clone()
+                        .ok_or_else(|| need("instance", "e.g. ml.g5.2xlarge"))?;
+                    if !instance.starts_with("ml.") {
+                        return Err(bad(format!(
+                            "instance `{instance}`: SageMaker instance types start with `ml.`"
+                        )));
+                    }
+                    let role_arn = d
+                        .role_arn
+                        .clone()
+                        .ok_or_else(|| need("role_arn", "the execution role SageMaker assumes"))?;
+                    let instance_count = d.instance_count.unwrap_or(1);
+                    if instance_count == 0 {
+                        return Err(bad("instance_count must be at least 1".into()));
+                    }
+                    let quantization = d
+                        .quantize
+                        .clone()
+                        .or_else(|| d.env.get("HF_MODEL_QUANTIZE").cloned())
+                        .unwrap_or_else(|| "none".into());
+                    (
+                        Target::Sagemaker {
+                            model,
+                            image: d.image.clone(),
+                            env: d.env.clone().into_iter().collect(),
+                            role_arn,
+                            instance_count,
+                            region: d.region.clone(),
+                        },
+                        instance,
+                        quantization,
+                    )
+                }
                 "local" => {
                     for (field, set) in [
                         ("url", d.url.is_some()),
@@ -356,17 +449,27 @@ impl StudyConfig {
                         .url
                         .clone()
                         .ok_or_else(|| bad("a remote deployment needs `url`".into()))?;
-                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    let sagemaker = url.starts_with(sagemaker::SCHEME);
+                    if !(url.starts_with("http://") || url.starts_with("https://") || sagemaker) {
                         return Err(bad(format!(
-                            "url `{url}` must start with http:// or https://"
+                            "url `{url}` must start with http://, https:// or sagemaker://"
                         )));
                     }
-                    let api_text = d.api.clone().unwrap_or_else(|| "tgi".into());
+                    let default_api = if sagemaker { "sagemaker" } else { "tgi" };
+                    let api_text = d.api.clone().unwrap_or_else(|| default_api.into());
                     let api = Api::parse(&api_text).ok_or_else(|| {
                         bad(format!(
-                            "api `{api_text}`: one of tgi, openai-completions, openai-chat"
+                            "api `{api_text}`: one of tgi, openai-completions, openai-chat, sagemaker"
                         ))
                     })?;
+                    if sagemaker != (api == Api::Sagemaker) {
+                        return Err(bad(
+                            "a sagemaker:// url goes with api = \"sagemaker\", and only it".into(),
+                        ));
+                    }
+                    if sagemaker {
+                        EndpointRef::parse(&url).map_err(|e| bad(e.to_string()))?;
+                    }
                     let instance = d.instance.clone().ok_or_else(|| {
                         bad(
                             "a remote deployment needs `instance` (what it runs on, for its price)"
@@ -384,7 +487,7 @@ impl StudyConfig {
                         quantization,
                     )
                 }
-                other => return Err(bad(format!("kind `{other}`: local or remote"))),
+                other => return Err(bad(format!("kind `{other}`: local, remote or sagemaker"))),
             };
             let model = d
                 .label
@@ -515,6 +618,25 @@ mod tests {
     }
 
     #[test]
+    fn the_2023_study_on_sagemaker_in_the_docs_parses() {
+        let s = StudyConfig::parse(
+            "docs/sagemaker-2023-study.toml",
+            include_str!("../../../docs/sagemaker-2023-study.toml"),
+        )
+        .unwrap();
+        assert_eq!(s.deployments.len(), 15);
+        let gptq = s
+            .deployments
+            .iter()
+            .filter(|d| d.quantization == "gptq")
+            .count();
+        assert_eq!(gptq, 6);
+        assert!(s.deployments.iter().all(
+            |d| matches!(d.target, Target::Sagemaker { .. }) && d.plan.levels == [1, 5, 10, 20]
+        ));
+    }
+
+    #[test]
     fn errors_name_file_line_and_reason() {
         let dep = "[[deployment]]\nname = \"a\"\nkind = \"local\"\nmodel = \"m\"\n";
         // Syntax.
@@ -548,6 +670,41 @@ mod tests {
         assert!(e.starts_with("s.toml:7: ") && e.contains("twice"), "{e}");
         let e = err("[[deployment]]\nname = \"r\"\nkind = \"remote\"\nurl = \"http://x\"\n");
         assert!(e.starts_with("s.toml:2: ") && e.contains("instance"), "{e}");
+        let sm = "[[deployment]]\nname = \"r\"\nkind = \"remote\"\ninstance = \"ml.g5.2xlarge\"\n";
+        let ok = StudyConfig::parse(
+            "s.toml",
+            &format!("{sm}url = \"sagemaker://llama?region=us-west-2\"\n"),
+        )
+        .unwrap();
+        assert!(matches!(
+            ok.deployments[0].target,
+            Target::Remote {
+                api: Api::Sagemaker,
+                ..
+            }
+        ));
+        let e = err(&format!("{sm}url = \"sagemaker://llama\"\napi = \"tgi\"\n"));
+        assert!(e.contains("api = \"sagemaker\""), "{e}");
+        let e = err(&format!("{sm}url = \"sagemaker://llama?zone=1\"\n"));
+        assert!(e.contains("unknown query"), "{e}");
+        let smd = "[[deployment]]\nname = \"s\"\nkind = \"sagemaker\"\nmodel = \"meta-llama/Llama-2-7b-hf\"\ninstance = \"ml.g5.2xlarge\"\n";
+        let e = err(smd);
+        assert!(e.contains("role_arn"), "{e}");
+        let ok = StudyConfig::parse(
+            "s.toml",
+            &format!("{smd}role_arn = \"arn:aws:iam::1:role/r\"\n[deployment.env]\nHF_MODEL_QUANTIZE = \"gptq\"\n"),
+        )
+        .unwrap();
+        assert_eq!(ok.deployments[0].quantization, "gptq");
+        assert!(matches!(
+            ok.deployments[0].target,
+            Target::Sagemaker {
+                instance_count: 1,
+                ..
+            }
+        ));
+        let e = err(&format!("{dep}role_arn = \"x\"\n"));
+        assert!(e.contains("`role_arn` is for sagemaker"), "{e}");
         let e = err("[[deployment]]\nname = \"r\"\nkind = \"cloud\"\n");
         assert!(e.contains("kind `cloud`"), "{e}");
         assert!(err("name = \"x\"\n").contains("no [[deployment]]"));

@@ -1,7 +1,8 @@
 //! A deployment's lifecycle. Local: `servebench serve` started on a free
 //! loopback port (port 0; the address is read from its log), ready once
 //! `/health` answers 200, stopped with SIGTERM (then SIGKILL) afterwards.
-//! Remote: only a URL and a key.
+//! Remote: only a URL and a key (SageMaker endpoints: AWS settings and
+//! credentials, resolved once when the deployment starts).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,12 @@ pub enum DeploymentError {
     NotReady(Duration),
     #[error("environment variable `{0}` (api_key_env) is not set")]
     MissingKey(String),
+    /// AWS settings or credentials of a SageMaker endpoint.
+    #[error("{0}")]
+    Aws(servebench_loadgen::LoadgenError),
+    /// Creating or waiting for a SageMaker endpoint (one line: call, AWS code, advice).
+    #[error("{0}")]
+    Sagemaker(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -3,7 +3,8 @@
 //! a catalog, and condensed into the 2023 study's three picks.
 //!
 //! The data path, one type per step: [`config::StudyConfig`] (study.toml)
-//! -> [`runner`] (a [`deployment`] started, each level run) -> a bench
+//! -> [`runner`] (a [`deployment`] started, or a [`sagemaker`] endpoint
+//! created, each level run) -> a bench
 //! `RunSummary` -> [`row::RunRow`] priced by [`prices`] and [`cost`] ->
 //! [`picks`] and [`pareto`] -> [`report`] (Markdown, HTML, CSV).
 //! [`import_2023`] turns the 2023 study's CSV into the same rows;
@@ -22,6 +23,7 @@ pub mod prices;
 pub mod report;
 pub mod row;
 pub mod runner;
+pub mod sagemaker;
 pub mod store;
 
 pub use error::{Result, StudyError};

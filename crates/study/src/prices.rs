@@ -121,7 +121,21 @@ mod tests {
         assert_eq!(p("ml.g5.2xlarge"), Some(1.52));
         assert_eq!(p("ml.g5.12xlarge"), Some(7.09));
         assert_eq!(p("ml.p4d.24xlarge"), Some(37.69));
-        assert_eq!(p("ml.g5.48xlarge"), None);
+        assert_eq!(p("ml.g5.48xlarge"), Some(20.36));
+        assert_eq!(p("ml.t9.nano"), None);
+        // Every family a SageMaker study would pick today has a price.
+        for family in [
+            "ml.g5.", "ml.g6.", "ml.g6e.", "ml.p4d.", "ml.p5.", "ml.inf2.",
+        ] {
+            assert!(
+                c.instances.keys().any(|k| k.starts_with(family)),
+                "{family}"
+            );
+        }
+        assert!(c
+            .instances
+            .values()
+            .all(|e| !e.region.is_empty() && !e.source.is_empty() && e.date.len() >= 7));
         assert_eq!(p("cpu-1"), Some(0.044625));
         assert_eq!(p("cpu-2"), Some(0.08925));
         assert_eq!(p("cpu-x"), None);

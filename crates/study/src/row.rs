@@ -7,6 +7,7 @@ use servebench_loadgen::RunSummary;
 
 use crate::cost::{cost_per_1m_tokens_usd, minutes_per_1m_tokens, TokensPerSecond};
 use crate::prices::Price;
+use crate::sagemaker::EndpointRecord;
 
 /// Whether a run produced measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +57,9 @@ pub struct RunRow {
     /// written before predictions existed: measured).
     #[serde(default)]
     pub predicted: bool,
+    /// The SageMaker endpoint the run measured, when the study created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointRecord>,
 }
 
 impl RunRow {
@@ -102,6 +106,7 @@ impl RunRow {
             finished_at_unix_ms: 0,
             summary: None,
             predicted: false,
+            endpoint: None,
         }
     }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use servebench_engine::{fetch, gguf::GgufFile, tokenizer::Tokenizer};
+use servebench_loadgen::api::sagemaker::{self, EndpointRef};
 use servebench_loadgen::api::{self, RequestParams};
+use servebench_loadgen::aws::{self, AwsSettings};
 use servebench_loadgen::progress::ConsoleProgress;
 use servebench_loadgen::units::parse_duration;
 use servebench_loadgen::workload::{self, InputTokens, DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPT};
@@ -21,12 +23,17 @@ const SYNTHETIC_PROMPTS: usize = 256;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Base URL of the server, e.g. http://127.0.0.1:8080.
+    /// Base URL of the server, e.g. http://127.0.0.1:8080, or
+    /// sagemaker://ENDPOINT_NAME?region=us-west-2 with --api sagemaker.
     #[arg(long)]
     url: String,
-    /// tgi, openai-completions or openai-chat.
+    /// tgi, openai-completions, openai-chat or sagemaker.
     #[arg(long, default_value = "tgi", value_parser = parse_api)]
     api: Api,
+    /// --api sagemaker: send to this URL instead of AWS's runtime endpoint
+    /// (default: AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, then AWS_ENDPOINT_URL).
+    #[arg(long)]
+    aws_endpoint_url: Option<String>,
     /// Sent as `Authorization: Bearer K`.
     #[arg(long)]
     api_key: Option<String>,
@@ -110,7 +117,8 @@ pub struct Args {
 }
 
 fn parse_api(s: &str) -> Result<Api, String> {
-    Api::parse(s).ok_or_else(|| format!("`{s}`: one of tgi, openai-completions, openai-chat"))
+    Api::parse(s)
+        .ok_or_else(|| format!("`{s}`: one of tgi, openai-completions, openai-chat, sagemaker"))
 }
 
 fn parse_arrival(s: &str) -> Result<Arrival, String> {
@@ -152,14 +160,18 @@ async fn bench(a: Args) -> anyhow::Result<i32> {
         api_key: a.api_key.clone(),
         timeout: a.timeout,
     };
-    let probe = Client::new(config.clone())?;
-    if a.api != Api::Tgi && config.params.model_name.is_none() {
-        match api::discover_model(probe.http(), &a.url, a.api_key.as_deref()).await {
-            Ok(m) => config.params.model_name = Some(m),
-            Err(e) => eprintln!("no --model-name and {e}; sending requests without `model`"),
+    let client = if a.api == Api::Sagemaker {
+        sagemaker_client(&a, config).await?
+    } else {
+        let probe = Client::new(config.clone())?;
+        if a.api != Api::Tgi && config.params.model_name.is_none() {
+            match api::discover_model(probe.http(), &a.url, a.api_key.as_deref()).await {
+                Ok(m) => config.params.model_name = Some(m),
+                Err(e) => eprintln!("no --model-name and {e}; sending requests without `model`"),
+            }
         }
-    }
-    let client = Client::new(config)?;
+        Client::new(config)?
+    };
     let prompts = Prompts::new(load_prompts(&a, &client).await?)?;
 
     let (handle, cancel) = Cancel::new();
@@ -249,6 +261,23 @@ async fn bench(a: Args) -> anyhow::Result<i32> {
     })
 }
 
+/// A client for `sagemaker://NAME?region=R`: the runtime's URL (or the
+/// override), and credentials resolved now so that a missing one stops the
+/// run before its first request.
+async fn sagemaker_client(a: &Args, mut config: ClientConfig) -> anyhow::Result<Client> {
+    let endpoint = EndpointRef::parse(&a.url)?;
+    let settings = AwsSettings::load(endpoint.region.as_deref()).await?;
+    let runtime = aws::endpoint_url(a.aws_endpoint_url.as_deref(), "SAGEMAKER_RUNTIME");
+    config.base_url = endpoint.base_url(runtime.as_deref(), &settings.region)?;
+    let signer = settings.signer(sagemaker::SIGNING_SERVICE);
+    signer.credentials().await?;
+    eprintln!(
+        "SageMaker endpoint {} in {} at {}",
+        endpoint.name, settings.region, config.base_url
+    );
+    Ok(Client::signed(config, signer)?)
+}
+
 async fn load_prompts(a: &Args, client: &Client) -> anyhow::Result<Vec<Prompt>> {
     if let Some(path) = &a.dataset {
         return Ok(workload::load_dataset(path, a.max_new_tokens)?);
@@ -264,6 +293,9 @@ async fn load_prompts(a: &Args, client: &Client) -> anyhow::Result<Vec<Prompt>> 
     let corpus = workload::corpus(spec.max() as usize * 16 + 4096);
     let ends = match &a.tokenizer {
         Some(model) => gguf_token_ends(model, &corpus)?,
+        None if a.api == Api::Sagemaker => {
+            bail!("--input-tokens with --api sagemaker needs --tokenizer (the runtime has no /tokenize)")
+        }
         None => api::tokenize_offsets(client.http(), &a.url, &corpus)
             .await
             .context("--input-tokens without --tokenizer asks the server's /tokenize")?,

@@ -19,9 +19,10 @@ use servebench_engine::{fetch, Engine, LoadOptions};
 /// `--model` and `--threads`, shared by commands that run a model.
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
-    /// A GGUF file, or `smollm2` for the default model (fetched if missing).
-    #[arg(long, default_value = fetch::DEFAULT_MODEL)]
-    pub model: String,
+    /// A GGUF file, a folder holding one, or `smollm2` for the default
+    /// model (fetched if missing); default `smollm2`.
+    #[arg(long)]
+    pub model: Option<String>,
     /// Compute threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -36,7 +37,8 @@ impl ModelArgs {
     /// [`Self::load`], converting weights as `options` say.
     pub fn load_with(&self, options: &LoadOptions) -> anyhow::Result<(PathBuf, Engine)> {
         self.init_threads()?;
-        let path = fetch::resolve_model(&self.model)?;
+        let spec = self.model.as_deref().unwrap_or(fetch::DEFAULT_MODEL);
+        let path = fetch::resolve_model(spec)?;
         let engine = Engine::load_with(&path, options)
             .with_context(|| format!("loading {}", path.display()))?;
         Ok((path, engine))

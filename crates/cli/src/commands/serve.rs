@@ -1,80 +1,105 @@
 //! `servebench serve`: the HTTP server, with TGI's launcher flags.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use servebench_engine::fetch;
 use servebench_engine::synthetic::parse_quant;
 use servebench_engine::LoadOptions;
 use servebench_server::ServerConfig;
 
 use super::ModelArgs;
 
+/// Every flag can also come from the environment under TGI's launcher
+/// names, so the same image runs as the Hugging Face LLM container does.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// Address to listen on.
+    /// Address to listen on (the container listens on 0.0.0.0).
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
     /// Port to listen on (0 picks a free one; the address is printed).
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, env = "PORT", default_value_t = 8080)]
     port: u16,
     /// Store the layers' weights as this type at load time
     /// (q4_0, q4_1, q8_0, f16, f32), so one file gives several deployments.
-    #[arg(long)]
+    #[arg(long, env = "QUANTIZE")]
     quantize: Option<String>,
     /// Name reported by /info and /v1/models (default: the file name).
-    #[arg(long)]
+    #[arg(long, env = "SERVED_MODEL_NAME")]
     model_id: Option<String>,
     /// Requests in flight before new ones get 429.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 128)]
     max_concurrent_requests: usize,
     /// Longest prompt in tokens (default: max-total-tokens - 1).
-    #[arg(long)]
+    #[arg(long, env = "MAX_INPUT_TOKENS")]
     max_input_tokens: Option<usize>,
+    /// TGI's former name of --max-input-tokens.
+    #[arg(
+        long,
+        env = "MAX_INPUT_LENGTH",
+        hide = true,
+        conflicts_with = "max_input_tokens"
+    )]
+    max_input_length: Option<usize>,
     /// Longest prompt + generation (default: min(context, 2048)).
-    #[arg(long)]
+    #[arg(long, env = "MAX_TOTAL_TOKENS")]
     max_total_tokens: Option<usize>,
     /// Prompt tokens that may join the batch in one step (default: max-input-tokens + 50).
-    #[arg(long)]
+    #[arg(long, env = "MAX_BATCH_PREFILL_TOKENS")]
     max_batch_prefill_tokens: Option<usize>,
     /// Tokens all running sequences may reach together (default: 32 x max-total-tokens).
-    #[arg(long)]
+    #[arg(long, env = "MAX_BATCH_TOTAL_TOKENS")]
     max_batch_total_tokens: Option<usize>,
     /// Sequences in the running batch (default: only the token budgets limit it).
-    #[arg(long)]
+    #[arg(long, env = "MAX_BATCH_SIZE")]
     max_batch_size: Option<usize>,
     /// TGI's minimum join size. Accepted for compatibility and reported in
     /// /info; as in TGI v3 with chunked prefill it has no effect: a joining
     /// prompt is prefilled within the running batch's decode step.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, env = "WAITING_SERVED_RATIO", default_value_t = 0.3)]
     waiting_served_ratio: f32,
     /// As --waiting-served-ratio: accepted, reported, no effect.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, env = "MAX_WAITING_TOKENS", default_value_t = 20)]
     max_waiting_tokens: usize,
     /// Stop sequences a request may give.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "MAX_STOP_SEQUENCES", default_value_t = 4)]
     max_stop_sequences: usize,
     /// Largest `best_of` a request may ask for.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "MAX_BEST_OF", default_value_t = 1)]
     max_best_of: usize,
     /// Require `Authorization: Bearer KEY` on inference routes.
     #[arg(long, env = "SERVEBENCH_API_KEY")]
     api_key: Option<String>,
     /// Largest request body in bytes.
-    #[arg(long, default_value_t = 2_000_000)]
+    #[arg(long, env = "PAYLOAD_LIMIT", default_value_t = 2_000_000)]
     payload_limit: usize,
     /// Seconds a SIGTERM waits for in-flight requests.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 60)]
     shutdown_timeout: u64,
     /// MiB of finished sequences' key/value caches kept so that prompts
     /// starting the same way skip that part of their prefill (0 = off).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "PREFIX_CACHE_MIB", default_value_t = 64)]
     prefix_cache_mib: usize,
+    /// SageMaker starts a container as `docker run IMAGE serve`; with
+    /// `servebench serve` as the image's entry point that word arrives here.
+    #[arg(hide = true, value_parser = ["serve"])]
+    sagemaker_command: Option<String>,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+/// Where SageMaker unpacks a model artifact; served when `--model` is absent.
+const SAGEMAKER_MODEL_DIR: &str = "/opt/ml/model";
+
+/// `--model`, or SageMaker's model folder when it holds a GGUF file.
+fn model_spec(given: Option<String>, sagemaker_dir: &Path) -> Option<String> {
+    given.or_else(|| fetch::gguf_in_dir(sagemaker_dir).map(|p| p.to_string_lossy().into_owned()))
+}
+
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    a.model.model = model_spec(a.model.model.take(), Path::new(SAGEMAKER_MODEL_DIR));
     let options = LoadOptions {
         quantize: a.quantize.as_deref().map(parse_quant).transpose()?,
     };
@@ -87,7 +112,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(t) = a.max_total_tokens {
         c.set_max_total_tokens(t);
     }
-    if let Some(t) = a.max_input_tokens {
+    if let Some(t) = a.max_input_tokens.or(a.max_input_length) {
         c.max_input_tokens = t;
         c.max_batch_prefill_tokens = c.max_batch_prefill_tokens.max(t + 50);
     }
@@ -119,4 +144,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             c,
             SocketAddr::new(a.host, a.port),
         ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sagemakers_model_folder_is_served_only_without_model() {
+        let dir = std::env::temp_dir().join(format!("servebench-opt-ml-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(model_spec(None, &dir), None, "empty folder: the default");
+        std::fs::write(dir.join("m.gguf"), "x").unwrap();
+        let found = dir.join("m.gguf").to_string_lossy().into_owned();
+        assert_eq!(model_spec(None, &dir), Some(found));
+        assert_eq!(
+            model_spec(Some("x.gguf".into()), &dir).as_deref(),
+            Some("x.gguf")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

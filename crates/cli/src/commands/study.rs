@@ -38,6 +38,23 @@ pub struct Args {
     /// More measured runs for --predict's fit (runs.jsonl, study folders, the 2023 CSV).
     #[arg(long, num_args = 1.., requires = "predict")]
     calibrate: Vec<PathBuf>,
+    /// Send SageMaker deployments' requests here instead of AWS's runtime
+    /// (default: AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, then AWS_ENDPOINT_URL).
+    #[arg(long)]
+    aws_endpoint_url: Option<String>,
+    /// Leave the SageMaker endpoints the study created running afterwards.
+    #[arg(long)]
+    keep_endpoints: bool,
+    /// How long a SageMaker endpoint may take to become InService.
+    #[arg(long, default_value = "30m", value_parser = servebench_loadgen::units::parse_duration)]
+    endpoint_timeout: Duration,
+    /// How often a SageMaker endpoint's status is asked for while waiting.
+    #[arg(long, default_value = "15s", value_parser = servebench_loadgen::units::parse_duration)]
+    endpoint_poll: Duration,
+    /// SageMaker deployments created and measured side by side, at most this
+    /// many at once (local deployments always run one at a time).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    parallel: u32,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -77,6 +94,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             prices: prices.clone(),
             ready_timeout: a.ready_timeout,
             cancel,
+            aws_endpoint_url: a.aws_endpoint_url.clone(),
+            keep_endpoints: a.keep_endpoints,
+            endpoint_timeout: a.endpoint_timeout,
+            endpoint_poll: a.endpoint_poll,
+            parallel: a.parallel as usize,
         };
         let rows = runner::run(&study, &opts).await?;
         if a.predict {
@@ -85,7 +107,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let compared = super::report::comparison(true, &a.calibrate, &rows, &prices, workload)?;
-            report::write_compared(&out, study.name.clone(), runner::notes(&study, &out), &rows, compared)?;
+            report::write_compared(&out, study.name.clone(), runner::notes(&study, &out, &rows), &rows, compared)?;
         }
         let failed = rows.iter().filter(|r| !r.is_ok()).count();
         println!("{}", out.join("report.md").display());

@@ -2,6 +2,7 @@
 //! Each flavour is one file; the client and the SSE parser are shared.
 
 mod openai;
+pub mod sagemaker;
 mod tgi;
 
 pub use openai::discover_model;
@@ -21,6 +22,9 @@ pub enum Api {
     OpenaiCompletions,
     /// OpenAI `POST /v1/chat/completions`, the prompt as one user message.
     OpenaiChat,
+    /// A SageMaker endpoint of the Hugging Face LLM container: TGI's body,
+    /// signed, to the runtime's `invocations` (event-stream when streaming).
+    Sagemaker,
 }
 
 impl Api {
@@ -30,6 +34,7 @@ impl Api {
             "tgi" => Some(Self::Tgi),
             "openai-completions" => Some(Self::OpenaiCompletions),
             "openai-chat" => Some(Self::OpenaiChat),
+            "sagemaker" => Some(Self::Sagemaker),
             _ => None,
         }
     }
@@ -40,6 +45,7 @@ impl Api {
             Self::Tgi => "tgi",
             Self::OpenaiCompletions => "openai-completions",
             Self::OpenaiChat => "openai-chat",
+            Self::Sagemaker => "sagemaker",
         }
     }
 
@@ -50,6 +56,8 @@ impl Api {
             (Self::Tgi, false) => "/generate",
             (Self::OpenaiCompletions, _) => "/v1/completions",
             (Self::OpenaiChat, _) => "/v1/chat/completions",
+            (Self::Sagemaker, true) => "/invocations-response-stream",
+            (Self::Sagemaker, false) => "/invocations",
         }
     }
 
@@ -57,6 +65,7 @@ impl Api {
     pub fn body(self, prompt: &Prompt, params: &RequestParams) -> serde_json::Value {
         match self {
             Self::Tgi => tgi::body(prompt, params),
+            Self::Sagemaker => sagemaker::body(prompt, params),
             Self::OpenaiCompletions | Self::OpenaiChat => openai::body(self, prompt, params),
         }
     }
@@ -64,7 +73,7 @@ impl Api {
     /// What one SSE event's data says.
     pub fn parse_event(self, data: &str) -> Result<EventInfo, String> {
         match self {
-            Self::Tgi => tgi::parse_event(data),
+            Self::Tgi | Self::Sagemaker => tgi::parse_event(data),
             Self::OpenaiCompletions | Self::OpenaiChat => openai::parse_event(self, data),
         }
     }
@@ -72,7 +81,7 @@ impl Api {
     /// What a whole (non-streamed) JSON body says.
     pub fn parse_body(self, body: &[u8]) -> Result<BodyInfo, String> {
         match self {
-            Self::Tgi => tgi::parse_body(body),
+            Self::Tgi | Self::Sagemaker => tgi::parse_body(body),
             Self::OpenaiCompletions | Self::OpenaiChat => openai::parse_body(body),
         }
     }

@@ -1,7 +1,7 @@
 //! Reading a JSON request body with the server's own errors (axum's
 //! extractors answer in plain text, which neither API's clients expect).
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
 use http_body_util::LengthLimitError;
@@ -33,14 +33,7 @@ pub async fn read_json<T: DeserializeOwned>(
         };
         return Err(ApiError::UnsupportedMediaType(shown));
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let inner = e.into_inner();
-        if inner.downcast_ref::<LengthLimitError>().is_some() {
-            ApiError::PayloadTooLarge(limit)
-        } else {
-            ApiError::BadBody(format!("could not read the request body: {inner}"))
-        }
-    })?;
+    let bytes = read_bytes(body, limit).await?;
     serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
         Category::Data => ApiError::Validation {
             message: format!("invalid request: {e}"),
@@ -48,6 +41,18 @@ pub async fn read_json<T: DeserializeOwned>(
         },
         Category::Syntax | Category::Eof | Category::Io => {
             ApiError::BadBody(format!("the body is not valid JSON: {e}"))
+        }
+    })
+}
+
+/// The whole body: 413 past `limit` bytes.
+pub async fn read_bytes(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner.downcast_ref::<LengthLimitError>().is_some() {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::BadBody(format!("could not read the request body: {inner}"))
         }
     })
 }

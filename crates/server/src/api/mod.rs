@@ -4,6 +4,7 @@
 mod body;
 pub mod openai;
 pub mod openapi;
+pub mod sagemaker;
 mod sse;
 mod stop_text;
 pub mod tgi;
@@ -52,10 +53,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
+        .route("/invocations", post(sagemaker::invocations))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .merge(inference)
         .route("/health", get(tgi::health))
+        .route("/ping", get(sagemaker::ping))
         .route("/info", get(tgi::info))
         .route("/metrics", get(tgi::metrics))
         .route("/api-doc/openapi.json", get(openapi::document))

@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{openai, tgi};
+use super::{openai, sagemaker, tgi};
 use crate::error::TgiErrorBody;
 
 #[derive(OpenApi)]
@@ -24,6 +24,8 @@ use crate::error::TgiErrorBody;
         openai::completions,
         openai::chat_completions,
         openai::models,
+        sagemaker::ping,
+        sagemaker::invocations,
     ),
     components(schemas(
         TgiErrorBody,
