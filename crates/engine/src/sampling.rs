@@ -70,6 +70,14 @@ impl SamplingParams {
         Ok(())
     }
 
+    /// Whether [`Sampler::sample`] changes logits in place (bias, penalties).
+    pub fn adjusts_logits(&self) -> bool {
+        !self.logit_bias.is_empty()
+            || self.repetition_penalty.is_some_and(|p| p != 1.0)
+            || self.presence_penalty.is_some_and(|p| p != 0.0)
+            || self.frequency_penalty.is_some_and(|p| p != 0.0)
+    }
+
     /// Whether tokens are drawn at random (otherwise argmax).
     pub fn is_sampling(&self) -> bool {
         if self.temperature == Some(0.0) {

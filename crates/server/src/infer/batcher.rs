@@ -203,7 +203,12 @@ fn pick(
         Some(lse) if req.top_logprobs > 0 => top_logprobs(row, lse, req.top_logprobs),
         _ => Vec::new(),
     };
-    let raw = lse.map(|lse| (row.to_vec(), lse));
+    // Picking may change the row (penalties, bias, a grammar's mask): keep
+    // the model's values when they are asked for and may change.
+    let changes = req.constraint.is_some()
+        || req.params.min_new_tokens > 0
+        || req.params.sampling.adjusts_logits();
+    let raw = lse.map(|lse| (changes.then(|| row.to_vec()), lse));
     if let Some(c) = r.entry.request.constraint.as_mut() {
         c.mask(row);
     }
@@ -214,7 +219,7 @@ fn pick(
     GeneratedToken {
         id,
         text,
-        logprob: raw.map(|(row, lse)| row[id as usize] - lse),
+        logprob: raw.map(|(kept, lse)| kept.as_deref().unwrap_or(row)[id as usize] - lse),
         top,
         prompt_logprobs,
         special: tok.is_eog(id),

@@ -49,7 +49,7 @@ def check_json(what, text, schema):
 class City(pydantic.BaseModel):
     name: str = pydantic.Field(max_length=40)
     country: str = pydantic.Field(max_length=40)
-    population: int
+    population: int = pydantic.Field(ge=0, le=100_000_000)
 
 
 parse = getattr(oa.chat.completions, "parse", None) or oa.beta.chat.completions.parse
@@ -63,8 +63,9 @@ if parsed is None:
 check_json("parse", r.choices[0].message.content, City.model_json_schema())
 
 # 2. JSON mode.
-r = oa.chat.completions.create(model="smollm2", temperature=0, max_tokens=120,
-                               messages=[{"role": "user", "content": "Give a JSON object about a cat."}],
+r = oa.chat.completions.create(model="smollm2", temperature=0, max_tokens=200,
+                               messages=[{"role": "user", "content":
+                                          "Give a JSON object with only the name and the age of a cat."}],
                                response_format={"type": "json_object"})
 check_json("json_object", r.choices[0].message.content, {"type": "object"})
 
@@ -81,9 +82,10 @@ for i in range(20):
     if i % 3 == 0:
         props["name"] = {"type": "string", "maxLength": 8 + i}
     if i % 4 == 1:
-        props["score"] = {"type": "number", "minimum": 0, "maximum": 1}
+        props["score"] = {"type": "integer", "minimum": 0, "maximum": 100}
     if i % 5 == 2:
-        props["inner"] = {"type": "object", "properties": {"x": {"type": "integer"}},
+        props["inner"] = {"type": "object",
+                          "properties": {"x": {"type": "integer", "minimum": -50, "maximum": 50}},
                           "required": ["x"], "additionalProperties": False}
     SCHEMAS.append({"type": "object", "properties": props, "required": sorted(props),
                     "additionalProperties": False})
