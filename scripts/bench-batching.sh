@@ -8,14 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${1:-2}
 ROUNDS=${2:-3}
-cargo build --release --quiet -p servebench
-BIN=target/release/servebench
-DIR=$(mktemp -d)
 PORT=${PORT:-8193}
-"$BIN" serve --model smollm2 --threads "$THREADS" --port "$PORT" 2>"$DIR/serve.log" &
-PID=$!
-trap 'kill "$PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.2; done
+source scripts/serve-local.sh
 for r in $(seq "$ROUNDS"); do
   for c in 1 8; do
     "$BIN" bench --url "http://127.0.0.1:$PORT" --api tgi --concurrency "$c" \

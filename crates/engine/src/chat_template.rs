@@ -38,6 +38,19 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         minijinja_contrib::add_to_environment(&mut env);
+        // Tool definitions are printed with Python's `json.dumps` layout, as
+        // Transformers' and llama-cpp-python's `tojson` does (minijinja's own
+        // is compact and HTML-escaped).
+        env.add_filter(
+            "tojson",
+            |value: minijinja::Value,
+             kwargs: minijinja::value::Kwargs|
+             -> std::result::Result<String, minijinja::Error> {
+                let indent: Option<usize> = kwargs.get("indent")?;
+                python_json(&value, indent)
+                    .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
+            },
+        );
         // Llama 3.x and Mistral templates print today's date through it.
         env.add_function("strftime_now", |format: String| -> String {
             strftime_utc(&format, std::time::SystemTime::now())
@@ -61,6 +74,24 @@ impl ChatTemplate {
     /// The prompt text for `messages`, ending with the assistant's turn
     /// opened when `add_generation_prompt`.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, add_generation_prompt, None)
+    }
+
+    /// Whether the template reads a `tools` variable (function definitions).
+    pub fn takes_tools(&self) -> bool {
+        self.env
+            .get_template("chat")
+            .is_ok_and(|t| t.undeclared_variables(false).contains("tools"))
+    }
+
+    /// As [`Self::render`], with `tools` (OpenAI's list of function
+    /// definitions) given to templates that take them.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+    ) -> Result<String> {
         let tmpl = self
             .env
             .get_template("chat")
@@ -70,9 +101,66 @@ impl ChatTemplate {
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token,
             eos_token => self.eos_token,
+            tools => tools,
         })
         .map_err(|e| EngineError::ChatTemplate(e.to_string()))
     }
+}
+
+/// `value` as Python's `json.dumps(value, ensure_ascii=False, indent=indent)`
+/// writes it: `", "` and `": "` between items on one line, or one item a
+/// line with `indent` spaces and `","` / `": "`.
+fn python_json(value: &minijinja::Value, indent: Option<usize>) -> serde_json::Result<String> {
+    use serde::Serialize;
+
+    /// serde_json's compact layout with Python's spaced separators.
+    struct Spaced;
+    impl serde_json::ser::Formatter for Spaced {
+        fn begin_array_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first {
+                Ok(())
+            } else {
+                w.write_all(b", ")
+            }
+        }
+        fn begin_object_key<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first {
+                Ok(())
+            } else {
+                w.write_all(b", ")
+            }
+        }
+        fn begin_object_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+        ) -> std::io::Result<()> {
+            w.write_all(b": ")
+        }
+    }
+
+    let mut out = Vec::new();
+    match indent {
+        Some(n) => {
+            let pad = vec![b' '; n];
+            let mut ser = serde_json::Serializer::with_formatter(
+                &mut out,
+                serde_json::ser::PrettyFormatter::with_indent(&pad),
+            );
+            value.serialize(&mut ser)?;
+        }
+        None => value.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut out, Spaced,
+        ))?,
+    }
+    Ok(String::from_utf8(out).unwrap_or_default())
 }
 
 /// `format` with Python's `strftime` directives for the common fields
@@ -202,5 +290,22 @@ mod tests {
         );
         let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
         assert_eq!(strftime_utc("%Y-%m-%d %j %a", leap), "2000-02-29 060 Tue");
+    }
+
+    #[test]
+    fn tojson_lays_out_json_as_python_does() {
+        let t = ChatTemplate::new("{{ x | tojson }}|{{ x | tojson(indent=2) }}", "", "").unwrap();
+        let env = &t.env;
+        let out = env
+            .get_template("chat")
+            .unwrap()
+            .render(minijinja::context! {
+                x => serde_json::json!({"name": "f", "args": [1, "é<"], "empty": {}})
+            })
+            .unwrap();
+        assert_eq!(
+            out,
+            "{\"name\": \"f\", \"args\": [1, \"é<\"], \"empty\": {}}|{\n  \"name\": \"f\",\n  \"args\": [\n    1,\n    \"é<\"\n  ],\n  \"empty\": {}\n}"
+        );
     }
 }

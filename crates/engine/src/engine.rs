@@ -59,14 +59,31 @@ impl Engine {
         })
     }
 
+    fn template(&self) -> Result<&ChatTemplate> {
+        self.chat_template.as_ref().ok_or_else(|| {
+            EngineError::ChatTemplate("the model has no tokenizer.chat_template".into())
+        })
+    }
+
     /// Renders `messages` with the model's template (generation prompt added).
     pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
-        self.chat_template
-            .as_ref()
-            .ok_or_else(|| {
-                EngineError::ChatTemplate("the model has no tokenizer.chat_template".into())
-            })?
-            .render(messages, true)
+        self.template()?.render(messages, true)
+    }
+
+    /// Whether the model's chat template takes function definitions.
+    pub fn chat_template_takes_tools(&self) -> bool {
+        self.chat_template.as_ref().is_some_and(|t| t.takes_tools())
+    }
+
+    /// Renders `messages` and `tools` (OpenAI's function list) with the
+    /// model's template (generation prompt added).
+    pub fn render_chat_with_tools(
+        &self,
+        messages: &[Message],
+        tools: &serde_json::Value,
+    ) -> Result<String> {
+        self.template()?
+            .render_with_tools(messages, true, Some(tools))
     }
 
     /// Prompt ids for `text`, as one user message when `chat`. Special

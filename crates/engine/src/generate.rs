@@ -21,6 +21,9 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     pub ignore_eos: bool,
     pub sampling: SamplingParams,
+    /// Compute logits after every prompt token (for the prompt tokens'
+    /// log-probabilities); the prompt then runs whole, with no reused prefix.
+    pub prompt_logprobs: bool,
 }
 
 impl Default for GenerateParams {
@@ -31,6 +34,7 @@ impl Default for GenerateParams {
             stop: Vec::new(),
             ignore_eos: false,
             sampling: SamplingParams::default(),
+            prompt_logprobs: false,
         }
     }
 }
@@ -130,11 +134,19 @@ impl Sequence {
         // A prompt resumed after a cached prefix keeps the attention order
         // of the full prefill it replaces.
         let prefill_order = self.prompt_ids.len() > 1 && self.cache.len() < self.prompt_ids.len();
+        let all_logits = self.params.prompt_logprobs && self.cache.is_empty();
         SeqStep {
             tokens: &self.history[self.cache.len()..],
             cache: &mut self.cache,
             prefill_order,
+            all_logits,
         }
+    }
+
+    /// Whether the prompt's own log-probabilities were asked for (the
+    /// first step then returns logits after every prompt token).
+    pub fn wants_prompt_logprobs(&self) -> bool {
+        self.params.prompt_logprobs
     }
 
     /// The tokens whose keys and values the cache holds.

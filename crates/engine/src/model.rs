@@ -49,6 +49,10 @@ pub struct SeqStep<'a> {
     /// start came from a cached prefix, so the logits are exactly those of
     /// a full prefill. Steps of two or more tokens use prefill order anyway.
     pub prefill_order: bool,
+    /// Return logits after every token of this step, not only the last
+    /// (the prompt's log-probabilities: TGI's `decoder_input_details`,
+    /// OpenAI's `echo` with `logprobs`).
+    pub all_logits: bool,
 }
 
 impl<'a> SeqStep<'a> {
@@ -58,8 +62,16 @@ impl<'a> SeqStep<'a> {
             tokens,
             cache,
             prefill_order: false,
+            all_logits: false,
         }
     }
+}
+
+/// How many logits rows [`Llama::forward`] returns for each step.
+pub fn logit_rows<'s>(steps: &'s [SeqStep<'_>]) -> impl Iterator<Item = usize> + 's {
+    steps
+        .iter()
+        .map(|s| if s.all_logits { s.tokens.len() } else { 1 })
 }
 
 /// Tensor `name` as a `[rows, cols]` matrix for `role` (an error naming
@@ -187,7 +199,9 @@ impl Llama {
 
     /// Runs one step for a batch of sequences; appends their tokens to their
     /// caches and returns the logits after each sequence's last new token,
-    /// `[steps.len(), vocab]`. On error no cache changes.
+    /// `[steps.len(), vocab]`, or after each of its tokens for a step with
+    /// `all_logits` (that step's rows in token order, in place of its one
+    /// row; see [`logit_rows`]). On error no cache changes.
     pub fn forward(&self, steps: &mut [SeqStep<'_>]) -> Result<Vec<f32>> {
         let c = &self.config;
         for s in steps.iter() {
@@ -343,13 +357,15 @@ impl Llama {
             s.cache.commit(s.tokens.len());
         }
 
-        // Only each sequence's last row needs logits.
-        let n = steps.len();
+        // Only each sequence's last row needs logits, unless it asked for all.
+        let n: usize = logit_rows(steps).sum();
         let mut last = Vec::with_capacity(n * h);
         let mut end = 0;
         for s in steps.iter() {
+            let start = end;
             end += s.tokens.len();
-            last.extend_from_slice(&x[(end - 1) * h..end * h]);
+            let from = if s.all_logits { start } else { end - 1 };
+            last.extend_from_slice(&x[from * h..end * h]);
         }
         let mut normed = vec![0f32; n * h];
         rms_norm(&last, &self.output_norm, c.rms_eps, &mut normed);

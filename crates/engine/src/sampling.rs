@@ -1,6 +1,10 @@
-//! Choosing the next token from logits: repetition penalty, then
+//! Choosing the next token from logits: OpenAI's `logit_bias`, the
+//! repetition penalty, OpenAI's presence and frequency penalties, then
 //! temperature, top-k, top-p and typical-p (in the order of
 //! transformers/TGI's logits warpers), then greedy or seeded sampling.
+//! Also the log-probabilities clients ask for (`logprobs`, `top_n_tokens`).
+
+use std::collections::HashMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -17,6 +21,13 @@ pub struct SamplingParams {
     pub top_p: Option<f32>,
     pub typical_p: Option<f32>,
     pub repetition_penalty: Option<f32>,
+    /// OpenAI's: subtracted once from every token already generated.
+    pub presence_penalty: Option<f32>,
+    /// OpenAI's: subtracted per occurrence of a token already generated.
+    pub frequency_penalty: Option<f32>,
+    /// OpenAI's `logit_bias`: added to these tokens' logits before anything
+    /// else (-100 bans a token, 100 all but forces it).
+    pub logit_bias: Vec<(u32, f32)>,
     pub seed: Option<u64>,
 }
 
@@ -45,7 +56,26 @@ impl SamplingParams {
         {
             return bad("repetition_penalty must be > 0");
         }
+        for p in [self.presence_penalty, self.frequency_penalty]
+            .into_iter()
+            .flatten()
+        {
+            if !p.is_finite() {
+                return bad("presence and frequency penalties must be finite");
+            }
+        }
+        if self.logit_bias.iter().any(|(_, b)| !b.is_finite()) {
+            return bad("logit_bias values must be finite");
+        }
         Ok(())
+    }
+
+    /// Whether [`Sampler::sample`] changes logits in place (bias, penalties).
+    pub fn adjusts_logits(&self) -> bool {
+        !self.logit_bias.is_empty()
+            || self.repetition_penalty.is_some_and(|p| p != 1.0)
+            || self.presence_penalty.is_some_and(|p| p != 0.0)
+            || self.frequency_penalty.is_some_and(|p| p != 0.0)
     }
 
     /// Whether tokens are drawn at random (otherwise argmax).
@@ -68,6 +98,10 @@ pub struct Sampler {
     seed: u64,
     rng: StdRng,
     candidates: Vec<(u32, f32)>,
+    /// How often each token was picked (for the presence and frequency
+    /// penalties, which, as in OpenAI's and vLLM's, count generated tokens
+    /// only).
+    counts: HashMap<u32, u32>,
 }
 
 impl Sampler {
@@ -79,6 +113,7 @@ impl Sampler {
             seed,
             params,
             candidates: Vec::new(),
+            counts: HashMap::new(),
         }
     }
 
@@ -90,6 +125,19 @@ impl Sampler {
     /// Picks a token. `history` is prompt plus generated ids (for the
     /// repetition penalty). `logits` is modified.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        self.adjust(logits, history);
+        let id = self.pick(logits);
+        *self.counts.entry(id).or_default() += 1;
+        id
+    }
+
+    /// The bias and the penalties, in place.
+    fn adjust(&self, logits: &mut [f32], history: &[u32]) {
+        for &(id, bias) in &self.params.logit_bias {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l += bias;
+            }
+        }
         if let Some(p) = self.params.repetition_penalty.filter(|p| *p != 1.0) {
             // Each distinct token once, as transformers' gather/scatter does.
             let mut seen = std::collections::HashSet::with_capacity(history.len());
@@ -101,6 +149,19 @@ impl Sampler {
                 }
             }
         }
+        let presence = self.params.presence_penalty.unwrap_or(0.0);
+        let frequency = self.params.frequency_penalty.unwrap_or(0.0);
+        if presence != 0.0 || frequency != 0.0 {
+            for (&id, &n) in &self.counts {
+                if let Some(l) = logits.get_mut(id as usize) {
+                    *l -= presence + frequency * n as f32;
+                }
+            }
+        }
+    }
+
+    /// Greedy or sampled choice from adjusted logits.
+    fn pick(&mut self, logits: &[f32]) -> u32 {
         if !self.params.is_sampling() {
             return argmax(logits);
         }
@@ -165,6 +226,28 @@ fn softmax_of(c: &[(u32, f32)]) -> Vec<f32> {
     let e: Vec<f32> = c.iter().map(|x| (x.1 - max).exp()).collect();
     let sum: f32 = e.iter().sum();
     e.into_iter().map(|v| v / sum).collect()
+}
+
+/// The `n` most likely tokens of a logits row with their log-probabilities
+/// (`lse` from [`crate::cpu::ggml_numerics::log_sum_exp`]), most likely first; ties in id order.
+pub fn top_logprobs(logits: &[f32], lse: f32, n: usize) -> Vec<(u32, f32)> {
+    let n = n.min(logits.len());
+    if n == 0 {
+        return Vec::new();
+    }
+    let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
+    for (i, &l) in logits.iter().enumerate() {
+        // Most of the vocabulary loses to the current n-th best at once.
+        if best.len() == n && best[n - 1].1 >= l {
+            continue;
+        }
+        let item = (i as u32, l);
+        let at = best.partition_point(|x| order(x, &item).is_lt());
+        best.insert(at, item);
+        best.truncate(n);
+    }
+    best.into_iter().map(|(i, l)| (i, l - lse)).collect()
 }
 
 /// Index of the largest value; the first one on ties (as llama.cpp's
@@ -251,6 +334,52 @@ mod tests {
         let picks: std::collections::HashSet<u32> =
             (0..200).map(|_| s.sample(&mut l.clone(), &[])).collect();
         assert!(picks.len() < 50, "typical_p kept {} tokens", picks.len());
+    }
+
+    #[test]
+    fn bias_and_penalties_move_the_greedy_choice() {
+        let l = logits();
+        let best = argmax(&l);
+        let mut s = Sampler::new(SamplingParams {
+            logit_bias: vec![(3, 100.0)],
+            ..Default::default()
+        });
+        assert_eq!(s.sample(&mut l.clone(), &[]), 3);
+        let mut s = Sampler::new(SamplingParams {
+            logit_bias: vec![(best, -100.0)],
+            ..Default::default()
+        });
+        assert_ne!(s.sample(&mut l.clone(), &[]), best);
+        // The penalties count generated tokens only: the first pick is the
+        // plain argmax even when the prompt holds it, the second is not.
+        for p in [
+            SamplingParams {
+                presence_penalty: Some(2.0),
+                ..Default::default()
+            },
+            SamplingParams {
+                frequency_penalty: Some(2.0),
+                ..Default::default()
+            },
+        ] {
+            let mut s = Sampler::new(p);
+            assert_eq!(s.sample(&mut l.clone(), &[best]), best);
+            assert_ne!(s.sample(&mut l.clone(), &[best]), best);
+        }
+    }
+
+    #[test]
+    fn top_logprobs_are_the_sorted_head_of_the_log_softmax() {
+        let l = logits();
+        let lse = crate::cpu::ggml_numerics::log_sum_exp(&l);
+        let top = top_logprobs(&l, lse, 5);
+        let mut all: Vec<(u32, f32)> = (0..l.len() as u32)
+            .map(|i| (i, l[i as usize] - lse))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        assert_eq!(top, all[..5]);
+        assert!(top_logprobs(&l, lse, 0).is_empty());
+        assert_eq!(top_logprobs(&l, lse, 1000).len(), l.len());
     }
 
     #[test]

@@ -191,6 +191,7 @@ fn same_seed_same_sample_and_stop_sequences_end_generation() {
             seed: Some(5),
             ..Default::default()
         },
+        ..Default::default()
     };
     let stopped = generate(&e.model, &e.tokenizer, ids.clone(), p.clone(), |_, _| {}).unwrap();
     assert_eq!(stopped.finish_reason, FinishReason::StopSequence);

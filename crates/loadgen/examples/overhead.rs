@@ -86,6 +86,7 @@ fn main() {
             model_name: None,
             ignore_eos: false,
             temperature: None,
+            extra_body: None,
         },
         api_key: None,
         timeout: Duration::from_secs(10),

@@ -169,6 +169,7 @@ async fn ours(url: &str, concurrency: u32, prompts: &[String], warmup: u32) -> M
             model_name: None,
             ignore_eos: true,
             temperature: Some(0.0),
+            extra_body: None,
         },
         api_key: None,
         timeout: Duration::from_secs(120),

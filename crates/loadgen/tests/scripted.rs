@@ -32,6 +32,7 @@ fn client(url: &str, api: Api, stream: bool, timeout: Duration) -> Client {
             model_name: Some("m".into()),
             ignore_eos: true,
             temperature: None,
+            extra_body: None,
         },
         api_key: None,
         timeout,

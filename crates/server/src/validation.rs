@@ -2,13 +2,14 @@
 //! enforces TGI's rules and the server's limits. Both APIs end here, so a
 //! rule is written once.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use servebench_engine::{Engine, GenerateParams, SamplingParams};
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::infer::constraint::{Grammar, GrammarError, Grammars};
 use crate::infer::ValidRequest;
 
 /// A prompt as text or as token ids.
@@ -27,6 +28,11 @@ pub struct Parameters {
     pub top_p: Option<f32>,
     pub typical_p: Option<f32>,
     pub repetition_penalty: Option<f32>,
+    /// OpenAI's penalties on tokens already generated, each in [-2, 2].
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    /// OpenAI's `logit_bias`: token id and bias in [-100, 100].
+    pub logit_bias: Vec<(u32, f32)>,
     pub seed: Option<u64>,
     /// `None`: as many as fit in `max_total_tokens`.
     pub max_new_tokens: Option<u64>,
@@ -36,6 +42,13 @@ pub struct Parameters {
     /// Keep only the last `truncate` prompt tokens.
     pub truncate: Option<u64>,
     pub want_logprobs: bool,
+    /// The most likely tokens to list at each step (needs `want_logprobs`).
+    pub top_logprobs: usize,
+    /// The prompt tokens' log-probabilities.
+    pub prompt_logprobs: bool,
+    /// The grammar the output must follow, and the field that asked for it
+    /// (named in errors).
+    pub grammar: Option<(&'static str, Grammar)>,
 }
 
 /// Checks requests against the model and the limits.
@@ -43,6 +56,9 @@ pub struct Parameters {
 pub struct Validator {
     engine: Arc<Engine>,
     config: Arc<ServerConfig>,
+    /// Built at the first constrained request (the token trie takes a
+    /// moment; servers that never see one never pay).
+    grammars: Arc<OnceLock<Result<Grammars, GrammarError>>>,
 }
 
 fn invalid(param: &'static str, message: String) -> ApiError {
@@ -51,7 +67,27 @@ fn invalid(param: &'static str, message: String) -> ApiError {
 
 impl Validator {
     pub fn new(engine: Arc<Engine>, config: Arc<ServerConfig>) -> Self {
-        Self { engine, config }
+        Self {
+            engine,
+            config,
+            grammars: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Compiles `grammar` for this model; errors name `param`.
+    fn compile(
+        &self,
+        param: &'static str,
+        grammar: &Grammar,
+    ) -> Result<crate::infer::constraint::Constraint, ApiError> {
+        let grammars = self
+            .grammars
+            .get_or_init(|| Grammars::new(self.engine.clone()))
+            .as_ref()
+            .map_err(|e| invalid(param, format!("constrained decoding is unavailable: {e}")))?;
+        grammars
+            .compile(grammar)
+            .map_err(|e| invalid(param, format!("invalid `{param}`: {e}")))
     }
 
     /// Validates `params` and tokenizes `prompt`.
@@ -86,6 +122,34 @@ impl Validator {
                 "typical_p",
                 "`typical_p` must be > 0.0 and < 1.0".into(),
             ));
+        }
+        for (param, v) in [
+            ("presence_penalty", p.presence_penalty),
+            ("frequency_penalty", p.frequency_penalty),
+        ] {
+            if v.is_some_and(|v| !(-2.0..=2.0).contains(&v)) {
+                return Err(invalid(
+                    param,
+                    format!("`{param}` must be between -2 and 2"),
+                ));
+            }
+        }
+        let vocab = self.engine.model.config().vocab_size;
+        for &(id, bias) in &p.logit_bias {
+            if id as usize >= vocab {
+                return Err(invalid(
+                    "logit_bias",
+                    format!(
+                        "`logit_bias` names token {id}, outside the vocabulary of {vocab} tokens"
+                    ),
+                ));
+            }
+            if !(-100.0..=100.0).contains(&bias) {
+                return Err(invalid(
+                    "logit_bias",
+                    format!("`logit_bias` values must be between -100 and 100. Given: {bias} for token {id}"),
+                ));
+            }
         }
         if p.top_k.is_some_and(|k| k <= 0) {
             return Err(invalid("top_k", "`top_k` must be strictly positive".into()));
@@ -126,7 +190,6 @@ impl Validator {
             }
             Prompt::Text(text) => self.engine.tokenizer.encode(&text, true, true),
             Prompt::Ids(ids) => {
-                let vocab = self.engine.model.config().vocab_size;
                 if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
                     return Err(invalid(
                         "prompt",
@@ -169,6 +232,10 @@ impl Validator {
             ));
         }
         let max_new = max_new as usize;
+        let constraint = match &p.grammar {
+            Some((param, g)) => Some(self.compile(param, g)?),
+            None => None,
+        };
         let params = GenerateParams {
             max_new_tokens: max_new,
             min_new_tokens: (p.min_new_tokens as usize).min(max_new),
@@ -181,13 +248,19 @@ impl Validator {
                 top_p: p.top_p,
                 typical_p: p.typical_p,
                 repetition_penalty: p.repetition_penalty,
+                presence_penalty: p.presence_penalty.filter(|v| *v != 0.0),
+                frequency_penalty: p.frequency_penalty.filter(|v| *v != 0.0),
+                logit_bias: p.logit_bias,
                 seed: p.seed,
             },
+            prompt_logprobs: p.prompt_logprobs,
         };
         Ok(ValidRequest {
             prompt_ids: ids,
             params,
-            want_logprobs: p.want_logprobs,
+            want_logprobs: p.want_logprobs || p.top_logprobs > 0,
+            top_logprobs: p.top_logprobs,
+            constraint,
             received_at,
             validation: received_at.elapsed(),
         })
@@ -196,6 +269,11 @@ impl Validator {
     /// The model behind this validator (tokenizer, chat template).
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The model, shared (for stream writers that outlive the handler).
+    pub fn engine_handle(&self) -> Arc<Engine> {
+        self.engine.clone()
     }
 
     /// The server's limits.

@@ -20,6 +20,17 @@ struct Case {
     content_type: Option<&'static str>,
     body: String,
     want: Want,
+    /// A part of the error message that must be there.
+    message: Option<&'static str>,
+}
+
+impl Case {
+    fn says(self, message: &'static str) -> Self {
+        Self {
+            message: Some(message),
+            ..self
+        }
+    }
 }
 
 fn case(name: &'static str, path: &'static str, body: Value, want: Want) -> Case {
@@ -30,6 +41,7 @@ fn case(name: &'static str, path: &'static str, body: Value, want: Want) -> Case
         content_type: Some("application/json"),
         body: body.to_string(),
         want,
+        message: None,
     }
 }
 
@@ -47,6 +59,7 @@ fn raw(
         content_type: ct,
         body: body.to_string(),
         want,
+        message: None,
     }
 }
 
@@ -168,17 +181,54 @@ fn cases() -> Vec<Case> {
             Tgi(422, v),
         ),
         case(
-            "frequency_penalty",
+            "frequency_penalty 3",
             "/generate",
-            tgi(json!({"frequency_penalty": 1.0})),
+            tgi(json!({"frequency_penalty": 3.0})),
             Tgi(422, v),
-        ),
+        )
+        .says("`frequency_penalty` must be between -2 and 2"),
         case(
-            "grammar",
+            "grammar: bad JSON schema",
             "/generate",
-            tgi(json!({"grammar": {"type": "json", "value": {}}})),
+            tgi(json!({"grammar": {"type": "json", "value": {"type": "objekt"}}})),
             Tgi(422, v),
-        ),
+        )
+        .says("invalid `grammar`"),
+        case(
+            "grammar: schema not an object",
+            "/generate",
+            tgi(json!({"grammar": {"type": "json", "value": 5}})),
+            Tgi(422, v),
+        )
+        .says("`grammar` value must be a JSON schema"),
+        case(
+            "grammar: bad regex",
+            "/generate",
+            tgi(json!({"grammar": {"type": "regex", "value": "(unclosed"}})),
+            Tgi(422, v),
+        )
+        .says("invalid regex"),
+        case(
+            "grammar: unknown type",
+            "/generate",
+            tgi(json!({"grammar": {"type": "xml", "value": "<a/>"}})),
+            Tgi(422, v),
+        )
+        .says("`grammar` must have `type` `json` or `regex`"),
+        case(
+            "top_n_tokens 6",
+            "/generate",
+            tgi(json!({"top_n_tokens": 6})),
+            Tgi(422, v),
+        )
+        .says("`top_n_tokens` must be >= 0 and <= 5"),
+        case(
+            "stream: decoder_input_details",
+            "/generate_stream",
+            tgi(json!({"decoder_input_details": true, "details": true})),
+            Tgi(422, v),
+        )
+        .says("`decoder_input_details` == true is not supported when streaming"),
         case(
             "max_new_tokens as text",
             "/generate",
@@ -271,11 +321,61 @@ fn cases() -> Vec<Case> {
             OpenAi(400, "invalid_request_error", Some("temperature")),
         ),
         case(
-            "completions: n 2",
+            "completions: n 0",
             "/v1/completions",
-            json!({"prompt": "x", "n": 2}),
+            json!({"prompt": "x", "n": 0}),
             OpenAi(400, "invalid_request_error", Some("n")),
-        ),
+        )
+        .says("`n` must be at least 1"),
+        case(
+            "completions: n past the concurrency limit",
+            "/v1/completions",
+            json!({"prompt": "x", "n": 500}),
+            OpenAi(400, "invalid_request_error", Some("n")),
+        )
+        .says("exceed the batch limits"),
+        case(
+            "completions: n past the batch token budget",
+            "/v1/completions",
+            json!({"prompt": "x", "n": 100, "max_tokens": 200}),
+            OpenAi(400, "invalid_request_error", Some("n")),
+        )
+        .says("exceed the batch limits"),
+        case(
+            "completions: best_of below n",
+            "/v1/completions",
+            json!({"prompt": "x", "n": 3, "best_of": 2}),
+            OpenAi(400, "invalid_request_error", Some("best_of")),
+        )
+        .says("`best_of` must be >= `n`"),
+        case(
+            "completions: best_of streamed",
+            "/v1/completions",
+            json!({"prompt": "x", "best_of": 2, "stream": true}),
+            OpenAi(400, "invalid_request_error", Some("best_of")),
+        )
+        .says("cannot be streamed"),
+        case(
+            "completions: logit_bias key not a token id",
+            "/v1/completions",
+            json!({"prompt": "x", "logit_bias": {"hello": 5}}),
+            OpenAi(400, "invalid_request_error", Some("logit_bias")),
+        )
+        .says("`logit_bias` maps token ids to numbers"),
+        case(
+            "completions: logit_bias out of range",
+            "/v1/completions",
+            json!({"prompt": "x", "logit_bias": {"5": 200}}),
+            OpenAi(400, "invalid_request_error", Some("logit_bias")),
+        )
+        .says("between -100 and 100"),
+        case(
+            "completions: logit_bias token outside the vocabulary",
+            "/v1/completions",
+            json!({"prompt": "x", "logit_bias": {"9999999": 1}}),
+            OpenAi(400, "invalid_request_error", Some("logit_bias")),
+        )
+        .says("outside the vocabulary"),
         case(
             "completions: max_tokens 0",
             "/v1/completions",
@@ -301,11 +401,12 @@ fn cases() -> Vec<Case> {
             OpenAi(400, "invalid_request_error", Some("prompt")),
         ),
         case(
-            "completions: logprobs",
+            "completions: logprobs 6",
             "/v1/completions",
-            json!({"prompt": "x", "logprobs": 5}),
+            json!({"prompt": "x", "logprobs": 6}),
             OpenAi(400, "invalid_request_error", Some("logprobs")),
-        ),
+        )
+        .says("`logprobs` must be between 0 and 5"),
         case(
             "completions: top_p 0",
             "/v1/completions",
@@ -338,11 +439,82 @@ fn cases() -> Vec<Case> {
             OpenAi(400, "invalid_request_error", Some("messages")),
         ),
         case(
-            "chat: tools",
+            "chat: tool of another type",
             "/v1/chat/completions",
-            json!({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}),
+            json!({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "retrieval", "function": {"name": "f"}}]}),
             OpenAi(400, "invalid_request_error", Some("tools")),
-        ),
+        )
+        .says("`type` `function`"),
+        case(
+            "chat: tool_choice names an unknown function",
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}],
+                   "tools": [{"type": "function", "function": {"name": "get_time"}}],
+                   "tool_choice": {"type": "function", "function": {"name": "launch"}}}),
+            OpenAi(400, "invalid_request_error", Some("tool_choice")),
+        )
+        .says("`tool_choice` names function `launch`, which is not in `tools`"),
+        case(
+            "chat: tool_choice unknown word",
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}],
+                   "tools": [{"type": "function", "function": {"name": "get_time"}}],
+                   "tool_choice": "sometimes"}),
+            OpenAi(400, "invalid_request_error", Some("tool_choice")),
+        )
+        .says("`tool_choice` must be `none`, `auto`, `required`"),
+        case(
+            "chat: tool_choice required without tools",
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}),
+            OpenAi(400, "invalid_request_error", Some("tool_choice")),
+        )
+        .says("needs `tools`"),
+        case(
+            "chat: tool parameters with a bad schema",
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}],
+                   "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "objekt"}}}],
+                   "tool_choice": "required"}),
+            OpenAi(400, "invalid_request_error", Some("tools")),
+        )
+        .says("invalid `tools`"),
+        case(
+            "chat: top_logprobs 21",
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21}),
+            OpenAi(400, "invalid_request_error", Some("top_logprobs")),
+        )
+        .says("`top_logprobs` must be between 0 and 20"),
+        case(
+            "chat: top_logprobs without logprobs",
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 3}),
+            OpenAi(400, "invalid_request_error", Some("top_logprobs")),
+        )
+        .says("needs `logprobs`"),
+        case(
+            "chat: response_format with a bad schema",
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}],
+                   "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}}}),
+            OpenAi(400, "invalid_request_error", Some("response_format")),
+        )
+        .says("invalid `response_format`"),
+        case(
+            "chat: response_format of an unknown type",
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}}),
+            OpenAi(400, "invalid_request_error", Some("response_format")),
+        )
+        .says("`response_format` must have `type`"),
+        case(
+            "chat: n 0",
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}], "n": 0}),
+            OpenAi(400, "invalid_request_error", Some("n")),
+        )
+        .says("`n` must be at least 1"),
         case(
             "chat: content is a number",
             "/v1/chat/completions",
@@ -350,11 +522,12 @@ fn cases() -> Vec<Case> {
             OpenAi(400, "invalid_request_error", None),
         ),
         case(
-            "chat: presence_penalty",
+            "chat: presence_penalty 3",
             "/v1/chat/completions",
-            json!({"messages": [{"role": "user", "content": "x"}], "presence_penalty": 1.0, "stream": true}),
+            json!({"messages": [{"role": "user", "content": "x"}], "presence_penalty": 3.0, "stream": true}),
             OpenAi(400, "invalid_request_error", Some("presence_penalty")),
-        ),
+        )
+        .says("`presence_penalty` must be between -2 and 2"),
         case(
             "chat: image part",
             "/v1/chat/completions",
@@ -417,7 +590,14 @@ async fn every_bad_request_gets_its_status_and_error_body() {
                     && param.is_none_or(|p| e["param"] == p)
             }
         };
-        if !ok {
+        let text = match &c.want {
+            Want::Tgi(..) => body["error"].as_str(),
+            Want::OpenAi(..) => body["error"]["message"].as_str(),
+        };
+        let said = c
+            .message
+            .is_none_or(|m| text.is_some_and(|t| t.contains(m)));
+        if !ok || !said {
             failures.push(format!("{}: got {status} {body}", c.name));
         }
     }

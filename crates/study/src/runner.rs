@@ -384,6 +384,7 @@ async fn run_one(d: &Deployment, live: &Live, concurrency: u32, opts: &Options) 
             model_name: None,
             ignore_eos: p.ignore_eos,
             temperature: None,
+            extra_body: None,
         },
         api_key: live.api_key.clone(),
         timeout: p.timeout,

@@ -86,6 +86,10 @@ pub struct Args {
     /// Sampling temperature (default greedy).
     #[arg(long)]
     temperature: Option<f64>,
+    /// A JSON object merged into every request body (TGI: into
+    /// `parameters`), e.g. '{"response_format": {...}}' or '{"grammar": {...}}'.
+    #[arg(long, value_parser = parse_extra_body)]
+    extra_body: Option<serde_json::Map<String, serde_json::Value>>,
     /// JSONL prompts: {"prompt": TEXT, "max_tokens": N?} per line.
     #[arg(long, conflicts_with = "input_tokens")]
     dataset: Option<PathBuf>,
@@ -119,6 +123,14 @@ pub struct Args {
 fn parse_api(s: &str) -> Result<Api, String> {
     Api::parse(s)
         .ok_or_else(|| format!("`{s}`: one of tgi, openai-completions, openai-chat, sagemaker"))
+}
+
+fn parse_extra_body(s: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str(s) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err("a JSON object, e.g. '{\"grammar\": {...}}'".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
 }
 
 fn parse_arrival(s: &str) -> Result<Arrival, String> {
@@ -156,6 +168,7 @@ async fn bench(a: Args) -> anyhow::Result<i32> {
             model_name: a.model_name.clone(),
             ignore_eos: a.ignore_eos,
             temperature: a.temperature,
+            extra_body: a.extra_body.clone(),
         },
         api_key: a.api_key.clone(),
         timeout: a.timeout,

@@ -64,7 +64,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             typical_p: a.typical_p,
             repetition_penalty: a.repetition_penalty,
             seed: a.seed,
+            ..Default::default()
         },
+        ..Default::default()
     };
     let json = a.json;
     let mut stdout = std::io::stdout();

@@ -63,11 +63,21 @@ impl Api {
 
     /// The JSON body for one prompt.
     pub fn body(self, prompt: &Prompt, params: &RequestParams) -> serde_json::Value {
-        match self {
+        let mut body = match self {
             Self::Tgi => tgi::body(prompt, params),
             Self::Sagemaker => sagemaker::body(prompt, params),
             Self::OpenaiCompletions | Self::OpenaiChat => openai::body(self, prompt, params),
+        };
+        if let Some(extra) = &params.extra_body {
+            let target = match self {
+                Self::Tgi => &mut body["parameters"],
+                _ => &mut body,
+            };
+            if let Some(map) = target.as_object_mut() {
+                map.extend(extra.clone());
+            }
         }
+        body
     }
 
     /// What one SSE event's data says.
@@ -98,6 +108,10 @@ pub struct RequestParams {
     pub ignore_eos: bool,
     /// Sampling temperature; `None` or 0 means greedy.
     pub temperature: Option<f64>,
+    /// Fields added to every request body (TGI: to its `parameters`), e.g.
+    /// a `response_format` or a `grammar`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_body: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// What one streamed event carried.

@@ -232,6 +232,7 @@ mod tests {
             model_name: Some("m".into()),
             ignore_eos: true,
             temperature: None,
+            extra_body: None,
         };
         let chat = body(Api::OpenaiChat, &Prompt::new("hello", 8), &p);
         assert_eq!(chat["messages"][0]["content"], "hello");

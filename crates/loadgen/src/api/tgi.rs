@@ -162,6 +162,7 @@ mod tests {
             model_name: None,
             ignore_eos: false,
             temperature: Some(0.0),
+            extra_body: None,
         };
         let b = body(&p, &rp);
         assert_eq!(b["parameters"]["do_sample"], false);

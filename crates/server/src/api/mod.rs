@@ -2,12 +2,15 @@
 //! route shares (reading JSON bodies, streaming events).
 
 mod body;
+mod choices;
+mod logprobs;
 pub mod openai;
 pub mod openapi;
 pub mod sagemaker;
 mod sse;
 mod stop_text;
 pub mod tgi;
+pub mod tools;
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;

@@ -2,26 +2,23 @@
 //! `[DONE]` and `stream_options.include_usage`), `/v1/models`, with vLLM's
 //! extensions (`top_k`, `repetition_penalty`, `min_tokens`, `ignore_eos`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::sse::Event;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use servebench_engine::chat_template::Message;
-use servebench_engine::FinishReason;
 use utoipa::ToSchema;
 
-use super::sse::{self, json_event, StreamWriter};
-use super::stop_text::StopText;
-use super::tgi::timing_headers;
+use super::choices::{run, Delivery, Route, Shape};
+use super::logprobs::{ChatLogprobs, CompletionLogprobs};
+use super::tools::{self, Tool, ToolCall, ToolMode};
 use super::{counted, read_json, AppState};
 use crate::error::{ApiError, OpenAiError};
-use crate::infer::{Ended, StreamEvent};
+use crate::infer::constraint::Grammar;
 use crate::validation::{Parameters, Prompt};
 
 /// A prompt: text, token ids, or a one-element list of either.
@@ -58,13 +55,13 @@ pub struct Sampling {
     /// vLLM: -1 or 0 disables.
     pub top_k: Option<i64>,
     pub repetition_penalty: Option<f32>,
-    /// Only 0 is supported.
+    /// -2 to 2: subtracted once from every token already generated.
     pub presence_penalty: Option<f32>,
-    /// Only 0 is supported.
+    /// -2 to 2: subtracted per time a token was already generated.
     pub frequency_penalty: Option<f32>,
     /// Only 0 is supported.
     pub min_p: Option<f32>,
-    /// Only 1 is supported.
+    /// Choices to generate (default 1); all of them must fit the batch limits.
     pub n: Option<u32>,
     pub seed: Option<i64>,
     pub stop: Option<StopInput>,
@@ -74,7 +71,7 @@ pub struct Sampling {
     pub min_tokens: Option<u64>,
     /// vLLM: keep going past end-of-sequence tokens.
     pub ignore_eos: bool,
-    /// Not supported; must be absent or empty.
+    /// Token id (as a string) to a bias between -100 and 100 added to its logit.
     #[schema(value_type = Option<Object>)]
     pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
     pub user: Option<String>,
@@ -92,10 +89,12 @@ pub struct CompletionRequest {
     pub max_tokens: Option<u64>,
     #[serde(default)]
     pub echo: bool,
-    /// Only absent/0 is supported.
+    /// List the log-probabilities of the chosen tokens and of this many
+    /// most likely ones (0 to 5); with `echo`, the prompt's too.
     #[serde(default)]
     pub logprobs: Option<u32>,
-    /// Only 1 is supported.
+    /// Generate this many choices and return the `n` most likely (by the
+    /// sum of their tokens' log-probabilities); not with `stream`.
     #[serde(default)]
     pub best_of: Option<u32>,
     /// Not supported.
@@ -128,6 +127,12 @@ pub struct ChatMessage {
     pub content: Option<Content>,
     #[serde(default)]
     pub name: Option<String>,
+    /// An earlier assistant turn's calls (shown to the model as their JSON).
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// A `tool` message: the call it answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
 }
 
 /// `POST /v1/chat/completions` body.
@@ -142,14 +147,23 @@ pub struct ChatRequest {
     /// The newer name of `max_tokens`.
     #[serde(default)]
     pub max_completion_tokens: Option<u64>,
-    /// Only false is supported.
+    /// List the log-probabilities of the chosen tokens.
     #[serde(default)]
     pub logprobs: Option<bool>,
-    /// Not supported; must be absent or empty.
+    /// With `logprobs`: also list this many most likely tokens (0 to 20).
     #[serde(default)]
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub tools: Option<Vec<serde_json::Value>>,
-    /// Only `{"type": "text"}` is supported.
+    pub top_logprobs: Option<u32>,
+    /// Functions the model may call.
+    #[serde(default)]
+    pub tools: Option<Vec<Tool>>,
+    /// `none`, `auto` (the default with tools), `required`, or
+    /// `{"type": "function", "function": {"name": ...}}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub tool_choice: Option<serde_json::Value>,
+    /// `{"type": "text"}`, `{"type": "json_object"}` (any JSON object) or
+    /// `{"type": "json_schema", "json_schema": {"name": ..., "schema": {...},
+    /// "strict": true}}`: the output is constrained to match.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub response_format: Option<serde_json::Value>,
@@ -168,8 +182,7 @@ pub struct Usage {
 pub struct CompletionChoice {
     pub index: u32,
     pub text: String,
-    #[schema(value_type = Option<Object>)]
-    pub logprobs: Option<serde_json::Value>,
+    pub logprobs: Option<CompletionLogprobs>,
     pub finish_reason: Option<String>,
 }
 
@@ -191,6 +204,8 @@ pub struct Delta {
     pub role: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -200,8 +215,7 @@ pub struct ChatChoice {
     pub message: Option<Delta>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta: Option<Delta>,
-    #[schema(value_type = Option<Object>)]
-    pub logprobs: Option<serde_json::Value>,
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<String>,
 }
 
@@ -256,28 +270,23 @@ fn parameters(s: &Sampling, max_tokens: Option<u64>) -> Result<Parameters, ApiEr
             "`top_k` must be -1 (disabled) or positive",
         ));
     }
-    if s.n.is_some_and(|n| n != 1) {
-        return Err(unsupported("n", "other than 1"));
-    }
-    for (param, v) in [
-        ("presence_penalty", s.presence_penalty),
-        ("frequency_penalty", s.frequency_penalty),
-    ] {
-        if v.is_some_and(|v| !(-2.0..=2.0).contains(&v)) {
-            return Err(ApiError::invalid(
-                param,
-                format!("`{param}` must be between -2 and 2"),
-            ));
-        }
-        if v.is_some_and(|v| v != 0.0) {
-            return Err(unsupported(param, "other than 0"));
-        }
+    if s.n == Some(0) {
+        return Err(ApiError::invalid("n", "`n` must be at least 1"));
     }
     if s.min_p.is_some_and(|p| p != 0.0) {
         return Err(unsupported("min_p", "other than 0"));
     }
-    if s.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
-        return Err(unsupported("logit_bias", "(non-empty)"));
+    let mut logit_bias = Vec::new();
+    for (key, value) in s.logit_bias.iter().flatten() {
+        let bad = || {
+            ApiError::invalid(
+                "logit_bias",
+                format!("`logit_bias` maps token ids to numbers. Given: {key:?}: {value}"),
+            )
+        };
+        let id: u32 = key.parse().map_err(|_| bad())?;
+        let bias = value.as_f64().ok_or_else(bad)?;
+        logit_bias.push((id, bias as f32));
     }
     if max_tokens == Some(0) {
         return Err(ApiError::invalid(
@@ -293,6 +302,9 @@ fn parameters(s: &Sampling, max_tokens: Option<u64>) -> Result<Parameters, ApiEr
         top_p: s.top_p.filter(|p| *p < 1.0),
         typical_p: None,
         repetition_penalty: s.repetition_penalty.filter(|p| *p != 1.0),
+        presence_penalty: s.presence_penalty,
+        frequency_penalty: s.frequency_penalty,
+        logit_bias,
         seed: s.seed.map(|v| v as u64),
         max_new_tokens: max_tokens,
         min_new_tokens: s.min_tokens.unwrap_or(0),
@@ -304,273 +316,31 @@ fn parameters(s: &Sampling, max_tokens: Option<u64>) -> Result<Parameters, ApiEr
         ignore_eos: s.ignore_eos,
         truncate: None,
         want_logprobs: false,
+        top_logprobs: 0,
+        prompt_logprobs: false,
+        grammar: None,
     })
 }
 
-/// Validation messages in OpenAI's field names.
-fn openai_names(e: ApiError, prompt_field: &'static str) -> ApiError {
-    match e {
-        ApiError::Validation { message, param } => ApiError::Validation {
-            message: message
-                .replace("`max_new_tokens`", "`max_tokens`")
-                .replace("`inputs`", &format!("`{prompt_field}`")),
-            param: param.map(|p| match p {
-                "max_new_tokens" => "max_tokens",
-                "inputs" => prompt_field,
-                other => other,
-            }),
-        },
-        other => other,
-    }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn next_id(prefix: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{prefix}-{:x}-{}",
-        unix_now(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn finish_reason(r: FinishReason) -> String {
-    match r {
-        FinishReason::Length => "length",
-        FinishReason::EosToken | FinishReason::StopSequence => "stop",
-    }
-    .into()
-}
-
-fn usage(end: &Ended) -> Usage {
-    Usage {
-        prompt_tokens: end.prompt_tokens,
-        completion_tokens: end.generated_tokens,
-        total_tokens: end.prompt_tokens + end.generated_tokens,
-    }
-}
-
-/// What differs between the two routes' responses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Completions,
-    Chat,
-}
-
-/// Builds one response object (or chunk) of either route.
-struct Shape {
-    route: Route,
-    id: String,
-    created: u64,
-    model: String,
-}
-
-impl Shape {
-    fn new(route: Route, model: &str) -> Self {
-        let prefix = match route {
-            Route::Completions => "cmpl",
-            Route::Chat => "chatcmpl",
-        };
-        Self {
-            route,
-            id: next_id(prefix),
-            created: unix_now(),
-            model: model.to_string(),
-        }
-    }
-
-    /// `text` with `finish`; `streaming` chooses chunk shapes.
-    fn body(
-        &self,
-        streaming: bool,
-        role: bool,
-        text: Option<String>,
-        finish: Option<String>,
-        usage: Option<Usage>,
-        choices: bool,
-    ) -> serde_json::Value {
-        let value = match self.route {
-            Route::Completions => serde_json::to_value(Completion {
-                id: self.id.clone(),
-                object: "text_completion".into(),
-                created: self.created,
-                model: self.model.clone(),
-                choices: choices
-                    .then(|| CompletionChoice {
-                        index: 0,
-                        text: text.unwrap_or_default(),
-                        logprobs: None,
-                        finish_reason: finish,
-                    })
-                    .into_iter()
-                    .collect(),
-                usage,
-            }),
-            Route::Chat => {
-                let delta = Delta {
-                    role: role.then(|| "assistant".to_string()),
-                    content: text,
-                };
-                serde_json::to_value(ChatCompletion {
-                    id: self.id.clone(),
-                    object: if streaming {
-                        "chat.completion.chunk"
-                    } else {
-                        "chat.completion"
-                    }
-                    .into(),
-                    created: self.created,
-                    model: self.model.clone(),
-                    choices: choices
-                        .then(|| ChatChoice {
-                            index: 0,
-                            message: (!streaming).then(|| delta.clone()),
-                            delta: streaming.then_some(delta),
-                            logprobs: None,
-                            finish_reason: finish,
-                        })
-                        .into_iter()
-                        .collect(),
-                    usage,
-                })
-            }
-        };
-        value.unwrap_or_default()
-    }
-}
-
-/// Streams either route's chunks, ending with `[DONE]`.
-struct OpenAiStream {
-    shape: Shape,
-    stop: StopText,
-    include_usage: bool,
-    /// Text to send before the first token (`echo`).
-    prefix: Option<String>,
-    role_sent: bool,
-}
-
-impl OpenAiStream {
-    fn chunk(&self, text: Option<String>, finish: Option<String>) -> Event {
-        json_event(&self.shape.body(true, false, text, finish, None, true))
-    }
-
-    fn text(&mut self, piece: &str, out: &mut Vec<Event>) {
-        if self.shape.route == Route::Chat && !self.role_sent {
-            self.role_sent = true;
-            let role = self
-                .shape
-                .body(true, true, Some(String::new()), None, None, true);
-            out.push(json_event(&role));
-        }
-        let mut text = self.prefix.take().unwrap_or_default();
-        text.push_str(&self.stop.push(piece));
-        if !text.is_empty() {
-            out.push(self.chunk(Some(text), None));
-        }
-    }
-}
-
-impl StreamWriter for OpenAiStream {
-    fn write(&mut self, event: StreamEvent) -> Vec<Event> {
-        let mut out = Vec::new();
-        match event {
-            StreamEvent::Token(t) => self.text(&t.text, &mut out),
-            StreamEvent::Last(t, end) => {
-                self.text(&t.text, &mut out);
-                let rest = self.stop.finish();
-                if !rest.is_empty() {
-                    out.push(self.chunk(Some(rest), None));
-                }
-                let empty = match self.shape.route {
-                    Route::Completions => Some(String::new()),
-                    Route::Chat => None,
-                };
-                out.push(self.chunk(empty, Some(finish_reason(end.finish_reason))));
-                if self.include_usage {
-                    let u = self
-                        .shape
-                        .body(true, false, None, None, Some(usage(&end)), false);
-                    out.push(json_event(&u));
-                }
-                out.push(Event::default().data("[DONE]"));
-            }
-            StreamEvent::Error(e) => {
-                out.push(json_event(&ApiError::Generation(e).openai_body()));
-                out.push(Event::default().data("[DONE]"));
+/// OpenAI's `response_format`: text, JSON mode, or a JSON schema.
+fn response_format(format: &serde_json::Value) -> Result<Option<Grammar>, ApiError> {
+    let bad = |m: &str| ApiError::invalid("response_format", format!("`response_format` {m}"));
+    match format.get("type").and_then(|t| t.as_str()) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Grammar::JsonObject)),
+        Some("json_schema") => {
+            let spec = format
+                .get("json_schema")
+                .ok_or_else(|| bad("of type `json_schema` needs a `json_schema` object"))?;
+            match spec.get("schema") {
+                None => Ok(Some(Grammar::JsonObject)),
+                Some(schema) => Ok(Some(Grammar::JsonSchema(schema.clone()))),
             }
         }
-        out
+        _ => Err(bad(
+            "must have `type` `text`, `json_object` or `json_schema`",
+        )),
     }
-}
-
-/// How the answer is delivered.
-struct Delivery {
-    stream: bool,
-    include_usage: bool,
-    /// The prompt text to put before the generated text (`echo`).
-    echo: Option<String>,
-}
-
-impl Delivery {
-    fn of(s: &Sampling, echo: Option<String>) -> Self {
-        Self {
-            stream: s.stream,
-            include_usage: s.stream_options.as_ref().is_some_and(|o| o.include_usage),
-            echo,
-        }
-    }
-}
-
-/// Runs a request of either route.
-async fn run(
-    state: &AppState,
-    shape: Shape,
-    prompt: Prompt,
-    params: Parameters,
-    delivery: Delivery,
-    received: Instant,
-) -> Result<Response, ApiError> {
-    let prompt_field = match shape.route {
-        Route::Completions => "prompt",
-        Route::Chat => "messages",
-    };
-    let stops = params.stop.clone();
-    let permit = state.admit()?;
-    let valid = state
-        .validator
-        .validate(prompt, params, received)
-        .map_err(|e| openai_names(e, prompt_field))?;
-    let validation = valid.validation;
-    let generation = state.infer.submit(valid, permit)?;
-    if delivery.stream {
-        let writer = OpenAiStream {
-            shape,
-            stop: StopText::new(stops),
-            include_usage: delivery.include_usage,
-            prefix: delivery.echo,
-            role_sent: false,
-        };
-        return Ok(sse::respond(generation, writer));
-    }
-    let (tokens, end) = generation.collect().await?;
-    let text: String = tokens.iter().map(|t| t.text.as_str()).collect();
-    let text = delivery.echo.unwrap_or_default() + &StopText::cut(&stops, &text);
-    let body = shape.body(
-        false,
-        true,
-        Some(text),
-        Some(finish_reason(end.finish_reason)),
-        Some(usage(&end)),
-        true,
-    );
-    let mut headers = HeaderMap::new();
-    timing_headers(&mut headers, validation, received.elapsed(), &end);
-    Ok((headers, Json(body)).into_response())
 }
 
 /// Text completion.
@@ -584,11 +354,25 @@ pub async fn completions(
     let received = Instant::now();
     let limit = state.validator.config().payload_limit;
     let req: CompletionRequest = read_json(&headers, body, limit).await.map_err(counted)?;
-    if req.logprobs.is_some_and(|n| n > 0) {
-        return Err(unsupported("logprobs", "> 0").into());
+    if req.logprobs.is_some_and(|n| n > MAX_COMPLETION_LOGPROBS) {
+        return Err(ApiError::invalid(
+            "logprobs",
+            format!("`logprobs` must be between 0 and {MAX_COMPLETION_LOGPROBS}"),
+        )
+        .into());
     }
-    if req.best_of.is_some_and(|n| n != 1) {
-        return Err(unsupported("best_of", "other than 1").into());
+    let n = req.sampling.n.unwrap_or(1);
+    if let Some(best_of) = req.best_of {
+        if best_of < n {
+            return Err(ApiError::invalid("best_of", "`best_of` must be >= `n`").into());
+        }
+        if best_of > n && req.sampling.stream {
+            return Err(ApiError::invalid(
+                "best_of",
+                "`best_of` greater than `n` cannot be streamed",
+            )
+            .into());
+        }
     }
     if req.suffix.is_some() {
         return Err(unsupported("suffix", "").into());
@@ -610,9 +394,14 @@ pub async fn completions(
         Prompt::Text(t) => t.clone(),
         Prompt::Ids(ids) => state.validator.engine().tokenizer.decode(ids, false),
     });
-    let params = parameters(&req.sampling, Some(req.max_tokens.unwrap_or(16)))?;
+    let mut params = parameters(&req.sampling, Some(req.max_tokens.unwrap_or(16)))?;
+    let best_of = req.best_of.unwrap_or(n) as usize;
+    params.want_logprobs = req.logprobs.is_some() || best_of > n as usize;
+    params.top_logprobs = req.logprobs.unwrap_or(0) as usize;
+    params.prompt_logprobs = req.echo && req.logprobs.is_some();
     let shape = Shape::new(Route::Completions, &model_name(&state, req.model));
-    let delivery = Delivery::of(&req.sampling, echo);
+    let mut delivery = delivery(&req.sampling, echo, req.logprobs.is_some());
+    delivery.best_of = best_of;
     Ok(run(&state, shape, prompt, params, delivery, received)
         .await
         .map_err(counted)?)
@@ -629,16 +418,36 @@ pub async fn chat_completions(
     let received = Instant::now();
     let limit = state.validator.config().payload_limit;
     let req: ChatRequest = read_json(&headers, body, limit).await.map_err(counted)?;
-    if req.logprobs == Some(true) {
-        return Err(unsupported("logprobs", "= true").into());
-    }
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(unsupported("tools", "(function calling)").into());
-    }
-    if let Some(format) = &req.response_format {
-        if format.get("type").and_then(|t| t.as_str()) != Some("text") {
-            return Err(unsupported("response_format", "other than {\"type\": \"text\"}").into());
+    let logprobs = req.logprobs == Some(true);
+    if let Some(top) = req.top_logprobs {
+        if top > MAX_CHAT_TOP_LOGPROBS {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                format!(
+                    "`top_logprobs` must be between 0 and {MAX_CHAT_TOP_LOGPROBS}. Given: {top}"
+                ),
+            )
+            .into());
         }
+        if top > 0 && !logprobs {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                "`top_logprobs` needs `logprobs` set to true",
+            )
+            .into());
+        }
+    }
+    let plan = tools::plan(req.tools.as_deref(), req.tool_choice.as_ref())?;
+    let format = match &req.response_format {
+        Some(f) => response_format(f)?,
+        None => None,
+    };
+    if format.is_some() && plan.grammar.is_some() {
+        return Err(ApiError::invalid(
+            "tool_choice",
+            "a required tool call and `response_format` cannot constrain the same answer",
+        )
+        .into());
     }
     if req.messages.is_empty() {
         return Err(ApiError::invalid("messages", "`messages` must not be empty").into());
@@ -666,18 +475,39 @@ pub async fn chat_completions(
                     text
                 }
             };
+            let mut text = text;
+            // An assistant's earlier calls, as the model would have written them.
+            for call in m.tool_calls.iter().flatten() {
+                let args: serde_json::Value = serde_json::from_str(&call.function.arguments)
+                    .unwrap_or_else(|_| call.function.arguments.clone().into());
+                let name = call.function.name.clone().unwrap_or_default();
+                text.push_str(&serde_json::json!({"name": name, "arguments": args}).to_string());
+            }
             Ok(Message::new(&m.role, &text))
         })
         .collect::<Result<_, ApiError>>()?;
-    let rendered = state
-        .validator
-        .engine()
-        .render_chat(&messages)
-        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    let engine = state.validator.engine();
+    let rendered = if plan.tools.is_empty() {
+        engine.render_chat(&messages)
+    } else if engine.chat_template_takes_tools() {
+        let tools = serde_json::to_value(&plan.tools).unwrap_or_default();
+        engine.render_chat_with_tools(&messages, &tools)
+    } else {
+        engine.render_chat(&tools::with_tools_prompt(messages, &plan.tools))
+    }
+    .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     let max_tokens = req.max_completion_tokens.or(req.max_tokens);
-    let params = parameters(&req.sampling, max_tokens)?;
+    let mut params = parameters(&req.sampling, max_tokens)?;
+    params.want_logprobs = logprobs;
+    params.top_logprobs = req.top_logprobs.unwrap_or(0) as usize;
+    params.grammar = match (format, plan.grammar) {
+        (Some(g), _) => Some(("response_format", g)),
+        (None, Some(g)) => Some(("tools", g)),
+        (None, None) => None,
+    };
     let shape = Shape::new(Route::Chat, &model_name(&state, req.model));
-    let delivery = Delivery::of(&req.sampling, None);
+    let mut delivery = delivery(&req.sampling, None, logprobs);
+    delivery.tools = plan.mode;
     Ok(run(
         &state,
         shape,
@@ -688,6 +518,24 @@ pub async fn chat_completions(
     )
     .await
     .map_err(counted)?)
+}
+
+/// OpenAI's limits on listed alternatives per token.
+const MAX_COMPLETION_LOGPROBS: u32 = 5;
+const MAX_CHAT_TOP_LOGPROBS: u32 = 20;
+
+/// How the answer is delivered, from the shared fields.
+fn delivery(s: &Sampling, echo: Option<String>, logprobs: bool) -> Delivery {
+    let n = s.n.unwrap_or(1) as usize;
+    Delivery {
+        stream: s.stream,
+        include_usage: s.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        echo,
+        logprobs,
+        n,
+        best_of: n,
+        tools: ToolMode::Text,
+    }
 }
 
 fn model_name(state: &AppState, asked: Option<String>) -> String {

@@ -1,6 +1,8 @@
-//! Server-sent events from a generation: one writer per API turns stream
-//! events into SSE events; the stream holds the request's concurrency slot
-//! and, when the client leaves, dropping it tells the batcher.
+//! Server-sent events from a request's generations (one, or OpenAI's `n`
+//! choices interleaved as their tokens come): one writer per API turns
+//! stream events into SSE events; the stream holds the requests'
+//! concurrency slots and, when the client leaves, dropping it tells the
+//! batcher.
 
 use std::convert::Infallible;
 
@@ -12,20 +14,53 @@ use crate::infer::{Generation, StreamEvent};
 
 /// Turns stream events into an API's SSE events.
 pub trait StreamWriter: Send + 'static {
-    /// The SSE events for one stream event.
-    fn write(&mut self, event: StreamEvent) -> Vec<Event>;
+    /// The SSE events for one stream event of generation `index`.
+    fn write(&mut self, index: usize, event: StreamEvent) -> Vec<Event>;
+
+    /// The SSE events after every generation ended (or one failed).
+    fn finish(&mut self) -> Vec<Event> {
+        Vec::new()
+    }
 }
 
-/// The SSE response for `generation`.
-pub fn respond<W: StreamWriter>(generation: Generation, writer: W) -> Response {
-    let events = stream::unfold(Some((generation, writer)), |state| async move {
-        let (mut generation, mut writer) = state?;
+/// One generation's events tagged with its index, ending after its last.
+fn events_of(
+    index: usize,
+    generation: Generation,
+) -> impl futures_util::Stream<Item = (usize, StreamEvent)> + Send {
+    stream::unfold(Some(generation), move |generation| async move {
+        let mut generation = generation?;
         let event = generation.events.recv().await.unwrap_or_else(|| {
             StreamEvent::Error("the model thread stopped before the generation ended".into())
         });
         let last = !matches!(event, StreamEvent::Token(_));
-        let out = writer.write(event);
-        Some((out, (!last).then_some((generation, writer))))
+        Some(((index, event), (!last).then_some(generation)))
+    })
+}
+
+/// The SSE response for `generations`: their events as they come; an
+/// error ends the whole stream.
+pub fn respond<W: StreamWriter>(generations: Vec<Generation>, writer: W) -> Response {
+    let merged = stream::select_all(
+        generations
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| events_of(i, g).boxed()),
+    );
+    let events = stream::unfold(Some((merged, writer)), |state| async move {
+        let (mut merged, mut writer) = state?;
+        match merged.next().await {
+            Some((i, event)) => {
+                let failed = matches!(event, StreamEvent::Error(_));
+                let mut out = writer.write(i, event);
+                if failed {
+                    out.extend(writer.finish());
+                    return Some((out, None));
+                }
+                Some((out, Some((merged, writer))))
+            }
+            None => Some((writer.finish(), None)),
+        }
     })
     .flat_map(|batch| stream::iter(batch.into_iter().map(Ok::<_, Infallible>)));
     let mut response = Sse::new(events).into_response();

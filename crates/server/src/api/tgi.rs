@@ -2,6 +2,7 @@
 //! `/tokenize`, `/info`, `/health`, `/metrics`, with TGI's JSON shapes,
 //! defaults and timing headers.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -11,11 +12,14 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use servebench_engine::tokenizer::Tokenizer;
+use servebench_engine::Engine;
 use utoipa::ToSchema;
 
 use super::sse::{self, json_event, StreamWriter};
 use super::{counted, read_json, AppState};
 use crate::error::{ApiError, TgiError, TgiErrorBody};
+use crate::infer::constraint::Grammar;
 use crate::infer::{Ended, GeneratedToken, StreamEvent};
 use crate::validation::{Parameters, Prompt};
 
@@ -27,7 +31,7 @@ pub struct GenerateParameters {
     pub best_of: Option<u64>,
     pub temperature: Option<f32>,
     pub repetition_penalty: Option<f32>,
-    /// Only 0 or absent is supported.
+    /// -2 to 2: subtracted from a token's logit per time it was generated.
     pub frequency_penalty: Option<f32>,
     pub top_k: Option<i64>,
     pub top_p: Option<f32>,
@@ -41,11 +45,14 @@ pub struct GenerateParameters {
     /// Not supported; must be false.
     pub watermark: bool,
     pub details: bool,
+    /// Return the prompt tokens with their log-probabilities (`details`
+    /// only; not when streaming).
     pub decoder_input_details: bool,
     pub seed: Option<u64>,
-    /// Not supported; must be absent or 0.
+    /// List this many most likely tokens at each step (0 to 5).
     pub top_n_tokens: Option<u32>,
-    /// Not supported; must be absent or null.
+    /// Constrain the output: `{"type": "json", "value": <JSON schema>}`
+    /// or `{"type": "regex", "value": "<regex>"}`.
     #[schema(value_type = Option<Object>)]
     pub grammar: Option<serde_json::Value>,
     /// Ignored (no adapters).
@@ -81,8 +88,8 @@ pub struct Token {
     pub special: bool,
 }
 
-/// A prompt token (`decoder_input_details`); log-probabilities of prompt
-/// tokens are not computed, so `logprob` is null.
+/// A prompt token (`decoder_input_details`) with its log-probability given
+/// the tokens before it (null for the first).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PrefillToken {
     pub id: u32,
@@ -99,6 +106,9 @@ pub struct Details {
     pub seed: Option<u64>,
     pub prefill: Vec<PrefillToken>,
     pub tokens: Vec<Token>,
+    /// `top_n_tokens` most likely tokens at each step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_tokens: Vec<Vec<Token>>,
 }
 
 /// `/generate` response.
@@ -160,6 +170,8 @@ pub struct Info {
 }
 
 const DEFAULT_MAX_NEW_TOKENS: u64 = 100;
+/// TGI's launcher default for `--max-top-n-tokens`.
+const MAX_TOP_N_TOKENS: u32 = 5;
 
 fn not_supported(param: &'static str, what: &str) -> ApiError {
     ApiError::invalid(
@@ -188,17 +200,21 @@ fn parameters(
             ));
         }
     }
-    if p.frequency_penalty.is_some_and(|f| f != 0.0) {
-        return Err(not_supported("frequency_penalty", "other than 0"));
-    }
     if p.watermark {
         return Err(not_supported("watermark", "= true"));
     }
-    if p.top_n_tokens.is_some_and(|n| n > 0) {
-        return Err(not_supported("top_n_tokens", "> 0"));
+    let top_n = p.top_n_tokens.unwrap_or(0);
+    if top_n > MAX_TOP_N_TOKENS {
+        return Err(ApiError::invalid(
+            "top_n_tokens",
+            format!("`top_n_tokens` must be >= 0 and <= {MAX_TOP_N_TOKENS}. Given: {top_n}"),
+        ));
     }
-    if p.grammar.as_ref().is_some_and(|g| !g.is_null()) {
-        return Err(not_supported("grammar", "(constrained decoding)"));
+    if stream && p.decoder_input_details {
+        return Err(ApiError::invalid(
+            "decoder_input_details",
+            "`decoder_input_details` == true is not supported when streaming tokens",
+        ));
     }
     Ok(Parameters {
         do_sample: p.do_sample,
@@ -207,6 +223,9 @@ fn parameters(
         top_p: p.top_p,
         typical_p: p.typical_p,
         repetition_penalty: p.repetition_penalty,
+        presence_penalty: None,
+        frequency_penalty: p.frequency_penalty,
+        logit_bias: Vec::new(),
         seed: p.seed,
         max_new_tokens: Some(p.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS)),
         min_new_tokens: 0,
@@ -214,7 +233,47 @@ fn parameters(
         ignore_eos: p.ignore_eos,
         truncate: p.truncate,
         want_logprobs: p.details || stream,
+        top_logprobs: top_n as usize,
+        prompt_logprobs: p.details && p.decoder_input_details,
+        grammar: match &p.grammar {
+            Some(g) => grammar(g)?.map(|g| ("grammar", g)),
+            None => None,
+        },
     })
+}
+
+/// TGI's `grammar`: a JSON schema (as an object or a JSON string) or a regex.
+fn grammar(g: &serde_json::Value) -> Result<Option<Grammar>, ApiError> {
+    use serde_json::Value;
+    let bad = |m: String| ApiError::invalid("grammar", format!("`grammar` {m}"));
+    if g.is_null() {
+        return Ok(None);
+    }
+    let value = g.get("value").unwrap_or(&Value::Null);
+    match g.get("type").and_then(|t| t.as_str()) {
+        Some("json") | Some("json_schema") => {
+            let schema = match value {
+                Value::String(s) => serde_json::from_str(s)
+                    .map_err(|e| bad(format!("value is not valid JSON: {e}")))?,
+                // TGI's newer form wraps the schema: {"name", "schema"}.
+                Value::Object(o) if g["type"] == "json_schema" => {
+                    o.get("schema").cloned().unwrap_or(Value::Null)
+                }
+                other => other.clone(),
+            };
+            if !schema.is_object() {
+                return Err(bad("value must be a JSON schema (an object)".into()));
+            }
+            Ok(Some(Grammar::JsonSchema(schema)))
+        }
+        Some("regex") => match value {
+            Value::String(rx) => Ok(Some(Grammar::Regex(rx.clone()))),
+            _ => Err(bad("value of type `regex` must be a string".into())),
+        },
+        _ => Err(bad(
+            "must have `type` `json` or `regex` and a `value`".into()
+        )),
+    }
 }
 
 impl From<&GeneratedToken> for Token {
@@ -226,6 +285,19 @@ impl From<&GeneratedToken> for Token {
             special: t.special,
         }
     }
+}
+
+/// A step's most likely tokens as TGI lists them.
+fn top_tokens(tok: &Tokenizer, t: &GeneratedToken) -> Vec<Token> {
+    t.top
+        .iter()
+        .map(|&(id, logprob)| Token {
+            id,
+            text: tok.decode(&[id], false),
+            logprob: Some(logprob),
+            special: tok.is_eog(id),
+        })
+        .collect()
 }
 
 /// TGI's timing headers, in milliseconds with fractions (TGI rounds to
@@ -274,18 +346,25 @@ async fn generate_inner(
             generated_tokens: end.generated_tokens as u32,
             seed: end.seed,
             prefill: if p.decoder_input_details {
+                let logprobs = tokens.first().map_or(&[][..], |t| &t.prompt_logprobs);
                 prompt_ids
                     .iter()
-                    .map(|&id| PrefillToken {
+                    .enumerate()
+                    .map(|(i, &id)| PrefillToken {
                         id,
                         text: tok.decode(&[id], true),
-                        logprob: None,
+                        logprob: i.checked_sub(1).and_then(|i| logprobs.get(i).copied()),
                     })
                     .collect()
             } else {
                 Vec::new()
             },
             tokens: tokens.iter().map(Token::from).collect(),
+            top_tokens: if p.top_n_tokens.unwrap_or(0) > 0 {
+                tokens.iter().map(|t| top_tokens(tok, t)).collect()
+            } else {
+                Vec::new()
+            },
         }
     });
     let mut headers = HeaderMap::new();
@@ -345,6 +424,7 @@ fn stream_inner(
         .validate(Prompt::Text(req.inputs.clone()), params, received)?;
     let generation = state.infer.submit(valid, permit)?;
     let writer = TgiStream {
+        engine: state.validator.engine_handle(),
         index: 0,
         text: if p.return_full_text == Some(true) {
             req.inputs
@@ -353,12 +433,13 @@ fn stream_inner(
         },
         details: p.details,
     };
-    Ok(sse::respond(generation, writer))
+    Ok(sse::respond(vec![generation], writer))
 }
 
 /// Builds TGI's stream events: the last token's event also carries the
 /// whole text and (with `details`) how the generation ended.
 struct TgiStream {
+    engine: Arc<Engine>,
     index: u32,
     text: String,
     details: bool,
@@ -371,7 +452,7 @@ impl TgiStream {
         StreamResponse {
             index: self.index,
             token: Token::from(t),
-            top_tokens: Vec::new(),
+            top_tokens: top_tokens(&self.engine.tokenizer, t),
             generated_text: None,
             details: None,
         }
@@ -379,7 +460,7 @@ impl TgiStream {
 }
 
 impl StreamWriter for TgiStream {
-    fn write(&mut self, event: StreamEvent) -> Vec<Event> {
+    fn write(&mut self, _: usize, event: StreamEvent) -> Vec<Event> {
         match event {
             StreamEvent::Token(t) => vec![json_event(&self.token(&t))],
             StreamEvent::Last(t, end) => {

@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use servebench_engine::cpu::ggml_numerics::log_sum_exp;
+use servebench_engine::model::logit_rows;
+use servebench_engine::sampling::top_logprobs;
 use servebench_engine::{Engine, EngineError, FinishReason, SeqStep, Sequence};
 use tokio::sync::mpsc;
 
@@ -89,7 +91,10 @@ pub(super) fn run(
             let req = &entry.request;
             match Sequence::new(&engine.model, req.prompt_ids.clone(), req.params.clone()) {
                 Ok(mut seq) => {
-                    if let Some((tokens, cache)) = prefixes.take(&req.prompt_ids) {
+                    // The prompt's log-probabilities need the whole prompt run.
+                    let reuse = !seq.wants_prompt_logprobs();
+                    if let Some((tokens, cache)) = prefixes.take(&req.prompt_ids).filter(|_| reuse)
+                    {
                         seq.reuse_prefix(&tokens, cache);
                     }
                     running.push(Running {
@@ -132,25 +137,23 @@ fn step(
 ) -> Result<(), EngineError> {
     let mut steps: Vec<SeqStep<'_>> = running.iter_mut().map(|r| r.seq.next_step()).collect();
     let mut logits = engine.model.forward(&mut steps)?;
-    drop(steps);
     let vocab = engine.model.config().vocab_size;
+    let mut rows: Vec<&mut [f32]> = Vec::with_capacity(steps.len());
+    let mut rest = logits.as_mut_slice();
+    for n in logit_rows(&steps) {
+        let (mine, tail) = rest.split_at_mut(n * vocab);
+        rows.push(mine);
+        rest = tail;
+    }
+    drop(steps);
     let tok = &engine.tokenizer;
     // Each sequence picks its token (and, when it asked for logprobs, takes
     // the log-sum-exp of its vocabulary-long row: every TGI stream does) in
     // parallel; the events then go out in order.
     let tokens: Vec<GeneratedToken> = running
         .par_iter_mut()
-        .zip(logits.par_chunks_mut(vocab))
-        .map(|(r, row)| {
-            let lse = r.entry.request.want_logprobs.then(|| log_sum_exp(row));
-            let (id, text) = r.seq.accept(tok, row);
-            GeneratedToken {
-                id,
-                text,
-                logprob: lse.map(|l| row[id as usize] - l),
-                special: tok.is_eog(id),
-            }
-        })
+        .zip(rows)
+        .map(|(r, rows)| pick(tok, r, rows, vocab))
         .collect();
     let mut finished = Vec::new();
     for (i, (r, token)) in running.iter_mut().zip(tokens).enumerate() {
@@ -175,6 +178,52 @@ fn step(
         prefixes.put(seq.cached_tokens().to_vec(), seq.cache);
     }
     Ok(())
+}
+
+/// One sequence's token from its logits rows (one row, or one per prompt
+/// token when it asked for the prompt's log-probabilities), with the
+/// log-probabilities it asked for, taken before any penalty or bias as
+/// TGI's and vLLM's are.
+fn pick(
+    tok: &servebench_engine::tokenizer::Tokenizer,
+    r: &mut Running,
+    rows: &mut [f32],
+    vocab: usize,
+) -> GeneratedToken {
+    let req = &r.entry.request;
+    let (prompt_rows, row) = rows.split_at_mut(rows.len() - vocab);
+    // Row i predicts prompt token i + 1.
+    let prompt_logprobs = prompt_rows
+        .chunks(vocab)
+        .zip(&req.prompt_ids[1..])
+        .map(|(row, &next)| row[next as usize] - log_sum_exp(row))
+        .collect();
+    let lse = req.want_logprobs.then(|| log_sum_exp(row));
+    let top = match lse {
+        Some(lse) if req.top_logprobs > 0 => top_logprobs(row, lse, req.top_logprobs),
+        _ => Vec::new(),
+    };
+    // Picking may change the row (penalties, bias, a grammar's mask): keep
+    // the model's values when they are asked for and may change.
+    let changes = req.constraint.is_some()
+        || req.params.min_new_tokens > 0
+        || req.params.sampling.adjusts_logits();
+    let raw = lse.map(|lse| (changes.then(|| row.to_vec()), lse));
+    if let Some(c) = r.entry.request.constraint.as_mut() {
+        c.mask(row);
+    }
+    let (id, text) = r.seq.accept(tok, row);
+    if let Some(c) = r.entry.request.constraint.as_mut() {
+        c.commit(id);
+    }
+    GeneratedToken {
+        id,
+        text,
+        logprob: raw.map(|(kept, lse)| kept.as_deref().unwrap_or(row)[id as usize] - lse),
+        top,
+        prompt_logprobs,
+        special: tok.is_eog(id),
+    }
 }
 
 fn ended(r: &Running, finish_reason: FinishReason) -> Ended {

@@ -4,6 +4,7 @@
 //! talk to [`Infer`]; they never touch the model.
 
 mod batcher;
+pub mod constraint;
 mod prefix_cache;
 mod queue;
 
@@ -28,6 +29,10 @@ pub struct ValidRequest {
     pub params: GenerateParams,
     /// Compute each token's log-probability (costs a pass over the vocabulary).
     pub want_logprobs: bool,
+    /// Also list this many most likely tokens at each step (0: none).
+    pub top_logprobs: usize,
+    /// The grammar the output must follow, compiled.
+    pub constraint: Option<constraint::Constraint>,
     /// When the HTTP request arrived (for `x-total-time`).
     pub received_at: Instant,
     /// Time spent parsing, tokenizing and validating.
@@ -49,6 +54,12 @@ pub struct GeneratedToken {
     /// bytes still waiting for the rest of a UTF-8 character).
     pub text: String,
     pub logprob: Option<f32>,
+    /// The `top_logprobs` most likely tokens at this step with their
+    /// log-probabilities, most likely first.
+    pub top: Vec<(u32, f32)>,
+    /// First token only, when asked: the log-probability of each prompt
+    /// token after the first, given the tokens before it.
+    pub prompt_logprobs: Vec<f32>,
     /// An end-of-generation or other control token.
     pub special: bool,
 }
