@@ -3,55 +3,15 @@
 
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "support/processes.rs"]
+mod processes;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_servebench");
-
-fn tiny_model(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("tiny.gguf");
-    let status = Command::new(BIN)
-        .args([
-            "make-model",
-            "--arch-preset",
-            "tiny",
-            "--quant",
-            "q8_0",
-            "--seed",
-            "1",
-            "--out",
-        ])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    path
-}
-
-/// Starts the server on a free port; returns it and its address.
-fn start(model: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--threads", "1", "--port", "0", "--model"])
-        .arg(model)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Some(a) = line.split("http://").nth(1) {
-            break a.trim().to_string();
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, addr)
-}
+use processes::{serve, tiny_model};
 
 /// Sends a streaming request; returns the socket once the first token
 /// event has arrived, with everything read so far.
@@ -80,7 +40,9 @@ fn sigterm_lets_ten_streams_finish_then_exits_zero() {
     let dir = std::env::temp_dir().join(format!("servebench-signal-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let model = tiny_model(&dir);
-    let (mut child, addr) = start(&model);
+    let args = ["--threads", "1", "--port", "0", "--model"];
+    let (mut server, addr) = serve(&[&args[..], &[model.to_str().unwrap()]].concat(), &[]);
+    let child = &mut server.0;
     let streams: Vec<_> = (0..10).map(|_| open_stream(&addr)).collect();
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -11,66 +11,24 @@ mod engine_support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-pub use engine_support::skip;
+#[path = "processes.rs"]
+mod processes;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_servebench");
+pub use engine_support::skip;
+pub use processes::{serve, tiny_model, Running, BIN};
+
 pub const KEY_ID: &str = "AKIDSTANDIN";
 pub const SECRET: &str = "stand-in-secret/with+chars";
 pub const REGION: &str = "us-west-2";
-
-/// A child process killed (by its own id) when the test ends.
-pub struct Running(pub Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 pub fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sb-sagemaker-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-pub fn tiny_model(dir: &Path) -> PathBuf {
-    let path = dir.join("tiny.gguf");
-    let status = Command::new(BIN)
-        .args(["make-model", "--arch-preset", "tiny", "--quant", "q8_0"])
-        .args(["--seed", "1", "--out"])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    path
-}
-
-/// Starts `servebench serve ARGS` with `envs`; returns it and its address.
-pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> (Running, String) {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .envs(envs.iter().copied())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Some(a) = line.split("http://").nth(1) {
-            break a.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    (Running(child), addr)
 }
 
 /// `GET path` over a fresh connection: status and body.
