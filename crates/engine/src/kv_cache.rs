@@ -209,7 +209,12 @@ pub struct KvRows<'a> {
 
 impl<'a> KvRows<'a> {
     /// Rows laid out as a cache's pages hold them, starting at `offset`.
+    /// Every page of a cache has the same length, so checking the first
+    /// one keeps [`KvRows::row_ptr`] within every page.
     pub(crate) fn new(pages: &'a [Page], offset: usize, kv_dim: usize) -> Self {
+        assert!(pages
+            .first()
+            .is_none_or(|p| offset + PAGE_POSITIONS * kv_dim <= p.len()));
         Self {
             pages,
             offset,
@@ -222,6 +227,22 @@ impl<'a> KvRows<'a> {
     pub fn row(&self, p: usize) -> &'a [f16] {
         let start = self.offset + (p % PAGE_POSITIONS) * self.kv_dim;
         &self.pages[p / PAGE_POSITIONS][start..start + self.kv_dim]
+    }
+
+    /// Where position `p`'s `kv_dim` values start, without bounds checks
+    /// (the attention kernels' inner loops visit every position).
+    ///
+    /// # Safety
+    /// `p < self.capacity()`.
+    #[inline(always)]
+    pub unsafe fn row_ptr(&self, p: usize) -> *const f16 {
+        // SAFETY: p / PAGE_POSITIONS < pages.len() by the caller's promise;
+        // the row lies within the page by the check in `new`.
+        unsafe {
+            let page = self.pages.get_unchecked(p / PAGE_POSITIONS);
+            page.as_ptr()
+                .add(self.offset + (p % PAGE_POSITIONS) * self.kv_dim)
+        }
     }
 
     /// Positions the pages have room for.

@@ -7,7 +7,7 @@ mod support;
 
 use futures_util::future::join_all;
 use serde_json::{json, Value};
-use support::{config_for, metric, tiny_engine, TestServer};
+use support::{config_for, get_text, metric, post_json, tiny_engine, TestServer};
 
 /// Room for three sequences of 16 prompt tokens (or fewer) and 60 new
 /// ones: each reserves 5 pages of 16 positions, 80 tokens, of 256.
@@ -28,23 +28,13 @@ async fn one(client: &reqwest::Client, base: &str, i: usize) -> usize {
     let parameters = json!({"max_new_tokens": NEW, "ignore_eos": true, "details": true});
     if i.is_multiple_of(2) {
         let body = json!({"inputs": inputs, "parameters": parameters});
-        let resp = client
-            .post(format!("{base}/generate"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_json(client, &format!("{base}/generate"), &body).await;
         assert_eq!(resp.status(), 200);
         let v: Value = resp.json().await.unwrap();
         v["details"]["generated_tokens"].as_u64().unwrap() as usize
     } else {
         let body = json!({"inputs": inputs, "parameters": parameters, "stream": true});
-        let resp = client
-            .post(format!("{base}/generate_stream"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_json(client, &format!("{base}/generate_stream"), &body).await;
         assert_eq!(resp.status(), 200);
         let text = resp.text().await.unwrap();
         let events: Vec<Value> = text
@@ -64,14 +54,7 @@ async fn twenty_four_requests_share_a_budget_of_three_and_all_complete() {
     let client = reqwest::Client::new();
     let generated = join_all((0..24).map(|i| one(&client, &server.url, i))).await;
     assert!(generated.iter().all(|&g| g == NEW), "{generated:?}");
-    let m = client
-        .get(server.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&client, &server.at("/metrics")).await;
     let peak = metric(&m, "servebench_kv_reserved_tokens_peak");
     assert_eq!(metric(&m, "servebench_kv_budget_tokens"), BUDGET as f64);
     assert!(
@@ -86,23 +69,11 @@ async fn twenty_four_requests_share_a_budget_of_three_and_all_complete() {
 async fn a_request_beyond_the_limits_is_refused_and_info_shows_the_budget() {
     let server = TestServer::start(tiny_engine(), config());
     let client = reqwest::Client::new();
-    let info: Value = client
-        .get(server.at("/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = serde_json::from_str(&get_text(&client, &server.at("/info")).await).unwrap();
     assert_eq!(info["max_batch_total_tokens"], BUDGET, "{info}");
     assert_eq!(info["max_total_tokens"], 128, "{info}");
     let body = json!({"inputs": "Llamas", "parameters": {"max_new_tokens": 200}});
-    let resp = client
-        .post(server.at("/generate"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(&client, &server.at("/generate"), &body).await;
     assert_eq!(resp.status(), 422);
     let err: Value = resp.json().await.unwrap();
     let message = err["error"].as_str().unwrap();
@@ -112,12 +83,7 @@ async fn a_request_beyond_the_limits_is_refused_and_info_shows_the_budget() {
     );
     // Four choices of 100 tokens need 400 of the 256.
     let body = json!({"model": "m", "prompt": "Llamas", "max_tokens": 90, "n": 4});
-    let resp = client
-        .post(server.at("/v1/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(&client, &server.at("/v1/completions"), &body).await;
     let status = resp.status().as_u16();
     let err: Value = resp.json().await.unwrap();
     assert!((400..500).contains(&status), "{status} {err}");

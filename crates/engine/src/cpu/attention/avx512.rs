@@ -132,10 +132,10 @@ pub(super) unsafe fn attend(
     let d = shape.head_dim;
     let d16 = d / 16;
     assert!(keys.capacity() >= n_pos && values.capacity() >= n_pos);
-    assert!(keys.row(0).len() >= (kv_head + 1) * d);
-    // A position's row is bounds-checked; the kernels read `d` values from
-    // `kv_head * d` on, which the assertion above keeps within it.
-    let row = |cache: &KvRows<'_>, p: usize| cache.row(p).as_ptr().add(kv_head * d);
+    assert!(keys.row(0).len() >= (kv_head + 1) * d && values.row(0).len() >= (kv_head + 1) * d);
+    // Positions below n_pos only (checked above), `d` values from
+    // `kv_head * d` on, within each row (checked above).
+    let row = |cache: &KvRows<'_>, p: usize| cache.row_ptr(p).add(kv_head * d);
     let scale = _mm512_set1_ps(1.0 / (d as f32).sqrt());
     for (qh, oh) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
         // ggml converts the query to the cache's type before Q·K.
