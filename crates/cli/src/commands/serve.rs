@@ -179,7 +179,11 @@ fn kv_budget(
     if !(fraction > 0.0 && fraction <= 1.0) {
         anyhow::bail!("--kv-memory-fraction must be in (0, 1]");
     }
-    let cap = c.max_concurrent_requests.saturating_mul(c.max_total_tokens);
+    // At least one request (a zero limit is reported by the config check).
+    let cap = c
+        .max_concurrent_requests
+        .max(1)
+        .saturating_mul(c.max_total_tokens);
     let Some(available) = kv_budget::available_memory() else {
         let t = cap.min(32 * c.max_total_tokens);
         eprintln!(
