@@ -28,6 +28,8 @@ pub enum EngineError {
     InvalidRequest(String),
     #[error("context full: sequence would reach {needed} tokens, the model's context is {limit}")]
     ContextFull { needed: usize, limit: usize },
+    #[error("KV cache: sequence would reach {needed} positions, it reserved {reserved}")]
+    KvReservation { needed: usize, reserved: usize },
     #[error("model fetch: {0}")]
     Fetch(String),
     #[error("compute: {0}")]

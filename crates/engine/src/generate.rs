@@ -87,6 +87,17 @@ impl Sequence {
     /// A new sequence; errors on an empty prompt, bad sampling parameters,
     /// or a prompt that does not fit the context.
     pub fn new(model: &Llama, prompt_ids: Vec<u32>, params: GenerateParams) -> Result<Self> {
+        Self::with_cache(model, prompt_ids, params, model.new_cache())
+    }
+
+    /// A new sequence writing into `cache` (empty: e.g. a reservation from
+    /// a server's [`KvPool`](crate::kv_cache::KvPool)).
+    pub fn with_cache(
+        model: &Llama,
+        prompt_ids: Vec<u32>,
+        params: GenerateParams,
+        cache: KvCache,
+    ) -> Result<Self> {
         params.sampling.validate()?;
         if prompt_ids.is_empty() {
             return Err(EngineError::InvalidRequest(
@@ -102,7 +113,7 @@ impl Sequence {
         }
         Ok(Self {
             sampler: Sampler::new(params.sampling.clone()),
-            cache: model.new_cache(),
+            cache,
             history: prompt_ids.clone(),
             prompt_ids,
             generated_ids: Vec::new(),
@@ -158,15 +169,15 @@ impl Sequence {
     /// the positions this sequence's prompt shares with it are kept (all but
     /// the prompt's last token, which must run to give logits) and only the
     /// rest of the prompt is prefilled. Returns the positions reused. Call
-    /// before the first step.
-    pub fn reuse_prefix(&mut self, prefix: &[u32], mut cache: KvCache) -> usize {
+    /// before the first step. The pages move into this sequence's cache
+    /// (within its reservation, when it has one).
+    pub fn reuse_prefix(&mut self, prefix: &[u32], cache: KvCache) -> Result<usize> {
         debug_assert!(self.cache.is_empty() && self.generated_ids.is_empty());
         let shared = shared_prefix_len(prefix, &self.prompt_ids)
             .min(self.prompt_ids.len() - 1)
             .min(cache.len());
-        cache.truncate(shared);
-        self.cache = cache;
-        shared
+        self.cache.adopt_prefix(cache, shared)?;
+        Ok(shared)
     }
 
     /// Takes the logits after the last step, picks a token and updates

@@ -12,7 +12,7 @@ use crate::cpu::ops::{add_assign, rms_norm, swiglu, Rope};
 use crate::cpu::{Matrix, Role};
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, KvShape};
 
 /// One transformer block's weights.
 #[derive(Debug)]
@@ -192,9 +192,19 @@ impl Llama {
             .map_or(self.embed.dtype(), |l| l.wq.dtype())
     }
 
-    /// An empty KV cache for one sequence.
+    /// An empty KV cache for one sequence, its pages from the heap.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.config.n_layer, self.config.kv_dim())
+    }
+
+    /// What the KV cache holds per position (for sizing a [`KvPool`]).
+    ///
+    /// [`KvPool`]: crate::kv_cache::KvPool
+    pub fn kv_shape(&self) -> KvShape {
+        KvShape {
+            n_layer: self.config.n_layer,
+            kv_dim: self.config.kv_dim(),
+        }
     }
 
     /// Runs one step for a batch of sequences; appends their tokens to their
@@ -223,6 +233,11 @@ impl Llama {
                     limit: c.context_length,
                 });
             }
+        }
+        // Pages first, so that a cache out of reserved room fails the step
+        // before any sequence's cache changes.
+        for s in steps.iter_mut() {
+            s.cache.make_room(s.cache.len() + s.tokens.len())?;
         }
         let (h, qd, kvd, hd) = (c.hidden, c.q_dim(), c.kv_dim(), c.head_dim);
         // Which sequence and absolute position each packed row belongs to.
@@ -313,7 +328,7 @@ impl Llama {
                         } else {
                             Order::Decode
                         };
-                        let (keys, values) = caches[row_seq[r]].layer(li, n_pos);
+                        let (keys, values) = caches[row_seq[r]].layer(li);
                         let heads = r * qd + kv_head * group * hd;
                         attend_group(
                             shape,
@@ -347,12 +362,9 @@ impl Llama {
             }
             Ok(())
         })();
-        if let Err(e) = result {
-            for s in steps.iter_mut() {
-                s.cache.rollback();
-            }
-            return Err(e);
-        }
+        // Positions written past a cache's length are not part of it until
+        // committed: a failed step leaves every cache as it was.
+        result?;
         for s in steps.iter_mut() {
             s.cache.commit(s.tokens.len());
         }

@@ -15,7 +15,8 @@ pub struct ServerConfig {
     pub max_total_tokens: usize,
     /// Prompt tokens that may enter the batch in one step.
     pub max_batch_prefill_tokens: usize,
-    /// Tokens (prompt + max new) all running sequences may reach together.
+    /// Tokens (prompt + max new) all running sequences may reach together:
+    /// the KV cache pool's size, which admission reserves from.
     pub max_batch_total_tokens: usize,
     /// Sequences in the running batch; `None` = only the token budgets limit it.
     pub max_batch_size: Option<usize>,
@@ -67,9 +68,9 @@ impl ServerConfig {
         self.max_total_tokens = total;
         self.max_input_tokens = total.saturating_sub(1);
         self.max_batch_prefill_tokens = self.max_input_tokens + 50;
-        // TGI sizes this from free GPU memory; on CPU the KV cache grows
-        // per sequence, so a budget of 32 full-length sequences keeps
-        // memory bounded without limiting the batch sizes that matter.
+        // TGI sizes this from free GPU memory, as `servebench serve` does
+        // from free memory (`kv_budget`); a server built in code gets 32
+        // full-length sequences (pages are allocated only when used).
         self.max_batch_total_tokens = total * 32;
     }
 

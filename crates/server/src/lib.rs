@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod infer;
+pub mod kv_budget;
 pub mod metrics;
 mod server;
 pub mod validation;

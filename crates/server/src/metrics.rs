@@ -7,6 +7,8 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use servebench_engine::kv_cache::PoolUsage;
+
 use crate::infer::{Ended, ValidRequest};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -88,4 +90,18 @@ pub fn batch_state(queued: usize, running: usize) {
 pub fn forward(prefill: bool, took: Duration) {
     let method = if prefill { "prefill" } else { "decode" };
     histogram!("tgi_batch_forward_duration", "method" => method).record(took.as_secs_f64());
+}
+
+/// The KV pool after admission and after each step, in tokens (positions
+/// of 16-position pages): the budget, what is reserved (by running
+/// sequences and kept prefixes; admission keeps it within the budget), its
+/// peak, what the pages in use hold, and the bytes allocated. `batch` is
+/// what the running batch may grow to (TGI's gauge).
+pub fn kv_cache(pool: &PoolUsage, batch: usize) {
+    gauge!("tgi_batch_current_max_tokens").set(batch as f64);
+    gauge!("servebench_kv_budget_tokens").set(pool.capacity_tokens as f64);
+    gauge!("servebench_kv_reserved_tokens").set(pool.reserved_tokens as f64);
+    gauge!("servebench_kv_reserved_tokens_peak").set(pool.peak_reserved_tokens as f64);
+    gauge!("servebench_kv_used_tokens").set(pool.used_tokens as f64);
+    gauge!("servebench_kv_allocated_bytes").set(pool.allocated_bytes as f64);
 }

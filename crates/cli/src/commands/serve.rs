@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use servebench_engine::fetch;
+use servebench_engine::kv_cache::KvShape;
 use servebench_engine::synthetic::parse_quant;
 use servebench_engine::LoadOptions;
-use servebench_server::ServerConfig;
+use servebench_server::{kv_budget, ServerConfig};
 
 use super::ModelArgs;
 
@@ -51,9 +52,16 @@ pub struct Args {
     /// Prompt tokens that may join the batch in one step (default: max-input-tokens + 50).
     #[arg(long, env = "MAX_BATCH_PREFILL_TOKENS")]
     max_batch_prefill_tokens: Option<usize>,
-    /// Tokens all running sequences may reach together (default: 32 x max-total-tokens).
+    /// KV cache budget: tokens (prompt + max new) all running sequences may
+    /// reach together; the KV memory never exceeds it (default: derived
+    /// from the memory available after loading the weights, see
+    /// --kv-memory-fraction).
     #[arg(long, env = "MAX_BATCH_TOTAL_TOKENS")]
     max_batch_total_tokens: Option<usize>,
+    /// Share of the memory available after loading the weights that the
+    /// derived --max-batch-total-tokens fills with KV cache.
+    #[arg(long, env = "KV_MEMORY_FRACTION", default_value_t = kv_budget::DEFAULT_MEMORY_FRACTION)]
+    kv_memory_fraction: f64,
     /// Sequences in the running batch (default: only the token budgets limit it).
     #[arg(long, env = "MAX_BATCH_SIZE")]
     max_batch_size: Option<usize>,
@@ -119,7 +127,6 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     c.max_batch_prefill_tokens = a
         .max_batch_prefill_tokens
         .unwrap_or(c.max_batch_prefill_tokens);
-    c.max_batch_total_tokens = a.max_batch_total_tokens.unwrap_or(c.max_batch_total_tokens);
     c.max_concurrent_requests = a.max_concurrent_requests;
     c.max_batch_size = a.max_batch_size;
     c.waiting_served_ratio = a.waiting_served_ratio;
@@ -136,6 +143,12 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         engine.model.weight_type(),
         engine.tokenizer.describe()
     );
+    c.max_batch_total_tokens = kv_budget(
+        a.max_batch_total_tokens,
+        a.kv_memory_fraction,
+        &c,
+        engine.model.kv_shape(),
+    )?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -144,6 +157,66 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             c,
             SocketAddr::new(a.host, a.port),
         ))
+}
+
+/// `--max-batch-total-tokens`, or the budget the memory left after loading
+/// the weights allows; logged with the memory it stands for.
+fn kv_budget(
+    given: Option<usize>,
+    fraction: f64,
+    c: &ServerConfig,
+    shape: KvShape,
+) -> anyhow::Result<usize> {
+    let per_token = shape.bytes_per_token();
+    let gib = |tokens: usize| (tokens * per_token) as f64 / (1u64 << 30) as f64;
+    if let Some(t) = given {
+        eprintln!(
+            "servebench: KV budget {t} tokens (--max-batch-total-tokens), {:.2} GiB at {per_token} bytes a token",
+            gib(t)
+        );
+        return Ok(t);
+    }
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        anyhow::bail!("--kv-memory-fraction must be in (0, 1]");
+    }
+    // At least one request (a zero limit is reported by the config check).
+    let cap = c
+        .max_concurrent_requests
+        .max(1)
+        .saturating_mul(c.max_total_tokens);
+    let Some(available) = kv_budget::available_memory() else {
+        let t = cap.min(32 * c.max_total_tokens);
+        eprintln!(
+            "servebench: KV budget {t} tokens ({:.2} GiB; available memory unknown here, give --max-batch-total-tokens)",
+            gib(t)
+        );
+        return Ok(t);
+    };
+    let b = kv_budget::derive(available, fraction, shape, cap);
+    if b.tokens < c.max_total_tokens {
+        anyhow::bail!(
+            "{:.2} GiB of memory is available after loading the weights: {} x that holds the KV cache of {} tokens at {per_token} bytes a token, fewer than one request's --max-total-tokens {}; lower --max-total-tokens, or give --max-batch-total-tokens",
+            available as f64 / (1u64 << 30) as f64,
+            fraction,
+            b.tokens,
+            c.max_total_tokens
+        );
+    }
+    eprintln!(
+        "servebench: KV budget {} tokens = {:.2} GiB at {per_token} bytes a token ({}; {:.2} GiB available after loading the weights)",
+        b.tokens,
+        gib(b.tokens),
+        if b.capped {
+            format!(
+                "capped at --max-concurrent-requests {} x --max-total-tokens {}",
+                c.max_concurrent_requests, c.max_total_tokens
+            )
+        } else {
+            format!("--kv-memory-fraction {} of it", fraction)
+        },
+        available as f64 / (1u64 << 30) as f64
+    );
+    Ok(b.tokens)
 }
 
 #[cfg(test)]

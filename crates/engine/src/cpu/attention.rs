@@ -12,6 +12,7 @@ use half::slice::HalfFloatSliceExt;
 mod avx512;
 
 use super::ggml_numerics::{self as g, LANES, STEP};
+use crate::kv_cache::KvRows;
 
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -46,8 +47,8 @@ pub struct Scratch {
 pub struct GroupInput<'a> {
     /// The group's query heads, one after another (`head_dim` each).
     pub q: &'a [f32],
-    pub keys: &'a [f16],
-    pub values: &'a [f16],
+    pub keys: KvRows<'a>,
+    pub values: KvRows<'a>,
     pub kv_head: usize,
     /// Cached positions visible to this row (`0..n_pos`).
     pub n_pos: usize,
@@ -95,8 +96,7 @@ unsafe fn attend_fma(
 /// `half`'s slice routine is an out-of-line call per 64-value row.
 #[inline(always)]
 fn widen_head<const F16C: bool>(
-    cache: &[f16],
-    kv_dim: usize,
+    cache: KvRows<'_>,
     kv_head: usize,
     d: usize,
     n_pos: usize,
@@ -111,7 +111,7 @@ fn widen_head<const F16C: bool>(
         out.reserve(n_pos * d);
         let dst = out.spare_capacity_mut().as_mut_ptr() as *mut f32;
         for p in 0..n_pos {
-            let src = &cache[p * kv_dim + kv_head * d..p * kv_dim + (kv_head + 1) * d];
+            let src = &cache.row(p)[kv_head * d..(kv_head + 1) * d];
             for (i, h) in src.chunks_exact(8).enumerate() {
                 // SAFETY: F16C is set only from `attend_fma` (the CPU has
                 // F16C); `h` holds 8 values; `dst` has room for n_pos * d
@@ -128,8 +128,7 @@ fn widen_head<const F16C: bool>(
     }
     out.resize(n_pos * d, 0.0);
     for (p, row) in out.chunks_exact_mut(d).enumerate() {
-        let src = &cache[p * kv_dim + kv_head * d..p * kv_dim + (kv_head + 1) * d];
-        src.convert_to_f32_slice(row);
+        cache.row(p)[kv_head * d..(kv_head + 1) * d].convert_to_f32_slice(row);
     }
 }
 
@@ -150,10 +149,9 @@ fn attend<const F16C: bool>(
     } = *input;
     let d = shape.head_dim;
     let gemm = order == Order::Prefill && d.is_multiple_of(LANES);
-    let kv_dim = shape.n_kv_head * d;
     let scale = 1.0 / (d as f32).sqrt();
-    widen_head::<F16C>(keys, kv_dim, kv_head, d, n_pos, &mut s.keys);
-    widen_head::<F16C>(values, kv_dim, kv_head, d, n_pos, &mut s.values);
+    widen_head::<F16C>(keys, kv_head, d, n_pos, &mut s.keys);
+    widen_head::<F16C>(values, kv_head, d, n_pos, &mut s.values);
     for (qh, oh) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
         // ggml converts the query to the cache's type before Q·K.
         s.q16.clear();

@@ -4,17 +4,19 @@
 //! packed forward pass and streams each sequence's new token.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
 use servebench_engine::cpu::ggml_numerics::log_sum_exp;
+use servebench_engine::kv_cache::{KvCache, KvPool};
 use servebench_engine::model::logit_rows;
 use servebench_engine::sampling::top_logprobs;
 use servebench_engine::{Engine, EngineError, FinishReason, SeqStep, Sequence};
 use tokio::sync::mpsc;
 
 use super::prefix_cache::PrefixCache;
-use super::queue::{BatchLimits, BatchState, Budgeted, Queue};
+use super::queue::{BatchLimits, Budgeted, Queue};
 use super::{Ended, Entry, GeneratedToken, StreamEvent};
 use crate::metrics;
 
@@ -48,6 +50,7 @@ impl Drop for AliveGuard<'_> {
 pub(super) fn run(
     engine: &Engine,
     limits: BatchLimits,
+    pool: &Arc<KvPool>,
     mut prefixes: PrefixCache,
     mut rx: mpsc::UnboundedReceiver<Entry>,
     alive: &AtomicBool,
@@ -81,21 +84,39 @@ pub(super) fn run(
             metrics::batch_state(queue.len(), running.len());
         }
 
-        let joining = queue.next_batch(BatchState {
-            size: running.len(),
-            tokens: running.iter().map(|r| r.entry.total_tokens()).sum(),
+        let joining = queue.next_batch(running.len(), |e| {
+            reserve(pool, &mut prefixes, e.total_tokens())
         });
+        if joining.is_empty() && running.is_empty() {
+            // Nothing runs, nothing is kept, and the head of the line still
+            // does not fit: it never will (validation keeps requests within
+            // the budget, so this is a guard against spinning, not a path).
+            if let Some(entry) = queue.pop_front() {
+                fail(
+                    &entry,
+                    &EngineError::KvReservation {
+                        needed: entry.total_tokens(),
+                        reserved: pool.usage().capacity_tokens,
+                    },
+                );
+                continue;
+            }
+        }
         let prefill = !joining.is_empty();
         let now = Instant::now();
-        for entry in joining {
+        for (entry, cache) in joining {
             let req = &entry.request;
-            match Sequence::new(&engine.model, req.prompt_ids.clone(), req.params.clone()) {
+            let prompt = req.prompt_ids.clone();
+            match Sequence::with_cache(&engine.model, prompt, req.params.clone(), cache) {
                 Ok(mut seq) => {
                     // The prompt's log-probabilities need the whole prompt run.
                     let reuse = !seq.wants_prompt_logprobs();
                     if let Some((tokens, cache)) = prefixes.take(&req.prompt_ids).filter(|_| reuse)
                     {
-                        seq.reuse_prefix(&tokens, cache);
+                        // Within the reservation by construction (the shared
+                        // part is shorter than the prompt); on an error the
+                        // sequence simply prefills its whole prompt.
+                        let _ = seq.reuse_prefix(&tokens, cache);
                     }
                     running.push(Running {
                         seq,
@@ -108,6 +129,7 @@ pub(super) fn run(
             }
         }
         metrics::batch_state(queue.len(), running.len());
+        metrics::kv_cache(&pool.usage(), batch_tokens(&running));
         if running.is_empty() {
             continue;
         }
@@ -121,7 +143,27 @@ pub(super) fn run(
         }
         metrics::forward(prefill, now.elapsed());
         metrics::batch_state(queue.len(), running.len());
+        metrics::kv_cache(&pool.usage(), batch_tokens(&running));
     }
+}
+
+/// Room in the pool for `tokens` positions. Kept prefixes give their pages
+/// back, oldest first, while they are what stands in the way: a new
+/// request comes before a cache that may never be asked for again.
+fn reserve(pool: &Arc<KvPool>, prefixes: &mut PrefixCache, tokens: usize) -> Option<KvCache> {
+    loop {
+        if let Some(cache) = pool.reserve(tokens) {
+            return Some(cache);
+        }
+        if !prefixes.evict_oldest() {
+            return None;
+        }
+    }
+}
+
+/// Tokens the running batch may grow to (TGI's `batch_current_max_tokens`).
+fn batch_tokens(running: &[Running]) -> usize {
+    running.iter().map(|r| r.seq.cache.reserved_tokens()).sum()
 }
 
 fn fail(entry: &Entry, e: &EngineError) {

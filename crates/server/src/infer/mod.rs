@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use servebench_engine::kv_cache::KvPool;
 use servebench_engine::{Engine, FinishReason, GenerateParams};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
@@ -125,11 +126,12 @@ impl Infer {
         let (tx, rx) = mpsc::unbounded_channel();
         let alive = Arc::new(AtomicBool::new(true));
         let limits = BatchLimits::from(config);
+        let pool = KvPool::new(engine.model.kv_shape(), config.max_batch_total_tokens);
         let prefixes = PrefixCache::new(config.prefix_cache_bytes);
         let flag = alive.clone();
         let thread = std::thread::Builder::new()
             .name("batcher".into())
-            .spawn(move || batcher::run(&engine, limits, prefixes, rx, &flag))
+            .spawn(move || batcher::run(&engine, limits, &pool, prefixes, rx, &flag))
             .expect("spawning the batcher thread");
         let infer = Self {
             tx,

@@ -26,11 +26,14 @@ impl PrefixCache {
     }
 
     /// Keeps `cache`, whose positions hold `tokens`; the oldest entries go
-    /// when the budget is exceeded.
-    pub fn put(&mut self, tokens: Vec<u32>, cache: KvCache) {
+    /// when the budget is exceeded. A cache from the KV pool keeps only the
+    /// pages it filled and stays counted in the pool, until
+    /// [`PrefixCache::evict_oldest`] makes room for admissions.
+    pub fn put(&mut self, tokens: Vec<u32>, mut cache: KvCache) {
         if cache.is_empty() || cache.bytes() > self.budget_bytes {
             return;
         }
+        cache.shrink_to_fit();
         self.entries.push_back((tokens, cache));
         let mut total: usize = self.entries.iter().map(|(_, c)| c.bytes()).sum();
         while total > self.budget_bytes {
@@ -56,6 +59,12 @@ impl PrefixCache {
             return None;
         }
         self.entries.remove(best)
+    }
+
+    /// Drops the oldest entry (its pages go back to their pool); `false`
+    /// when there was none.
+    pub fn evict_oldest(&mut self) -> bool {
+        self.entries.pop_front().is_some()
     }
 
     #[cfg(test)]

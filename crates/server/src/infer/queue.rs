@@ -12,11 +12,12 @@ use std::collections::VecDeque;
 
 use crate::config::ServerConfig;
 
-/// The budgets that bound a batch (TGI's router flags).
+/// The budgets that bound a batch (TGI's router flags). The total-token
+/// budget (`--max-batch-total-tokens`) is the KV pool's: `next_batch`'s
+/// caller reserves from it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchLimits {
     pub max_batch_prefill_tokens: usize,
-    pub max_batch_total_tokens: usize,
     pub max_batch_size: Option<usize>,
 }
 
@@ -24,7 +25,6 @@ impl From<&ServerConfig> for BatchLimits {
     fn from(c: &ServerConfig) -> Self {
         Self {
             max_batch_prefill_tokens: c.max_batch_prefill_tokens,
-            max_batch_total_tokens: c.max_batch_total_tokens,
             max_batch_size: c.max_batch_size,
         }
     }
@@ -36,14 +36,6 @@ pub trait Budgeted {
     fn prompt_tokens(&self) -> usize;
     /// Prompt plus maximum new tokens.
     fn total_tokens(&self) -> usize;
-}
-
-/// The running batch, as admission sees it.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct BatchState {
-    pub size: usize,
-    /// Sum of `total_tokens` of the running sequences.
-    pub tokens: usize,
 }
 
 /// Requests waiting to join, first come first served.
@@ -80,29 +72,40 @@ impl<T: Budgeted> Queue<T> {
         before - self.waiting.len()
     }
 
-    /// The requests that join the batch now. Like TGI v3's `next_batch`
-    /// with chunking: in arrival order while the prefill budget (less the
-    /// running sequences' one decode token each), the total-token budget and
-    /// the size cap allow.
-    pub fn next_batch(&mut self, batch: BatchState) -> Vec<T> {
+    /// The requests that join the batch now, each with what `reserve` set
+    /// aside for it. Like TGI v3's `next_batch` with chunking: in arrival
+    /// order while the prefill budget (less the running sequences' one
+    /// decode token each) and the size cap allow and `reserve` finds room
+    /// for the request's total tokens (`None`: no room now). The first
+    /// request that does not fit stops the others behind it, so a long one
+    /// is never overtaken forever by short ones (FIFO, no starvation).
+    pub fn next_batch<R>(
+        &mut self,
+        running: usize,
+        mut reserve: impl FnMut(&T) -> Option<R>,
+    ) -> Vec<(T, R)> {
         let l = &self.limits;
-        let prefill_budget = l.max_batch_prefill_tokens.saturating_sub(batch.size);
+        let prefill_budget = l.max_batch_prefill_tokens.saturating_sub(running);
         let room = l
             .max_batch_size
-            .map_or(usize::MAX, |m| m.saturating_sub(batch.size));
-        let (mut take, mut prefill, mut tokens) = (0, 0, batch.tokens);
-        for e in &self.waiting {
-            if take == room
-                || prefill + e.prompt_tokens() > prefill_budget
-                || tokens + e.total_tokens() > l.max_batch_total_tokens
-            {
+            .map_or(usize::MAX, |m| m.saturating_sub(running));
+        let (mut joining, mut prefill) = (Vec::new(), 0);
+        while let Some(e) = self.waiting.front() {
+            if joining.len() == room || prefill + e.prompt_tokens() > prefill_budget {
                 break;
             }
-            take += 1;
+            let Some(r) = reserve(e) else { break };
             prefill += e.prompt_tokens();
-            tokens += e.total_tokens();
+            if let Some(e) = self.waiting.pop_front() {
+                joining.push((e, r));
+            }
         }
-        self.waiting.drain(..take).collect()
+        joining
+    }
+
+    /// Takes the request at the head of the line.
+    pub fn pop_front(&mut self) -> Option<T> {
+        self.waiting.pop_front()
     }
 }
 
@@ -125,7 +128,6 @@ mod tests {
     fn limits() -> BatchLimits {
         BatchLimits {
             max_batch_prefill_tokens: 100,
-            max_batch_total_tokens: 1000,
             max_batch_size: Some(8),
         }
     }
@@ -138,45 +140,55 @@ mod tests {
         q
     }
 
+    /// Admits `next_batch` with `free` tokens of total-token budget left.
+    fn admit(q: &mut Queue<Req>, running: usize, mut free: usize) -> usize {
+        q.next_batch(running, |r| {
+            let t = r.total_tokens();
+            (t <= free).then(|| free -= t)
+        })
+        .len()
+    }
+
     #[test]
     fn an_empty_batch_takes_what_the_prefill_budget_allows() {
         let mut q = queue(5, 30);
-        assert_eq!(q.next_batch(BatchState::default()).len(), 3);
+        assert_eq!(admit(&mut q, 0, 1000), 3);
         assert_eq!(q.len(), 2);
     }
 
     #[test]
     fn a_newcomer_joins_a_running_batch_at_once_within_the_prefill_budget() {
-        let running = BatchState {
-            size: 7,
-            tokens: 400,
-        };
         // No minimum join size: one waiting request joins the next step.
         let mut q = queue(1, 10);
-        assert_eq!(q.next_batch(running).len(), 1);
+        assert_eq!(admit(&mut q, 7, 600), 1);
         // The running sequences' decode tokens count against the prefill
         // budget: 100 - 4 = 96 holds three 31-token prompts, not four.
         let mut q = queue(4, 31);
-        assert_eq!(q.next_batch(BatchState { size: 4, tokens: 0 }).len(), 3);
+        assert_eq!(admit(&mut q, 4, 1000), 3);
         // Four 25-token prompts fill an empty batch's 100 exactly; one
         // running sequence leaves 99.
         let mut q = queue(4, 25);
-        assert_eq!(q.next_batch(BatchState { size: 0, tokens: 0 }).len(), 4);
+        assert_eq!(admit(&mut q, 0, 1000), 4);
         let mut q = queue(4, 25);
-        assert_eq!(q.next_batch(BatchState { size: 1, tokens: 0 }).len(), 3);
+        assert_eq!(admit(&mut q, 1, 1000), 3);
     }
 
     #[test]
     fn size_and_total_token_budgets_cap_the_batch() {
         let mut q = queue(5, 10);
-        let full = BatchState { size: 7, tokens: 0 };
-        assert_eq!(q.next_batch(full).len(), 1, "max_batch_size 8");
-        let heavy = BatchState {
-            size: 1,
-            tokens: 900,
-        };
-        assert_eq!(q.next_batch(heavy).len(), 1, "60 tokens each, 100 left");
+        assert_eq!(admit(&mut q, 7, 1000), 1, "max_batch_size 8");
+        assert_eq!(admit(&mut q, 1, 100), 1, "60 tokens each, 100 left");
         assert_eq!(q.remove_where(|r| r.0 == 10), 3);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_request_that_does_not_fit_holds_back_those_behind_it() {
+        let mut q = Queue::new(limits());
+        q.push(Req(10, 500));
+        q.push(Req(10, 5));
+        assert_eq!(admit(&mut q, 1, 100), 0, "the small one waits its turn");
+        assert_eq!(q.pop_front(), Some(Req(10, 500)));
+        assert_eq!(admit(&mut q, 0, 1000), 1);
     }
 }

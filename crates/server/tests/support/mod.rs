@@ -118,3 +118,17 @@ pub fn metric(text: &str, name_and_labels: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// POSTs `body` as JSON to `url`.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    client.post(url).json(body).send().await.unwrap()
+}
+
+/// The body of GET `url`.
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}

@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use super::super::dot;
 use super::super::ggml_numerics as g;
 use super::{AttentionShape, GroupInput, Order};
+use crate::kv_cache::KvRows;
 
 /// Head rows up to this many values (16 vectors of the query in registers).
 const MAX_HEAD_DIM: usize = 256;
@@ -130,9 +131,11 @@ pub(super) unsafe fn attend(
     } = *input;
     let d = shape.head_dim;
     let d16 = d / 16;
-    let kv_dim = shape.n_kv_head * d;
-    assert!(keys.len() >= n_pos * kv_dim && values.len() >= n_pos * kv_dim);
-    let row = |cache: &[half::f16], p: usize| cache.as_ptr().add(p * kv_dim + kv_head * d);
+    assert!(keys.capacity() >= n_pos && values.capacity() >= n_pos);
+    assert!(keys.row(0).len() >= (kv_head + 1) * d && values.row(0).len() >= (kv_head + 1) * d);
+    // Positions below n_pos only (checked above), `d` values from
+    // `kv_head * d` on, within each row (checked above).
+    let row = |cache: &KvRows<'_>, p: usize| cache.row_ptr(p).add(kv_head * d);
     let scale = _mm512_set1_ps(1.0 / (d as f32).sqrt());
     for (qh, oh) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
         // ggml converts the query to the cache's type before Q·K.
@@ -146,7 +149,7 @@ pub(super) unsafe fn attend(
         for first in (0..n_pos).step_by(16) {
             let mut lanes = [_mm512_setzero_ps(); 16];
             for (i, l) in lanes.iter_mut().enumerate().take(n_pos - first) {
-                *l = score_lanes(&q16, row(keys, first + i), d16, order);
+                *l = score_lanes(&q16, row(&keys, first + i), d16, order);
             }
             let s = _mm512_mul_ps(reduce16_x16(&lanes), scale);
             _mm512_storeu_ps(dst.add(first), s);
@@ -164,7 +167,7 @@ pub(super) unsafe fn attend(
             let v = _mm512_maskz_loadu_ps(m, w.add(first));
             _mm512_mask_storeu_ps(w.add(first), m, round_f16(v));
         }
-        weighted_values(scores, |p| row(values, p), d, order, oh);
+        weighted_values(scores, |p| row(&values, p), d, order, oh);
     }
 }
 
@@ -242,6 +245,7 @@ unsafe fn add_weighted(acc: &mut [__m512; 4], w: f32, v: *const half::f16) {
 mod tests {
     use super::super::{attend, Scratch};
     use super::*;
+    use crate::kv_cache::paged;
     use half::f16;
 
     /// Every output value equals the portable kernel's, bit for bit, for
@@ -272,13 +276,14 @@ mod tests {
                     .map(|_| f16::from_f32(next() * 3.0))
                     .collect();
                 let values: Vec<f16> = (0..n_pos * kv_dim).map(|_| f16::from_f32(next())).collect();
+                let (keys, values) = (paged(&keys, kv_dim), paged(&values, kv_dim));
                 let q: Vec<f32> = (0..3 * d).map(|_| next() * 2.0).collect();
                 for order in [Order::Decode, Order::Prefill] {
                     for kv_head in 0..2 {
                         let input = GroupInput {
                             q: &q,
-                            keys: &keys,
-                            values: &values,
+                            keys: KvRows::new(&keys, 0, kv_dim),
+                            values: KvRows::new(&values, 0, kv_dim),
                             kv_head,
                             n_pos,
                             order,
