@@ -1,20 +1,24 @@
 //! Weight matrices and `out = x · Wᵀ` for a batch of activation rows.
-//! Q4_0, Q4_1 and Q8_0 use our kernels (activations quantized once per call,
-//! each weight row read once for all rows of the batch); every other GGUF
-//! type goes through candle's quantized matmul.
+//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16 and BF16 use our kernels (activations
+//! quantized or rounded once per call, each weight row read once for all
+//! rows of the batch); every other GGUF type goes through candle's
+//! quantized matmul.
 
 use candle_core::quantized::{GgmlDType, QuantizedType};
 use candle_core::CpuStorage;
 use rayon::prelude::*;
 
 use super::blocks::{
-    parse_block, parse_blocks, quantize_q8_0, quantize_q8_1, BlockQ4_0, BlockQ4_1, BlockQ8_0,
-    FromBytes, QK,
+    parse_block, parse_blocks, quantize_q8_0, quantize_q8_1, BlockQ4_0, BlockQ4_1, BlockQ5_0,
+    BlockQ5_1, BlockQ8_0, FromBytes, QK,
 };
 use super::dot;
 use super::dot_rows::{self, ActScales, OutRows, RowsKernel};
 use super::interleaved::{
     self, pack_rows, unpack_row, GroupAct, GroupKernel, Q4_1x8, Q8_0x8, GROUP,
+};
+use super::legacy16::{
+    self, ActBlock, Kernel16, LegacyBlock, Pack16, Q4_0x16, Q5_0x16, Q5_1x16, Q8_0x16,
 };
 use crate::error::{EngineError, Result};
 use crate::gguf::TensorView;
@@ -23,6 +27,13 @@ enum Storage {
     Q4_0(Vec<BlockQ4_0>),
     Q4_1(Vec<BlockQ4_1>),
     Q8_0(Vec<BlockQ8_0>),
+    Q5_0(Vec<BlockQ5_0>),
+    Q5_1(Vec<BlockQ5_1>),
+    /// Rows interleaved by sixteens, ggml's float order (see `legacy16`).
+    Q4_0x16(Vec<Q4_0x16>),
+    Q5_0x16(Vec<Q5_0x16>),
+    Q5_1x16(Vec<Q5_1x16>),
+    Q8_0x16(Vec<Q8_0x16>),
     /// Rows interleaved by eights for the VNNI kernels (see `interleaved`).
     Q4_1x8(Vec<Q4_1x8>),
     Q8_0x8(Vec<Q8_0x8>),
@@ -97,7 +108,12 @@ impl Matrix {
         }
         let nb = cols / QK;
         let storage = match dtype {
+            GgmlDType::Q4_0 if interleaves16(rows) => Storage::Q4_0x16(pack16(rows, nb, bytes)),
             GgmlDType::Q4_0 => Storage::Q4_0(parse_blocks(bytes)),
+            GgmlDType::Q5_0 if interleaves16(rows) => Storage::Q5_0x16(pack16(rows, nb, bytes)),
+            GgmlDType::Q5_0 => Storage::Q5_0(parse_blocks(bytes)),
+            GgmlDType::Q5_1 if interleaves16(rows) => Storage::Q5_1x16(pack16(rows, nb, bytes)),
+            GgmlDType::Q5_1 => Storage::Q5_1(parse_blocks(bytes)),
             GgmlDType::Q4_1 if interleaves(rows, 2 * GROUP) => {
                 Storage::Q4_1x8(pack_rows(rows, nb, |i| parse_block(bytes, i)))
             }
@@ -105,6 +121,7 @@ impl Matrix {
             GgmlDType::Q8_0 if role == Role::OutputProjection && interleaves(rows, GROUP) => {
                 Storage::Q8_0x8(pack_rows(rows, nb, |i| parse_block(bytes, i)))
             }
+            GgmlDType::Q8_0 if interleaves16(rows) => Storage::Q8_0x16(pack16(rows, nb, bytes)),
             GgmlDType::Q8_0 => Storage::Q8_0(parse_blocks(bytes)),
             GgmlDType::F16 => Storage::F16(
                 bytes
@@ -119,11 +136,7 @@ impl Matrix {
             | GgmlDType::Q6K
             | GgmlDType::Q8K
             | GgmlDType::Q2K
-            | GgmlDType::Q3K
-            | GgmlDType::Q5_0
-            | GgmlDType::Q5_1 => {
-                Storage::Candle(dtype.from_data(std::borrow::Cow::Borrowed(bytes)))
-            }
+            | GgmlDType::Q3K => Storage::Candle(dtype.from_data(std::borrow::Cow::Borrowed(bytes))),
             GgmlDType::Q8_1 => return Err(EngineError::tensor(name, "Q8_1 is not a weight type")),
         };
         Ok(Self {
@@ -168,6 +181,12 @@ impl Matrix {
             Storage::Q4_0(b) => deq(b[own].iter().copied(), out),
             Storage::Q4_1(b) => deq(b[own].iter().copied(), out),
             Storage::Q8_0(b) => deq(b[own].iter().copied(), out),
+            Storage::Q5_0(b) => deq(b[own].iter().copied(), out),
+            Storage::Q5_1(b) => deq(b[own].iter().copied(), out),
+            Storage::Q4_0x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
+            Storage::Q5_0x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
+            Storage::Q5_1x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
+            Storage::Q8_0x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
             Storage::Q4_1x8(p) => deq(unpack_row(p, bpr, r), out),
             Storage::Q8_0x8(p) => deq(unpack_row(p, bpr, r), out),
             Storage::F16(w) => {
@@ -238,6 +257,13 @@ impl Matrix {
         let grouped = || interleaved::kernels().expect("interleaved storage implies its kernels");
         shared!(Q4_1x8, quantize_q8_1, groups_times, grouped().q4_1_q8_1);
         shared!(Q8_0x8, quantize_q8_0, groups_times, grouped().q8_0_q8_0);
+        let k16 = || legacy16::kernels().expect("x16 storage implies its kernels");
+        shared!(Q5_0x16, quantize_q8_0, times16, k16().q5_0);
+        shared!(Q5_1x16, quantize_q8_1, times16, k16().q5_1);
+        shared!(Q4_0x16, quantize_q8_0, times16, k16().q4_0);
+        shared!(Q8_0x16, quantize_q8_0, times16, k16().q8_0);
+        shared!(Q5_0, quantize_q8_0, ggml_times, legacy16::rows_ggml);
+        shared!(Q5_1, quantize_q8_1, ggml_times, legacy16::rows_ggml);
         shared!(Q4_0, quantize_q8_0, rows_times, k.q4_0_q8_0);
         shared!(Q4_1, quantize_q8_1, rows_times, k.q4_1_q8_1);
         shared!(Q8_0, quantize_q8_0, rows_times, k.q8_0_q8_0);
@@ -260,6 +286,16 @@ impl Matrix {
 /// groups in pairs).
 fn interleaves(rows: usize, multiple: usize) -> bool {
     interleaved::kernels().is_some() && rows.is_multiple_of(multiple)
+}
+
+/// Rows go in groups of 16 (`legacy16`) where the CPU has those kernels
+/// and the rows fill whole groups.
+fn interleaves16(rows: usize) -> bool {
+    legacy16::kernels().is_some() && rows.is_multiple_of(legacy16::ROWS)
+}
+
+fn pack16<P: Pack16>(rows: usize, nb: usize, bytes: &[u8]) -> Vec<P> {
+    legacy16::pack_rows(rows, nb, |i| parse_block(bytes, i))
 }
 
 fn quantize_rows<B: Default + Clone + Send>(
@@ -404,6 +440,54 @@ fn groups_times<W: Sync, A: Sync + GroupAct>(
                 xq,
                 &scales,
                 nb,
+                out.at(0, first),
+            )
+        };
+    });
+}
+
+/// [`rows_times`] for rows interleaved by sixteens (`legacy16`).
+fn times16<P: Pack16>(
+    parts: &[(&[P], OutRows)],
+    xq: &[P::Act],
+    n_tokens: usize,
+    kernel: Kernel16<P, P::Act>,
+) {
+    let nb = xq.len() / n_tokens;
+    let scales = legacy16::x_scales::<P>(xq);
+    split_rows(parts, legacy16::ROWS, |p, first, n_rows| {
+        let (w, out) = parts[p];
+        let groups = first / legacy16::ROWS..(first + n_rows) / legacy16::ROWS;
+        // SAFETY: as in `rows_times`: this task alone writes its rows.
+        unsafe {
+            kernel(
+                &w[groups.start * nb..groups.end * nb],
+                xq,
+                &scales,
+                nb,
+                out.at(0, first),
+            )
+        };
+    });
+}
+
+/// [`rows_times`] with ggml's arithmetic one (row, token) pair at a time:
+/// the legacy types where the `legacy16` kernels do not run.
+fn ggml_times<W: LegacyBlock, A: ActBlock>(
+    parts: &[(&[W], OutRows)],
+    xq: &[A],
+    n_tokens: usize,
+    kernel: unsafe fn(&[W], &[A], usize, OutRows),
+) {
+    let bpr = xq.len() / n_tokens;
+    split_rows(parts, 1, |p, first, n_rows| {
+        let (w, out) = parts[p];
+        // SAFETY: as in `rows_times`: this task alone writes its rows.
+        unsafe {
+            kernel(
+                &w[first * bpr..(first + n_rows) * bpr],
+                xq,
+                bpr,
                 out.at(0, first),
             )
         };
