@@ -583,14 +583,9 @@ mod vnni {
             let out = out.at(0, g * ROWS);
             if n <= STREAM_STRIP {
                 // One pass: unpack as the weights stream in.
-                let block = |b: usize| {
-                    let wb = wg.get_unchecked(b);
-                    prefetch_block((wb as *const P).wrapping_byte_add(4096));
-                    wb.values()
-                };
                 match n {
-                    2 => tile_streamed::<P, 2>(block, x, xs, nb, out),
-                    _ => tile_streamed::<P, 1>(block, x, xs, nb, out),
+                    2 => tile_streamed::<P, 2>(wg, x, xs, nb, out),
+                    _ => tile_streamed::<P, 1>(wg, x, xs, nb, out),
                 }
             } else {
                 // Written and read through the pointer, within the
@@ -687,11 +682,13 @@ mod vnni {
         _mm512_storeu_ps(out.ptr, sum);
     }
 
-    /// 16 weight rows against N activation rows, unpacking each block as it
-    /// streams in (`block(b)`).
+    /// 16 weight rows (`w`, one group) against N activation rows,
+    /// unpacking each block as it streams in and asking for the weights
+    /// 4 KiB ahead (this VM's hardware prefetch alone leaves one thread far
+    /// below its bandwidth).
     #[inline(always)]
     unsafe fn tile_streamed<P: Unpack, const N: usize>(
-        block: impl Fn(usize) -> ([__m512i; 8], __m512, __m512),
+        w: &[P],
         x: &[P::Act],
         xs: &[XScales16],
         nb: usize,
@@ -700,7 +697,9 @@ mod vnni {
         let mut acc = [[_mm512_setzero_ps(); 8]; N];
         let mut offsets = [_mm512_setzero_ps(); N];
         for b in 0..nb {
-            let (u, dw, mw) = block(b);
+            let wb = w.get_unchecked(b);
+            prefetch_block((wb as *const P).wrapping_byte_add(4096));
+            let (u, dw, mw) = wb.values();
             if P::OFFSET {
                 for t in 0..N {
                     let s = _mm512_set1_ps(xs.get_unchecked(t * nb + b).s);
