@@ -34,9 +34,7 @@ fn random_matrix(dtype: GgmlDType, rows: usize, cols: usize, role: Role) -> Matr
         for s in 0..scales {
             let v = if s == 0 { 0.01 } else { -0.05 };
             match dtype {
-                GgmlDType::BF16 => {
-                    bytes.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes())
-                }
+                GgmlDType::BF16 => bytes.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
                 _ => bytes.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
             }
         }

@@ -12,8 +12,8 @@ use super::blocks::{
     parse_block, parse_blocks, quantize_q8_0, quantize_q8_1, BlockQ4_0, BlockQ4_1, BlockQ5_0,
     BlockQ5_1, BlockQ8_0, FromBytes, QK,
 };
-use super::dot;
 use super::dot_rows::{self, ActScales, OutRows, RowsKernel};
+use super::half_rows::{self, Half};
 use super::interleaved::{
     self, pack_rows, unpack_row, GroupAct, GroupKernel, Q4_1x8, Q8_0x8, GROUP,
 };
@@ -38,8 +38,9 @@ enum Storage {
     Q4_1x8(Vec<Q4_1x8>),
     Q8_0x8(Vec<Q8_0x8>),
     /// candle's F16 matmul is scalar (~0.9 s per token for a 135M model on
-    /// one thread), so f16 deployments get our F16C kernel.
+    /// one thread): ours are in `half_rows`.
     F16(Vec<half::f16>),
+    BF16(Vec<half::bf16>),
     Candle(Box<dyn QuantizedType>),
 }
 
@@ -129,8 +130,13 @@ impl Matrix {
                     .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
                     .collect(),
             ),
+            GgmlDType::BF16 => Storage::BF16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            ),
             GgmlDType::F32
-            | GgmlDType::BF16
             | GgmlDType::Q4K
             | GgmlDType::Q5K
             | GgmlDType::Q6K
@@ -190,6 +196,11 @@ impl Matrix {
             Storage::Q4_1x8(p) => deq(unpack_row(p, bpr, r), out),
             Storage::Q8_0x8(p) => deq(unpack_row(p, bpr, r), out),
             Storage::F16(w) => {
+                for (o, v) in out.iter_mut().zip(&w[r * self.cols..(r + 1) * self.cols]) {
+                    *o = v.to_f32();
+                }
+            }
+            Storage::BF16(w) => {
                 for (o, v) in out.iter_mut().zip(&w[r * self.cols..(r + 1) * self.cols]) {
                     *o = v.to_f32();
                 }
@@ -267,9 +278,31 @@ impl Matrix {
         shared!(Q4_0, quantize_q8_0, rows_times, k.q4_0_q8_0);
         shared!(Q4_1, quantize_q8_1, rows_times, k.q4_1_q8_1);
         shared!(Q8_0, quantize_q8_0, rows_times, k.q8_0_q8_0);
+        // The same for 16-bit float weights, the input rounded once.
+        macro_rules! shared_half {
+            ($variant:ident, $half:ty) => {
+                if let Some(ws) = parts
+                    .iter()
+                    .map(|(m, _)| match &m.storage {
+                        Storage::$variant(w) => Some(&w[..]),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()
+                {
+                    let xr = half_rows::round_rows::<$half>(x);
+                    let outs = parts.iter_mut().map(|(m, out)| OutRows {
+                        ptr: out.as_mut_ptr(),
+                        stride: m.rows,
+                    });
+                    half_times(&ws.into_iter().zip(outs).collect::<Vec<_>>(), &xr, cols);
+                    return Ok(());
+                }
+            };
+        }
+        shared_half!(F16, half::f16);
+        shared_half!(BF16, half::bf16);
         for (m, out) in parts.iter_mut() {
             match &m.storage {
-                Storage::F16(w) => f16_times(w, x, n_tokens, m.rows, m.cols, out),
                 Storage::Candle(q) => q
                     .matmul_t((n_tokens, m.cols, m.rows), x, out)
                     .map_err(|e| EngineError::Compute(e.to_string()))?,
@@ -310,66 +343,6 @@ fn quantize_rows<B: Default + Clone + Send>(
         .zip(x.par_chunks_exact(cols))
         .for_each(|(q, row)| quantize(row, q));
     out
-}
-
-/// `out[t, r] = W[r] . x[t]` for f16 weights, weight rows split among
-/// threads.
-fn f16_times(
-    w: &[half::f16],
-    x: &[f32],
-    n_tokens: usize,
-    rows: usize,
-    cols: usize,
-    out: &mut [f32],
-) {
-    let out = OutRows {
-        ptr: out.as_mut_ptr(),
-        stride: rows,
-    };
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = rows.div_ceil(threads * 4).max(16);
-    w.par_chunks(chunk * cols)
-        .enumerate()
-        .for_each(move |(c, wchunk)| {
-            for (i, wrow) in wchunk.chunks_exact(cols).enumerate() {
-                let r = c * chunk + i;
-                for t in 0..n_tokens {
-                    let v = dot_f16(wrow, &x[t * cols..(t + 1) * cols]);
-                    // SAFETY: r < rows, t < n_tokens; only this worker owns row r.
-                    unsafe { out.write(t, r, v) };
-                }
-            }
-        });
-}
-
-fn dot_f16(w: &[half::f16], x: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if dot::best().fma {
-        // SAFETY: `fma` is set only on CPUs with AVX2, FMA and F16C.
-        return unsafe { dot_f16_f16c(w, x) };
-    }
-    w.iter().zip(x).map(|(a, b)| a.to_f32() * b).sum()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_f16_f16c(w: &[half::f16], x: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    let n = w.len() - w.len() % 8;
-    let mut acc = _mm256_setzero_ps();
-    for i in (0..n).step_by(8) {
-        let wh = _mm_loadu_si128(w.as_ptr().add(i) as *const __m128i);
-        let xv = _mm256_loadu_ps(x.as_ptr().add(i));
-        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(wh), xv, acc);
-    }
-    let mut lanes = [0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-    let tail: f32 = w[n..]
-        .iter()
-        .zip(&x[n..])
-        .map(|(a, b)| a.to_f32() * b)
-        .sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// Splits the rows of all `parts` (`[n_tokens, rows]` outputs, stride =
@@ -488,6 +461,23 @@ fn ggml_times<W: LegacyBlock, A: ActBlock>(
                 &w[first * bpr..(first + n_rows) * bpr],
                 xq,
                 bpr,
+                out.at(0, first),
+            )
+        };
+    });
+}
+
+/// [`rows_times`] for 16-bit float weights; `x` rounded by
+/// `half_rows::round_rows`, `cols` per row.
+fn half_times<H: Half>(parts: &[(&[H], OutRows)], x: &[f32], cols: usize) {
+    split_rows(parts, 4, |p, first, n_rows| {
+        let (w, out) = parts[p];
+        // SAFETY: as in `rows_times`: this task alone writes its rows.
+        unsafe {
+            half_rows::rows(
+                &w[first * cols..(first + n_rows) * cols],
+                x,
+                cols,
                 out.at(0, first),
             )
         };

@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod dot;
 pub mod dot_rows;
 pub mod ggml_numerics;
+pub mod half_rows;
 pub mod interleaved;
 pub mod legacy16;
 pub mod matmul;
