@@ -8,7 +8,11 @@
 # median over rounds of each server and the ratio servebench / llama.cpp,
 # plus each server's peak RSS (VmHWM) after serving 20 streams.
 #   bash scripts/compare-llama-server.sh [THREADS] [ROUNDS] [REQUESTS_PER_STREAM]
-#   (defaults 2, 3, 4); LEVELS="1 5 20" overrides the levels.
+#   (defaults 2, 3, 4); LEVELS="1 5 20" overrides the levels, MODEL=FILE.gguf the
+#   model (default: the shipped SmolLM2), LLAMA_CTX llama-server's total context
+#   (default 40960 = 20 slots x 2048; a 7B's f16 KV needs 0.5 MiB per token, so
+#   give it e.g. 4096 there). Also prints each server's load time (start to
+#   /health answering, one server at a time) and file size.
 # Needs the llama.cpp peer (../shared/peers/llama-server.sh builds it once into
 # ~/.cache/servebench-peers, about 10 minutes on 2 cores).
 set -euo pipefail
@@ -20,23 +24,30 @@ LEVELS=${LEVELS:-1 5 20}
 PEERS=${SERVEBENCH_PEERS_SCRIPT:-../shared/peers/llama-server.sh}
 cargo build --release --quiet -p servebench
 BIN=target/release/servebench
-MODEL=$("$BIN" fetch-model)
+MODEL=${MODEL:-$("$BIN" fetch-model)}
+LLAMA_CTX=${LLAMA_CTX:-40960}
 bash "$PEERS" --build-only >/dev/null
 DIR=$(mktemp -d)
 PORT_L=${PORT_L:-8291}
 PORT_S=${PORT_S:-8292}
-# llama-server: 20 slots sharing a context of 20 x 2048 tokens (continuous
-# batching is on by default); servebench: its TGI defaults.
-bash "$PEERS" -m "$MODEL" -t "$THREADS" -tb "$THREADS" --port "$PORT_L" -np 20 -c 40960 \
+# Seconds until the server on port $1 answers /health (up to 10 minutes).
+loaded() {
+  local t0=$(date +%s.%N)
+  for _ in $(seq 3000); do curl -sf "http://127.0.0.1:$1/health" >/dev/null && break; sleep 0.2; done
+  curl -sf "http://127.0.0.1:$1/health" >/dev/null || { echo "server on port $1 did not start" >&2; exit 1; }
+  awk "BEGIN { print $(date +%s.%N) - $t0 }"
+}
+# llama-server: 20 slots sharing a context of LLAMA_CTX tokens (continuous
+# batching is on by default); servebench: its TGI defaults. One starts after
+# the other has loaded, so their load times are each alone.
+trap 'kill "${PID_L:-}" "${PID_S:-}" 2>/dev/null || true; rm -rf "$DIR"' EXIT
+bash "$PEERS" -m "$MODEL" -t "$THREADS" -tb "$THREADS" --port "$PORT_L" -np 20 -c "$LLAMA_CTX" \
   >"$DIR/llama.log" 2>&1 &
 PID_L=$!
+LOAD_L=$(loaded "$PORT_L")
 "$BIN" serve --model "$MODEL" --threads "$THREADS" --port "$PORT_S" 2>"$DIR/serve.log" &
 PID_S=$!
-trap 'kill "$PID_L" "$PID_S" 2>/dev/null || true; rm -rf "$DIR"' EXIT
-for port in "$PORT_L" "$PORT_S"; do
-  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
-  curl -sf "http://127.0.0.1:$port/health" >/dev/null || { echo "server on port $port did not start" >&2; exit 1; }
-done
+LOAD_S=$(loaded "$PORT_S")
 for r in $(seq "$ROUNDS"); do
   for c in $LEVELS; do
     for who in llama servebench; do
@@ -50,10 +61,11 @@ for r in $(seq "$ROUNDS"); do
 done
 # The peer script execs llama-server, so $PID_L is the server's own pid.
 rss() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
-python3 - "$DIR" "$ROUNDS" "$THREADS" "$(rss "$PID_L")" "$(rss "$PID_S")" $LEVELS <<'PY'
+python3 - "$DIR" "$ROUNDS" "$THREADS" "$(rss "$PID_L")" "$(rss "$PID_S")" "$LOAD_L" "$LOAD_S" "$(stat -c %s "$MODEL")" $LEVELS <<'PY'
 import json, statistics, sys
 d, rounds, threads, rss_l, rss_s = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-levels = [int(c) for c in sys.argv[6:]]
+load_l, load_s, file_bytes = float(sys.argv[6]), float(sys.argv[7]), int(sys.argv[8])
+levels = [int(c) for c in sys.argv[9:]]
 def level(who, r, c):
     return json.load(open(f"{d}/{who}-r{r}-c{c}/summary.json"))["levels"][0]
 metrics = [
@@ -69,4 +81,6 @@ for c in levels:
         b = statistics.median(get(level("servebench", r, c)) for r in range(1, rounds + 1))
         print(f"c={c:<4}{name:<26}{a:>12.2f}{b:>12.2f}{b / a:>8.2f}")
 print(f"{'peak RSS (MiB)':<32}{rss_l / 1024:>12.1f}{rss_s / 1024:>12.1f}{rss_s / rss_l:>8.2f}")
+print(f"{'load time (s)':<32}{load_l:>12.1f}{load_s:>12.1f}{load_s / load_l:>8.2f}")
+print(f"model file {file_bytes / 2**20:.1f} MiB")
 PY

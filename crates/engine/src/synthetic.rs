@@ -28,6 +28,9 @@ pub struct Preset {
     pub rope_base: f32,
     pub rms_eps: f32,
     pub tied_output: bool,
+    /// Llama 3.1's rope scaling, written as a `rope_freqs` tensor of
+    /// per-dimension frequency divisors (as llama.cpp's converter does).
+    pub llama3_rope: bool,
 }
 
 /// Every preset `make-model` knows.
@@ -44,6 +47,7 @@ pub const PRESETS: &[Preset] = &[
         rope_base: 10_000.0,
         rms_eps: 1e-5,
         tied_output: true,
+        llama3_rope: false,
     },
     Preset {
         name: "smollm2-135m",
@@ -57,6 +61,7 @@ pub const PRESETS: &[Preset] = &[
         rope_base: 100_000.0,
         rms_eps: 1e-5,
         tied_output: true,
+        llama3_rope: false,
     },
     Preset {
         name: "llama-2-7b",
@@ -70,6 +75,7 @@ pub const PRESETS: &[Preset] = &[
         rope_base: 10_000.0,
         rms_eps: 1e-5,
         tied_output: false,
+        llama3_rope: false,
     },
     Preset {
         name: "llama-2-13b",
@@ -83,6 +89,7 @@ pub const PRESETS: &[Preset] = &[
         rope_base: 10_000.0,
         rms_eps: 1e-5,
         tied_output: false,
+        llama3_rope: false,
     },
     Preset {
         name: "llama-2-70b",
@@ -96,8 +103,53 @@ pub const PRESETS: &[Preset] = &[
         rope_base: 10_000.0,
         rms_eps: 1e-5,
         tied_output: false,
+        llama3_rope: false,
+    },
+    // Llama 3.x's variants at test size: head dimension 128, four query
+    // heads per KV head, untied output, rope_freqs, a 128k vocabulary.
+    Preset {
+        name: "llama-3-mini",
+        n_layer: 2,
+        hidden: 512,
+        ffn: 1024,
+        n_head: 4,
+        n_kv_head: 1,
+        vocab: 128_256,
+        context: 8192,
+        rope_base: 500_000.0,
+        rms_eps: 1e-5,
+        tied_output: false,
+        llama3_rope: true,
     },
 ];
+
+/// Llama 3.1's rope frequency divisors for `dim` rotary dimensions
+/// (`rope_scaling` of its config: factor 8, low/high frequency factors 1
+/// and 4, original context 8192): long wavelengths are stretched by the
+/// factor, short ones kept, the band between blended.
+fn llama3_rope_factors(dim: usize, base: f32) -> Vec<f32> {
+    const FACTOR: f32 = 8.0;
+    const LOW_FREQ_FACTOR: f32 = 1.0;
+    const HIGH_FREQ_FACTOR: f32 = 4.0;
+    const ORIGINAL_CONTEXT: f32 = 8192.0;
+    let low_freq_wavelen = ORIGINAL_CONTEXT / LOW_FREQ_FACTOR;
+    let high_freq_wavelen = ORIGINAL_CONTEXT / HIGH_FREQ_FACTOR;
+    (0..dim / 2)
+        .map(|i| {
+            let freq = base.powf(-((2 * i) as f32) / dim as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < high_freq_wavelen {
+                1.0
+            } else if wavelen > low_freq_wavelen {
+                FACTOR
+            } else {
+                let smooth = (ORIGINAL_CONTEXT / wavelen - LOW_FREQ_FACTOR)
+                    / (HIGH_FREQ_FACTOR - LOW_FREQ_FACTOR);
+                1.0 / ((1.0 - smooth) / FACTOR + smooth)
+            }
+        })
+        .collect()
+}
 
 /// Looks a preset up by name.
 pub fn preset(name: &str) -> Result<&'static Preset> {
@@ -408,6 +460,9 @@ pub fn write_model(
         add(n("ffn_down"), h, f, storage_type(quant, f));
     }
     add("output_norm.weight".into(), 1, h, GgmlDType::F32);
+    if p.llama3_rope {
+        add("rope_freqs.weight".into(), 1, head_dim / 2, GgmlDType::F32);
+    }
     if !p.tied_output {
         add("output.weight".into(), p.vocab, h, storage_type(quant, h));
     }
@@ -434,15 +489,19 @@ pub fn write_model(
         let mut row = 0;
         while row < rows {
             let n = rows_per_chunk.min(rows - row);
-            let values: Vec<f32> = (0..n * cols)
-                .map(|_| {
-                    if is_norm {
-                        1.0 + rng.random_range(-0.1..0.1)
-                    } else {
-                        rng.random_range(-bound..bound)
-                    }
-                })
-                .collect();
+            let values: Vec<f32> = if spec.name == "rope_freqs.weight" {
+                llama3_rope_factors(head_dim, p.rope_base)
+            } else {
+                (0..n * cols)
+                    .map(|_| {
+                        if is_norm {
+                            1.0 + rng.random_range(-0.1..0.1)
+                        } else {
+                            rng.random_range(-bound..bound)
+                        }
+                    })
+                    .collect()
+            };
             let mut q = spec.dtype.cpu_zeros(values.len());
             q.from_float(&values);
             // SAFETY: candle's storage is a Vec of plain blocks; its pointer

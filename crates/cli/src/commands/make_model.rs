@@ -7,7 +7,9 @@ use servebench_engine::synthetic::{parse_quant, preset, write_model, VocabKind};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// tiny, smollm2-135m, llama-2-7b, llama-2-13b or llama-2-70b.
+    /// tiny, smollm2-135m, llama-2-7b, llama-2-13b, llama-2-70b or llama-3-mini
+    /// (two layers with Llama 3.x's variants: head dimension 128, 4:1 GQA,
+    /// untied output, rope_freqs, a 128k vocabulary).
     #[arg(long)]
     arch_preset: String,
     /// Weight type: f32, f16, bf16, q4_0, q4_1, q8_0, q4_k, q6_k, ...
