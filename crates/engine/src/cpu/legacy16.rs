@@ -1,19 +1,24 @@
-//! Q4_0, Q5_0, Q5_1 and Q8_0 weight rows interleaved by sixteens, for
-//! CPUs with AVX512 (F, BW, VL, VNNI), in ggml's float order.
+//! Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 weight rows interleaved by sixteens,
+//! for CPUs with AVX512 (F, BW, VL, VNNI), in ggml's float order.
 //!
-//! The layout and the kernels are those of the Q4_1 path (`interleaved`):
-//! vector `s` of a block column holds values `4s..4s + 4` of each of the 16
+//! Vector `s` of a block column holds values `4s..4s + 4` of each of the 16
 //! rows (4 bytes per 32-bit lane), one `vpdpbusd` against 4 activation
 //! bytes broadcast from memory advances all 16 rows, and each row's 8
 //! accumulator lanes become 8 vectors (lane = row), reduced at the end in
-//! the order of ggml's `hsum_float_8`. So a row's result is, bit for bit,
+//! the order of ggml's `hsum_float_8`: nothing is summed across lanes per
+//! row, and the per-block scales apply to 16 rows per instruction. That
+//! costs a convert and an FMA per 4 products, the price of ggml's order.
+//! Batch 1 and 2 unpack each block as the weights stream in; larger batches
+//! unpack a group once into an L1 buffer and run strips of 3 activation
+//! rows over it, asking for the weights two groups ahead meanwhile. So a row's result is, bit for bit,
 //! ggml's `ggml_vec_dot_*` (AVX2/VNNI build) on that row: per block and per
 //! group of 4 values an exact integer sum, converted, times `d_w · d_x`,
-//! added with one rounding; for Q5_1 plus `Σ m·s` in block order
+//! added with one rounding; for Q4_1 and Q5_1 plus `Σ m·s` in block order
 //! (tested against a scalar model of that formula, `dot_ggml`).
 //!
 //! `vpdpbusd` multiplies unsigned bytes by signed ones, so the weights are
-//! stored unsigned (Q4_0's `q`, Q5_0's `q`, Q8_0's `q + 128`) and each
+//! stored unsigned (Q4_0's `q`, Q5_0's `q`, Q8_0's `q + 128`; Q4_1 and
+//! Q5_1 are unsigned already) and each
 //! integer sum starts at `-BIAS · Σ x` over its 4 activation bytes (ggml's
 //! signed `q - 8`, `q - 16` and `q` give the same integers: products and
 //! sums of 4 stay far inside i32).
@@ -27,7 +32,7 @@ use std::sync::OnceLock;
 use half::f16;
 
 use super::blocks::{
-    five_bits, BlockQ4_0, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, FromBytes, QK,
+    five_bits, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, FromBytes, QK,
 };
 use super::dot_rows::OutRows;
 
@@ -57,6 +62,23 @@ impl LegacyBlock for BlockQ4_0 {
     }
     fn m(&self) -> Option<f16> {
         None
+    }
+}
+
+impl LegacyBlock for BlockQ4_1 {
+    fn value(&self, v: usize) -> i32 {
+        let q = if v < 16 {
+            self.qs[v] & 0x0f
+        } else {
+            self.qs[v - 16] >> 4
+        };
+        q as i32
+    }
+    fn d(&self) -> f16 {
+        self.d
+    }
+    fn m(&self) -> Option<f16> {
+        Some(self.m)
     }
 }
 
@@ -177,6 +199,15 @@ pub struct Q4_0x16 {
     pub qs: [u8; 4 * 64],
 }
 
+/// Q4_1: Q4_0's nibbles plus the rows' offsets.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Q4_1x16 {
+    pub d: [f16; ROWS],
+    pub m: [f16; ROWS],
+    pub qs: [u8; 4 * 64],
+}
+
 /// Q5_0: Q4_0's nibbles plus the fifth bits, `qh[s]` bit `4j + i` for
 /// value `4s + i` of row j.
 #[derive(Clone, Copy)]
@@ -253,6 +284,26 @@ impl Pack16 for Q4_0x16 {
     fn unpack(&self, j: usize) -> BlockQ4_0 {
         BlockQ4_0 {
             d: self.d[j],
+            qs: unpack_nibbles(&self.qs, j),
+        }
+    }
+}
+
+impl Pack16 for Q4_1x16 {
+    type Row = BlockQ4_1;
+    type Act = BlockQ8_1;
+    const BIAS: i32 = 0;
+    fn pack(rows: [&BlockQ4_1; ROWS]) -> Self {
+        Self {
+            d: rows.map(|w| w.d),
+            m: rows.map(|w| w.m),
+            qs: pack_nibbles(rows.map(|w| &w.qs)),
+        }
+    }
+    fn unpack(&self, j: usize) -> BlockQ4_1 {
+        BlockQ4_1 {
+            d: self.d[j],
+            m: self.m[j],
             qs: unpack_nibbles(&self.qs, j),
         }
     }
@@ -392,6 +443,7 @@ pub type Kernel16<P, A> = unsafe fn(w: &[P], x: &[A], xs: &[XScales16], nb: usiz
 #[derive(Clone, Copy)]
 pub struct Kernels16 {
     pub q4_0: Kernel16<Q4_0x16, BlockQ8_0>,
+    pub q4_1: Kernel16<Q4_1x16, BlockQ8_1>,
     pub q5_0: Kernel16<Q5_0x16, BlockQ8_0>,
     pub q5_1: Kernel16<Q5_1x16, BlockQ8_1>,
     pub q8_0: Kernel16<Q8_0x16, BlockQ8_0>,
@@ -432,6 +484,7 @@ pub unsafe fn rows_ggml<W: LegacyBlock, A: ActBlock>(w: &[W], x: &[A], nb: usize
 
 /// Padding-free: the layouts are the kernels' contract with `pack`.
 const _: () = assert!(std::mem::size_of::<Q4_0x16>() == 32 + 256);
+const _: () = assert!(std::mem::size_of::<Q4_1x16>() == 64 + 256);
 const _: () = assert!(std::mem::size_of::<Q5_0x16>() == 32 + 64 + 256);
 const _: () = assert!(std::mem::size_of::<Q5_1x16>() == 64 + 64 + 256);
 const _: () = assert!(std::mem::size_of::<Q8_0x16>() == 32 + 512);
@@ -457,6 +510,7 @@ mod vnni {
             && is_x86_feature_detected!("avx512vl");
         ok.then_some(Kernels16 {
             q4_0: q4_0_kernel,
+            q4_1: q4_1_kernel,
             q5_0: q5_0_kernel,
             q5_1: q5_1_kernel,
             q8_0: q8_0_kernel,
@@ -502,6 +556,14 @@ mod vnni {
         #[inline(always)]
         unsafe fn values(&self) -> ([__m512i; 8], __m512, __m512) {
             (nibbles(&self.qs), widen(&self.d), _mm512_setzero_ps())
+        }
+    }
+
+    impl Unpack for Q4_1x16 {
+        const OFFSET: bool = true;
+        #[inline(always)]
+        unsafe fn values(&self) -> ([__m512i; 8], __m512, __m512) {
+            (nibbles(&self.qs), widen(&self.d), widen(&self.m))
         }
     }
 
@@ -564,6 +626,7 @@ mod vnni {
         };
     }
     entry!(q4_0_kernel, Q4_0x16, BlockQ8_0);
+    entry!(q4_1_kernel, Q4_1x16, BlockQ8_1);
     entry!(q5_0_kernel, Q5_0x16, BlockQ8_0);
     entry!(q5_1_kernel, Q5_1x16, BlockQ8_1);
     entry!(q8_0_kernel, Q8_0x16, BlockQ8_0);
@@ -767,6 +830,11 @@ mod tests {
             out.extend_from_slice(&d.to_le_bytes());
             let rest = match dtype {
                 GgmlDType::Q4_0 => 16,
+                GgmlDType::Q4_1 => {
+                    let m = half::f16::from_f32(-0.03 * (i % 5) as f32);
+                    out.extend_from_slice(&m.to_le_bytes());
+                    16
+                }
                 GgmlDType::Q5_0 => 20,
                 GgmlDType::Q5_1 => {
                     let m = half::f16::from_f32(-0.03 * (i % 5) as f32);
@@ -781,8 +849,9 @@ mod tests {
         out
     }
 
-    const TYPES: [GgmlDType; 4] = [
+    const TYPES: [GgmlDType; 5] = [
         GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
         GgmlDType::Q5_0,
         GgmlDType::Q5_1,
         GgmlDType::Q8_0,
@@ -805,6 +874,7 @@ mod tests {
         }
         match dtype {
             GgmlDType::Q4_0 => each::<BlockQ4_0, BlockQ8_0>(bytes, x, nb, quantize_q8_0),
+            GgmlDType::Q4_1 => each::<BlockQ4_1, BlockQ8_1>(bytes, x, nb, quantize_q8_1),
             GgmlDType::Q5_0 => each::<BlockQ5_0, BlockQ8_0>(bytes, x, nb, quantize_q8_0),
             GgmlDType::Q5_1 => each::<BlockQ5_1, BlockQ8_1>(bytes, x, nb, quantize_q8_1),
             GgmlDType::Q8_0 => each::<BlockQ8_0, BlockQ8_0>(bytes, x, nb, quantize_q8_0),
@@ -846,7 +916,7 @@ mod tests {
     }
 
     /// The scalar model of ggml's formula against the AVX2 single-row
-    /// kernels that replicate ggml's code (Q4_0, Q8_0), bit for bit.
+    /// kernels that replicate ggml's code (Q4_0, Q4_1, Q8_0), bit for bit.
     #[test]
     fn formula_equals_the_avx2_single_row_kernels() {
         let k = crate::cpu::dot::best();
@@ -859,6 +929,11 @@ mod tests {
             let x: Vec<f32> = (0..nb * QK).map(|_| rng.random_range(-4.0..4.0)).collect();
             let mut xq = vec![BlockQ8_0::default(); nb];
             quantize_q8_0(&x, &mut xq);
+            let mut xq1 = vec![BlockQ8_1::default(); nb];
+            quantize_q8_1(&x, &mut xq1);
+            let w41: Vec<BlockQ4_1> = parse_blocks(&random_bytes(&mut rng, GgmlDType::Q4_1, nb));
+            let (a, b) = (dot_ggml(&w41, &xq1), (k.q4_1_q8_1)(&w41, &xq1));
+            assert_eq!(a.to_bits(), b.to_bits(), "q4_1 nb {nb}: {a} vs {b}");
             let w40: Vec<BlockQ4_0> = parse_blocks(&random_bytes(&mut rng, GgmlDType::Q4_0, nb));
             let w80: Vec<BlockQ8_0> = parse_blocks(&random_bytes(&mut rng, GgmlDType::Q8_0, nb));
             let (a, b) = (dot_ggml(&w40, &xq), (k.q4_0_q8_0)(&w40, &xq));

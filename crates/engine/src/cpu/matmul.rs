@@ -14,11 +14,9 @@ use super::blocks::{
 };
 use super::dot_rows::{self, ActScales, OutRows, RowsKernel};
 use super::half_rows::{self, Half};
-use super::interleaved::{
-    self, pack_rows, unpack_row, GroupAct, GroupKernel, Q4_1x8, Q8_0x8, GROUP,
-};
+use super::interleaved::{self, pack_rows, unpack_row, GroupAct, GroupKernel, Q8_0x8, GROUP};
 use super::legacy16::{
-    self, ActBlock, Kernel16, LegacyBlock, Pack16, Q4_0x16, Q5_0x16, Q5_1x16, Q8_0x16,
+    self, ActBlock, Kernel16, LegacyBlock, Pack16, Q4_0x16, Q4_1x16, Q5_0x16, Q5_1x16, Q8_0x16,
 };
 use crate::error::{EngineError, Result};
 use crate::gguf::TensorView;
@@ -31,11 +29,11 @@ enum Storage {
     Q5_1(Vec<BlockQ5_1>),
     /// Rows interleaved by sixteens, ggml's float order (see `legacy16`).
     Q4_0x16(Vec<Q4_0x16>),
+    Q4_1x16(Vec<Q4_1x16>),
     Q5_0x16(Vec<Q5_0x16>),
     Q5_1x16(Vec<Q5_1x16>),
     Q8_0x16(Vec<Q8_0x16>),
-    /// Rows interleaved by eights for the VNNI kernels (see `interleaved`).
-    Q4_1x8(Vec<Q4_1x8>),
+    /// The output projection's rows interleaved by eights (`interleaved`).
     Q8_0x8(Vec<Q8_0x8>),
     /// candle's F16 matmul is scalar (~0.9 s per token for a 135M model on
     /// one thread): ours are in `half_rows`.
@@ -115,11 +113,9 @@ impl Matrix {
             GgmlDType::Q5_0 => Storage::Q5_0(parse_blocks(bytes)),
             GgmlDType::Q5_1 if interleaves16(rows) => Storage::Q5_1x16(pack16(rows, nb, bytes)),
             GgmlDType::Q5_1 => Storage::Q5_1(parse_blocks(bytes)),
-            GgmlDType::Q4_1 if interleaves(rows, 2 * GROUP) => {
-                Storage::Q4_1x8(pack_rows(rows, nb, |i| parse_block(bytes, i)))
-            }
+            GgmlDType::Q4_1 if interleaves16(rows) => Storage::Q4_1x16(pack16(rows, nb, bytes)),
             GgmlDType::Q4_1 => Storage::Q4_1(parse_blocks(bytes)),
-            GgmlDType::Q8_0 if role == Role::OutputProjection && interleaves(rows, GROUP) => {
+            GgmlDType::Q8_0 if role == Role::OutputProjection && interleaves(rows) => {
                 Storage::Q8_0x8(pack_rows(rows, nb, |i| parse_block(bytes, i)))
             }
             GgmlDType::Q8_0 if interleaves16(rows) => Storage::Q8_0x16(pack16(rows, nb, bytes)),
@@ -190,10 +186,10 @@ impl Matrix {
             Storage::Q5_0(b) => deq(b[own].iter().copied(), out),
             Storage::Q5_1(b) => deq(b[own].iter().copied(), out),
             Storage::Q4_0x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
+            Storage::Q4_1x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
             Storage::Q5_0x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
             Storage::Q5_1x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
             Storage::Q8_0x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
-            Storage::Q4_1x8(p) => deq(unpack_row(p, bpr, r), out),
             Storage::Q8_0x8(p) => deq(unpack_row(p, bpr, r), out),
             Storage::F16(w) => {
                 for (o, v) in out.iter_mut().zip(&w[r * self.cols..(r + 1) * self.cols]) {
@@ -266,12 +262,12 @@ impl Matrix {
             };
         }
         let grouped = || interleaved::kernels().expect("interleaved storage implies its kernels");
-        shared!(Q4_1x8, quantize_q8_1, groups_times, grouped().q4_1_q8_1);
         shared!(Q8_0x8, quantize_q8_0, groups_times, grouped().q8_0_q8_0);
         let k16 = || legacy16::kernels().expect("x16 storage implies its kernels");
         shared!(Q5_0x16, quantize_q8_0, times16, k16().q5_0);
         shared!(Q5_1x16, quantize_q8_1, times16, k16().q5_1);
         shared!(Q4_0x16, quantize_q8_0, times16, k16().q4_0);
+        shared!(Q4_1x16, quantize_q8_1, times16, k16().q4_1);
         shared!(Q8_0x16, quantize_q8_0, times16, k16().q8_0);
         shared!(Q5_0, quantize_q8_0, ggml_times, legacy16::rows_ggml);
         shared!(Q5_1, quantize_q8_1, ggml_times, legacy16::rows_ggml);
@@ -314,11 +310,10 @@ impl Matrix {
     }
 }
 
-/// Rows go in interleaved groups where the CPU has those kernels and the
-/// rows fill whole groups (`multiple`: 16 for Q4_1, whose kernel takes
-/// groups in pairs).
-fn interleaves(rows: usize, multiple: usize) -> bool {
-    interleaved::kernels().is_some() && rows.is_multiple_of(multiple)
+/// The output projection's rows go in groups of 8 (`interleaved`) where
+/// the CPU has those kernels and the rows fill whole groups.
+fn interleaves(rows: usize) -> bool {
+    interleaved::kernels().is_some() && rows.is_multiple_of(GROUP)
 }
 
 /// Rows go in groups of 16 (`legacy16`) where the CPU has those kernels
@@ -392,31 +387,15 @@ fn rows_times<W: Sync, A: Sync + ActScales>(
     });
 }
 
-/// [`rows_times`] for interleaved weights (groups of 8 rows, block columns
-/// consecutive); chunks are whole pairs of groups, as the Q4_1 kernel
-/// takes them.
+/// [`rows_times`] for the output projection's groups of 8 rows.
 fn groups_times<W: Sync, A: Sync + GroupAct>(
     parts: &[(&[W], OutRows)],
     xq: &[A],
     n_tokens: usize,
     kernel: GroupKernel<W, A>,
 ) {
-    let nb = xq.len() / n_tokens;
     let scales: Vec<_> = xq.iter().map(GroupAct::group_scales).collect();
-    split_rows(parts, 2 * GROUP, |p, first, n_rows| {
-        let (w, out) = parts[p];
-        let groups = first / GROUP..(first + n_rows) / GROUP;
-        // SAFETY: as in `rows_times`: this task alone writes its rows.
-        unsafe {
-            kernel(
-                &w[groups.start * nb..groups.end * nb],
-                xq,
-                &scales,
-                nb,
-                out.at(0, first),
-            )
-        };
-    });
+    grouped_times(parts, xq, n_tokens, GROUP, &scales, kernel);
 }
 
 /// [`rows_times`] for rows interleaved by sixteens (`legacy16`).
@@ -426,17 +405,31 @@ fn times16<P: Pack16>(
     n_tokens: usize,
     kernel: Kernel16<P, P::Act>,
 ) {
-    let nb = xq.len() / n_tokens;
     let scales = legacy16::x_scales::<P>(xq);
-    split_rows(parts, legacy16::ROWS, |p, first, n_rows| {
+    grouped_times(parts, xq, n_tokens, legacy16::ROWS, &scales, kernel);
+}
+
+/// [`rows_times`] for weights interleaved in groups of `group` rows (each
+/// group's block columns consecutive) with the activations' `scales`;
+/// chunks are whole groups.
+fn grouped_times<W: Sync, A: Sync, S: Sync>(
+    parts: &[(&[W], OutRows)],
+    xq: &[A],
+    n_tokens: usize,
+    group: usize,
+    scales: &[S],
+    kernel: unsafe fn(&[W], &[A], &[S], usize, OutRows),
+) {
+    let nb = xq.len() / n_tokens;
+    split_rows(parts, group, |p, first, n_rows| {
         let (w, out) = parts[p];
-        let groups = first / legacy16::ROWS..(first + n_rows) / legacy16::ROWS;
+        let groups = first / group..(first + n_rows) / group;
         // SAFETY: as in `rows_times`: this task alone writes its rows.
         unsafe {
             kernel(
                 &w[groups.start * nb..groups.end * nb],
                 xq,
-                &scales,
+                scales,
                 nb,
                 out.at(0, first),
             )
