@@ -468,20 +468,6 @@ pub fn kernels() -> Option<&'static Kernels16> {
     .as_ref()
 }
 
-/// `dot_ggml(w[r], x[t])` into `out` for rows stored as in the file (the
-/// kernel of CPUs without AVX512-VNNI and of row counts that do not fill
-/// groups of 16).
-///
-/// # Safety
-/// As [`Kernel16`].
-pub unsafe fn rows_ggml<W: LegacyBlock, A: ActBlock>(w: &[W], x: &[A], nb: usize, out: OutRows) {
-    for (r, wr) in w.chunks_exact(nb).enumerate() {
-        for (t, xr) in x.chunks_exact(nb).enumerate() {
-            out.write(t, r, dot_ggml(wr, xr));
-        }
-    }
-}
-
 /// Padding-free: the layouts are the kernels' contract with `pack`.
 const _: () = assert!(std::mem::size_of::<Q4_0x16>() == 32 + 256);
 const _: () = assert!(std::mem::size_of::<Q4_1x16>() == 64 + 256);

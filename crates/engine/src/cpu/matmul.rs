@@ -15,9 +15,7 @@ use super::blocks::{
 use super::dot_rows::{self, ActScales, OutRows, RowsKernel};
 use super::half_rows::{self, Half};
 use super::interleaved::{self, pack_rows, unpack_row, GroupAct, GroupKernel, Q8_0x8, GROUP};
-use super::legacy16::{
-    self, ActBlock, Kernel16, LegacyBlock, Pack16, Q4_0x16, Q4_1x16, Q5_0x16, Q5_1x16, Q8_0x16,
-};
+use super::legacy16::{self, Kernel16, Pack16, Q4_0x16, Q4_1x16, Q5_0x16, Q5_1x16, Q8_0x16};
 use crate::error::{EngineError, Result};
 use crate::gguf::TensorView;
 
@@ -269,8 +267,8 @@ impl Matrix {
         shared!(Q4_0x16, quantize_q8_0, times16, k16().q4_0);
         shared!(Q4_1x16, quantize_q8_1, times16, k16().q4_1);
         shared!(Q8_0x16, quantize_q8_0, times16, k16().q8_0);
-        shared!(Q5_0, quantize_q8_0, ggml_times, legacy16::rows_ggml);
-        shared!(Q5_1, quantize_q8_1, ggml_times, legacy16::rows_ggml);
+        shared!(Q5_0, quantize_q8_0, rows_times, k.q5_0_q8_0);
+        shared!(Q5_1, quantize_q8_1, rows_times, k.q5_1_q8_1);
         shared!(Q4_0, quantize_q8_0, rows_times, k.q4_0_q8_0);
         shared!(Q4_1, quantize_q8_1, rows_times, k.q4_1_q8_1);
         shared!(Q8_0, quantize_q8_0, rows_times, k.q8_0_q8_0);
@@ -431,29 +429,6 @@ fn grouped_times<W: Sync, A: Sync, S: Sync>(
                 xq,
                 scales,
                 nb,
-                out.at(0, first),
-            )
-        };
-    });
-}
-
-/// [`rows_times`] with ggml's arithmetic one (row, token) pair at a time:
-/// the legacy types where the `legacy16` kernels do not run.
-fn ggml_times<W: LegacyBlock, A: ActBlock>(
-    parts: &[(&[W], OutRows)],
-    xq: &[A],
-    n_tokens: usize,
-    kernel: unsafe fn(&[W], &[A], usize, OutRows),
-) {
-    let bpr = xq.len() / n_tokens;
-    split_rows(parts, 1, |p, first, n_rows| {
-        let (w, out) = parts[p];
-        // SAFETY: as in `rows_times`: this task alone writes its rows.
-        unsafe {
-            kernel(
-                &w[first * bpr..(first + n_rows) * bpr],
-                xq,
-                bpr,
                 out.at(0, first),
             )
         };
