@@ -5,8 +5,9 @@
 //! products of columns `16i + l` with one FMA each, reduced as
 //! `_mm512_reduce_add_ps` (halves added, then quarters, eighths, the last
 //! two lanes). On CPUs with AVX512-BF16, ggml multiplies BF16 with
-//! `vdpbf16ps` instead; this module keeps the FMA form there too (within
-//! rounding of ggml's, not bit for bit).
+//! `vdpbf16ps` instead, 32 columns a step (lane l: columns `32i + 2l` and
+//! `32i + 2l + 1`, each product added with its own rounding, the odd one
+//! first), and so does this module there.
 //!
 //! Tiles of 4 weight rows by up to 6 activation rows (24 accumulators)
 //! convert each weight vector once per tile and load each activation vector
@@ -60,6 +61,20 @@ pub fn dot_ggml<H: Half>(w: &[H], x: &[f32]) -> f32 {
     reduce16(lanes)
 }
 
+/// [`dot_ggml`] for BF16 on CPUs with AVX512-BF16: `vdpbf16ps` as scalar
+/// code (bf16 products are exact in f32; then two rounded additions).
+pub fn dot_ggml_dpbf16(w: &[bf16], x: &[f32]) -> f32 {
+    let mut lanes = [0f32; LANES];
+    for (i, (w, x)) in w.chunks(2).zip(x.chunks(2)).enumerate() {
+        let lane = &mut lanes[i % LANES];
+        if w.len() == 2 {
+            *lane += w[1].to_f32() * x[1];
+        }
+        *lane += w[0].to_f32() * x[0];
+    }
+    reduce16(lanes)
+}
+
 /// `_mm512_reduce_add_ps`'s order on 16 lanes.
 fn reduce16(a: [f32; LANES]) -> f32 {
     let h: [f32; 8] = std::array::from_fn(|i| a[i + 8] + a[i]);
@@ -90,6 +105,14 @@ pub unsafe fn rows<H: Half>(w: &[H], x: &[f32], cols: usize, out: OutRows) {
     }
 }
 
+/// Whether BF16 takes the `vdpbf16ps` form ([`dot_ggml_dpbf16`]) here.
+pub fn bf16_dot_pairs() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return avx512::available() && avx512::dpbf16();
+    #[allow(unreachable_code)]
+    false
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     // Tiles index their accumulators by (weight row, activation row); the
@@ -113,6 +136,12 @@ mod avx512 {
         })
     }
 
+    /// AVX512-BF16 as well (`vdpbf16ps`).
+    pub fn dpbf16() -> bool {
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| is_x86_feature_detected!("avx512bf16"))
+    }
+
     /// Activation rows per block: 48 rows of 576 f32 (~110 KB) stay in L2
     /// while a chunk's weight rows pass over them.
     const X_BLOCK: usize = 48;
@@ -123,7 +152,9 @@ mod avx512 {
         // Both types are 16-bit floats (`half`'s are `repr(transparent)`
         // over `u16`).
         let bits = std::slice::from_raw_parts(w.as_ptr() as *const u16, w.len());
-        if H::BF16 {
+        if H::BF16 && dpbf16() {
+            rows_dpbf16(bits, x, cols, out)
+        } else if H::BF16 {
             rows_impl::<Bf16>(bits, x, cols, out)
         } else {
             rows_impl::<F16>(bits, x, cols, out)
@@ -151,6 +182,63 @@ mod avx512 {
 
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     unsafe fn rows_impl<T: Widen>(w: &[u16], x: &[f32], cols: usize, out: OutRows) {
+        blocks(w, x, cols, out, |wt, xt, o, rm, rn| {
+            macro_rules! go {
+                ($rm:literal) => {
+                    match rn {
+                        6 => tile::<T, $rm, 6>(wt, xt, cols, o),
+                        5 => tile::<T, $rm, 5>(wt, xt, cols, o),
+                        4 => tile::<T, $rm, 4>(wt, xt, cols, o),
+                        3 => tile::<T, $rm, 3>(wt, xt, cols, o),
+                        2 => tile::<T, $rm, 2>(wt, xt, cols, o),
+                        _ => tile::<T, $rm, 1>(wt, xt, cols, o),
+                    }
+                };
+            }
+            match rm {
+                4 => go!(4),
+                3 => go!(3),
+                2 => go!(2),
+                _ => go!(1),
+            }
+        })
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn rows_dpbf16(w: &[u16], x: &[f32], cols: usize, out: OutRows) {
+        blocks(w, x, cols, out, |wt, xt, o, rm, rn| {
+            macro_rules! go {
+                ($rm:literal) => {
+                    match rn {
+                        6 => tile_dpbf16::<$rm, 6>(wt, xt, cols, o),
+                        5 => tile_dpbf16::<$rm, 5>(wt, xt, cols, o),
+                        4 => tile_dpbf16::<$rm, 4>(wt, xt, cols, o),
+                        3 => tile_dpbf16::<$rm, 3>(wt, xt, cols, o),
+                        2 => tile_dpbf16::<$rm, 2>(wt, xt, cols, o),
+                        _ => tile_dpbf16::<$rm, 1>(wt, xt, cols, o),
+                    }
+                };
+            }
+            match rm {
+                4 => go!(4),
+                3 => go!(3),
+                2 => go!(2),
+                _ => go!(1),
+            }
+        })
+    }
+
+    /// Covers (weight rows) x (activation rows) with tiles of up to 4 by 6:
+    /// `tile(w, x, out, rm, rn)` at each, activation rows in blocks of
+    /// [`X_BLOCK`].
+    #[inline(always)]
+    unsafe fn blocks(
+        w: &[u16],
+        x: &[f32],
+        cols: usize,
+        out: OutRows,
+        tile: impl Fn(&[u16], &[f32], OutRows, usize, usize),
+    ) {
         let (rows, n) = (w.len() / cols, x.len() / cols);
         let mut t0 = 0;
         while t0 < n {
@@ -161,25 +249,7 @@ mod avx512 {
                 let mut t = t0;
                 while t < t0 + tn {
                     let rn = (t0 + tn - t).min(6);
-                    let (wt, xt, o) = (&w[r * cols..], &x[t * cols..], out.at(t, r));
-                    macro_rules! go {
-                        ($rm:literal) => {
-                            match rn {
-                                6 => tile::<T, $rm, 6>(wt, xt, cols, o),
-                                5 => tile::<T, $rm, 5>(wt, xt, cols, o),
-                                4 => tile::<T, $rm, 4>(wt, xt, cols, o),
-                                3 => tile::<T, $rm, 3>(wt, xt, cols, o),
-                                2 => tile::<T, $rm, 2>(wt, xt, cols, o),
-                                _ => tile::<T, $rm, 1>(wt, xt, cols, o),
-                            }
-                        };
-                    }
-                    match rm {
-                        4 => go!(4),
-                        3 => go!(3),
-                        2 => go!(2),
-                        _ => go!(1),
-                    }
+                    tile(&w[r * cols..], &x[t * cols..], out.at(t, r), rm, rn);
                     t += rn;
                 }
                 r += rm;
@@ -216,6 +286,44 @@ mod avx512 {
                 }
             }
             c += LANES;
+        }
+        for i in 0..RM {
+            for j in 0..RN {
+                out.write(j, i, reduce(acc[i][j]));
+            }
+        }
+    }
+
+    /// [`tile`] with `vdpbf16ps`: 32 columns a step, the activations
+    /// (already bf16 values) packed to bf16 per step.
+    #[inline(always)]
+    unsafe fn tile_dpbf16<const RM: usize, const RN: usize>(
+        w: &[u16],
+        x: &[f32],
+        cols: usize,
+        out: OutRows,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); RN]; RM];
+        let mut c = 0;
+        while c < cols {
+            let left = cols - c;
+            let mask32: u32 = if left >= 32 { !0 } else { (1u32 << left) - 1 };
+            let (lo, hi) = (mask32 as u16, (mask32 >> 16) as u16);
+            let wv: [__m512bh; RM] = std::array::from_fn(|i| {
+                let p = w.as_ptr().add(i * cols + c) as *const i16;
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(mask32, p))
+            });
+            for j in 0..RN {
+                let p = x.as_ptr().add(j * cols + c);
+                let xv = _mm512_cvtne2ps_pbh(
+                    _mm512_maskz_loadu_ps(hi, p.add(16)),
+                    _mm512_maskz_loadu_ps(lo, p),
+                );
+                for i in 0..RM {
+                    acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv[i], xv);
+                }
+            }
+            c += 32;
         }
         for i in 0..RM {
             for j in 0..RN {
@@ -262,7 +370,7 @@ mod tests {
     fn half_matmuls_equal_the_formula_and_candle() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(8);
         for dtype in [GgmlDType::F16, GgmlDType::BF16] {
-            for (rows, cols) in [(16, 64), (13, 576), (5, 40)] {
+            for (rows, cols) in [(16, 64), (13, 576), (5, 40), (6, 50)] {
                 let bytes = random_matrix(&mut rng, dtype, rows, cols);
                 let m = Matrix::from_bytes("w", dtype, rows, cols, &bytes, Role::Layer).unwrap();
                 let x: Vec<f32> = (0..20 * cols)
@@ -285,9 +393,14 @@ mod tests {
                     _ => {
                         let w: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
                         let xr = round_rows::<bf16>(&x);
+                        let dot = if bf16_dot_pairs() {
+                            dot_ggml_dpbf16
+                        } else {
+                            dot_ggml::<bf16>
+                        };
                         let want = xr
                             .chunks_exact(cols)
-                            .flat_map(|xt| w.chunks_exact(cols).map(|wr| dot_ggml(wr, xt)))
+                            .flat_map(|xt| w.chunks_exact(cols).map(|wr| dot(wr, xt)))
                             .collect();
                         (xr, want)
                     }
