@@ -178,12 +178,26 @@ pub fn dot_ggml<W: LegacyBlock, A: ActBlock>(w: &[W], x: &[A]) -> f32 {
     }
 }
 
+/// ggml's repacked Q4_0 (`ggml_gemv_q4_0_8x8_q8_0` and its gemm, which
+/// llama.cpp uses on AVX2 CPUs for matrices of a multiple of 8 rows): per
+/// block the whole 32-product integer sum, converted, one FMA with
+/// `d_w · d_x` into a single accumulator.
+pub fn dot_whole_blocks<W: LegacyBlock, A: ActBlock>(w: &[W], x: &[A]) -> f32 {
+    w.iter().zip(x).fold(0f32, |acc, (w, x)| {
+        let sum: i32 = (0..QK).map(|v| w.value(v) * x.qs()[v] as i32).sum();
+        (sum as f32).mul_add(w.d().to_f32() * x.d().to_f32(), acc)
+    })
+}
+
 /// Block column `b` of 16 rows of a legacy type, interleaved.
 pub trait Pack16: Sized + Send + Sync {
     type Row: LegacyBlock;
     type Act: ActBlock;
     /// Stored values are ggml's plus this.
     const BIAS: i32;
+    /// The kernel sums whole blocks ([`dot_whole_blocks`], Q4_0) rather
+    /// than ggml's 8 lanes ([`dot_ggml`]).
+    const WHOLE_BLOCKS: bool = false;
     /// The same block column of 16 consecutive rows.
     fn pack(rows: [&Self::Row; ROWS]) -> Self;
     /// Row `j`'s block back.
@@ -275,6 +289,7 @@ impl Pack16 for Q4_0x16 {
     type Row = BlockQ4_0;
     type Act = BlockQ8_0;
     const BIAS: i32 = 8;
+    const WHOLE_BLOCKS: bool = true;
     fn pack(rows: [&BlockQ4_0; ROWS]) -> Self {
         Self {
             d: rows.map(|w| w.d),
@@ -411,21 +426,27 @@ pub struct XScales16 {
     pub d: f32,
     pub s: f32,
     pub bias: [i32; 8],
+    /// The sum of `bias`: where a whole block's sum starts.
+    pub block_bias: i32,
 }
 
 /// The scales of every block of `x` for weights of type `P`.
 pub fn x_scales<P: Pack16>(x: &[P::Act]) -> Vec<XScales16> {
     x.iter()
-        .map(|b| XScales16 {
-            d: b.d().to_f32(),
-            s: b.s().to_f32(),
-            bias: std::array::from_fn(|g| {
+        .map(|b| {
+            let bias: [i32; 8] = std::array::from_fn(|g| {
                 -P::BIAS
                     * b.qs()[4 * g..4 * g + 4]
                         .iter()
                         .map(|&q| q as i32)
                         .sum::<i32>()
-            }),
+            });
+            XScales16 {
+                d: b.d().to_f32(),
+                s: b.s().to_f32(),
+                bias,
+                block_bias: bias.iter().sum(),
+            }
         })
         .collect()
 }
@@ -699,6 +720,22 @@ mod vnni {
         let d: [__m512; N] = std::array::from_fn(|t| {
             _mm512_mul_ps(dw, _mm512_set1_ps(xs.get_unchecked(t * nb + b).d))
         });
+        if P::WHOLE_BLOCKS {
+            // Two integer chains per row (latency), one FMA per block.
+            for t in 0..N {
+                let qs = x.get_unchecked(t * nb + b).qs().as_ptr() as *const i32;
+                let x4 = |s: usize| _mm512_set1_epi32(qs.add(s).read_unaligned());
+                let mut s0 = _mm512_set1_epi32(xs.get_unchecked(t * nb + b).block_bias);
+                let mut s1 = _mm512_setzero_si512();
+                for s in (0..8).step_by(2) {
+                    s0 = _mm512_dpbusd_epi32(s0, u(s), x4(s));
+                    s1 = _mm512_dpbusd_epi32(s1, u(s + 1), x4(s + 1));
+                }
+                let sum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+                acc[t][0] = _mm512_fmadd_ps(sum, d[t], acc[t][0]);
+            }
+            return;
+        }
         for s in 0..8 {
             let us = u(s);
             for t in 0..N {
@@ -719,6 +756,10 @@ mod vnni {
     /// ggml's `hsum_float_8` order, then `+ Σ m·s` for the offset types.
     #[inline(always)]
     unsafe fn store<P: Unpack>(a: &[__m512; 8], offsets: __m512, out: OutRows) {
+        if P::WHOLE_BLOCKS {
+            _mm512_storeu_ps(out.ptr, a[0]);
+            return;
+        }
         let sum = _mm512_add_ps(
             _mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6])),
             _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])),
@@ -844,6 +885,9 @@ mod tests {
     ];
 
     /// `dot_ggml` of every (row, token) pair of a matrix stored as `bytes`.
+    /// The formula llama.cpp uses for a matrix of `dtype`: Q4_0 in groups
+    /// of 16 rows sums whole blocks (its repacked form), everything else
+    /// takes `ggml_vec_dot`'s lanes.
     fn reference(dtype: GgmlDType, bytes: &[u8], x: &[f32], nb: usize) -> Vec<Vec<f32>> {
         fn each<W: LegacyBlock, A: ActBlock>(
             bytes: &[u8],
@@ -858,7 +902,20 @@ mod tests {
                 .map(|xt| w.chunks_exact(nb).map(|wr| dot_ggml(wr, xt)).collect())
                 .collect()
         }
+        let rows = bytes.len() / nb / BlockQ4_0::SIZE;
         match dtype {
+            GgmlDType::Q4_0 if rows.is_multiple_of(ROWS) => {
+                let w: Vec<BlockQ4_0> = parse_blocks(bytes);
+                let mut xq = vec![BlockQ8_0::default(); x.len() / QK];
+                quantize_q8_0(x, &mut xq);
+                xq.chunks_exact(nb)
+                    .map(|xt| {
+                        w.chunks_exact(nb)
+                            .map(|wr| dot_whole_blocks(wr, xt))
+                            .collect()
+                    })
+                    .collect()
+            }
             GgmlDType::Q4_0 => each::<BlockQ4_0, BlockQ8_0>(bytes, x, nb, quantize_q8_0),
             GgmlDType::Q4_1 => each::<BlockQ4_1, BlockQ8_1>(bytes, x, nb, quantize_q8_1),
             GgmlDType::Q5_0 => each::<BlockQ5_0, BlockQ8_0>(bytes, x, nb, quantize_q8_0),
