@@ -180,65 +180,82 @@ mod avx512 {
         }
     }
 
+    /// One way of multiplying: `STEP` columns of a weight row and of an
+    /// activation row loaded (the last, partial step masked: zeros add
+    /// nothing) and multiplied into 16 lanes.
+    trait Form {
+        const STEP: usize;
+        type W: Copy;
+        type X: Copy;
+        /// `mask`: which of the `STEP` columns exist.
+        unsafe fn weights(p: *const u16, mask: u32) -> Self::W;
+        unsafe fn acts(p: *const f32, mask: u32) -> Self::X;
+        unsafe fn madd(acc: __m512, w: Self::W, x: Self::X) -> __m512;
+    }
+
+    /// 16 columns widened to f32, one FMA each.
+    struct Fma<T>(std::marker::PhantomData<T>);
+    /// 32 columns as bf16 pairs, `vdpbf16ps`.
+    struct DotPairs;
+
+    impl<T: Widen> Form for Fma<T> {
+        const STEP: usize = LANES;
+        type W = __m512;
+        type X = __m512;
+        #[inline(always)]
+        unsafe fn weights(p: *const u16, mask: u32) -> __m512 {
+            T::widen(_mm256_maskz_loadu_epi16(mask as u16, p as *const i16))
+        }
+        #[inline(always)]
+        unsafe fn acts(p: *const f32, mask: u32) -> __m512 {
+            _mm512_maskz_loadu_ps(mask as u16, p)
+        }
+        #[inline(always)]
+        unsafe fn madd(acc: __m512, w: __m512, x: __m512) -> __m512 {
+            _mm512_fmadd_ps(w, x, acc)
+        }
+    }
+
+    impl Form for DotPairs {
+        const STEP: usize = 2 * LANES;
+        type W = __m512bh;
+        type X = __m512bh;
+        #[inline(always)]
+        unsafe fn weights(p: *const u16, mask: u32) -> __m512bh {
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(
+                mask,
+                p as *const i16,
+            ))
+        }
+        /// The activations are already bf16 values: packing is exact.
+        #[inline(always)]
+        unsafe fn acts(p: *const f32, mask: u32) -> __m512bh {
+            let (lo, hi) = (mask as u16, (mask >> 16) as u16);
+            _mm512_cvtne2ps_pbh(
+                _mm512_maskz_loadu_ps(hi, p.add(16)),
+                _mm512_maskz_loadu_ps(lo, p),
+            )
+        }
+        #[inline(always)]
+        unsafe fn madd(acc: __m512, w: __m512bh, x: __m512bh) -> __m512 {
+            _mm512_dpbf16_ps(acc, w, x)
+        }
+    }
+
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     unsafe fn rows_impl<T: Widen>(w: &[u16], x: &[f32], cols: usize, out: OutRows) {
-        blocks(w, x, cols, out, |wt, xt, o, rm, rn| {
-            macro_rules! go {
-                ($rm:literal) => {
-                    match rn {
-                        6 => tile::<T, $rm, 6>(wt, xt, cols, o),
-                        5 => tile::<T, $rm, 5>(wt, xt, cols, o),
-                        4 => tile::<T, $rm, 4>(wt, xt, cols, o),
-                        3 => tile::<T, $rm, 3>(wt, xt, cols, o),
-                        2 => tile::<T, $rm, 2>(wt, xt, cols, o),
-                        _ => tile::<T, $rm, 1>(wt, xt, cols, o),
-                    }
-                };
-            }
-            match rm {
-                4 => go!(4),
-                3 => go!(3),
-                2 => go!(2),
-                _ => go!(1),
-            }
-        })
+        blocks::<Fma<T>>(w, x, cols, out)
     }
 
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")]
     unsafe fn rows_dpbf16(w: &[u16], x: &[f32], cols: usize, out: OutRows) {
-        blocks(w, x, cols, out, |wt, xt, o, rm, rn| {
-            macro_rules! go {
-                ($rm:literal) => {
-                    match rn {
-                        6 => tile_dpbf16::<$rm, 6>(wt, xt, cols, o),
-                        5 => tile_dpbf16::<$rm, 5>(wt, xt, cols, o),
-                        4 => tile_dpbf16::<$rm, 4>(wt, xt, cols, o),
-                        3 => tile_dpbf16::<$rm, 3>(wt, xt, cols, o),
-                        2 => tile_dpbf16::<$rm, 2>(wt, xt, cols, o),
-                        _ => tile_dpbf16::<$rm, 1>(wt, xt, cols, o),
-                    }
-                };
-            }
-            match rm {
-                4 => go!(4),
-                3 => go!(3),
-                2 => go!(2),
-                _ => go!(1),
-            }
-        })
+        blocks::<DotPairs>(w, x, cols, out)
     }
 
-    /// Covers (weight rows) x (activation rows) with tiles of up to 4 by 6:
-    /// `tile(w, x, out, rm, rn)` at each, activation rows in blocks of
-    /// [`X_BLOCK`].
+    /// Covers (weight rows) x (activation rows) with tiles of up to 4 by 6,
+    /// activation rows in blocks of [`X_BLOCK`].
     #[inline(always)]
-    unsafe fn blocks(
-        w: &[u16],
-        x: &[f32],
-        cols: usize,
-        out: OutRows,
-        tile: impl Fn(&[u16], &[f32], OutRows, usize, usize),
-    ) {
+    unsafe fn blocks<F: Form>(w: &[u16], x: &[f32], cols: usize, out: OutRows) {
         let (rows, n) = (w.len() / cols, x.len() / cols);
         let mut t0 = 0;
         while t0 < n {
@@ -249,7 +266,25 @@ mod avx512 {
                 let mut t = t0;
                 while t < t0 + tn {
                     let rn = (t0 + tn - t).min(6);
-                    tile(&w[r * cols..], &x[t * cols..], out.at(t, r), rm, rn);
+                    let (wt, xt, o) = (&w[r * cols..], &x[t * cols..], out.at(t, r));
+                    macro_rules! go {
+                        ($rm:literal) => {
+                            match rn {
+                                6 => tile::<F, $rm, 6>(wt, xt, cols, o),
+                                5 => tile::<F, $rm, 5>(wt, xt, cols, o),
+                                4 => tile::<F, $rm, 4>(wt, xt, cols, o),
+                                3 => tile::<F, $rm, 3>(wt, xt, cols, o),
+                                2 => tile::<F, $rm, 2>(wt, xt, cols, o),
+                                _ => tile::<F, $rm, 1>(wt, xt, cols, o),
+                            }
+                        };
+                    }
+                    match rm {
+                        4 => go!(4),
+                        3 => go!(3),
+                        2 => go!(2),
+                        _ => go!(1),
+                    }
                     t += rn;
                 }
                 r += rm;
@@ -258,46 +293,10 @@ mod avx512 {
         }
     }
 
-    /// RM weight rows by RN activation rows; a last partial step of
-    /// columns is loaded masked (zeros add nothing).
+    /// RM weight rows by RN activation rows, the products as `F` forms
+    /// them.
     #[inline(always)]
-    unsafe fn tile<T: Widen, const RM: usize, const RN: usize>(
-        w: &[u16],
-        x: &[f32],
-        cols: usize,
-        out: OutRows,
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); RN]; RM];
-        let mut c = 0;
-        while c < cols {
-            let mask: u16 = if cols - c >= LANES {
-                0xffff
-            } else {
-                (1u16 << (cols - c)) - 1
-            };
-            let wv: [__m512; RM] = std::array::from_fn(|i| {
-                let p = w.as_ptr().add(i * cols + c);
-                T::widen(_mm256_maskz_loadu_epi16(mask, p as *const i16))
-            });
-            for j in 0..RN {
-                let xv = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(j * cols + c));
-                for i in 0..RM {
-                    acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
-                }
-            }
-            c += LANES;
-        }
-        for i in 0..RM {
-            for j in 0..RN {
-                out.write(j, i, reduce(acc[i][j]));
-            }
-        }
-    }
-
-    /// [`tile`] with `vdpbf16ps`: 32 columns a step, the activations
-    /// (already bf16 values) packed to bf16 per step.
-    #[inline(always)]
-    unsafe fn tile_dpbf16<const RM: usize, const RN: usize>(
+    unsafe fn tile<F: Form, const RM: usize, const RN: usize>(
         w: &[u16],
         x: &[f32],
         cols: usize,
@@ -307,23 +306,20 @@ mod avx512 {
         let mut c = 0;
         while c < cols {
             let left = cols - c;
-            let mask32: u32 = if left >= 32 { !0 } else { (1u32 << left) - 1 };
-            let (lo, hi) = (mask32 as u16, (mask32 >> 16) as u16);
-            let wv: [__m512bh; RM] = std::array::from_fn(|i| {
-                let p = w.as_ptr().add(i * cols + c) as *const i16;
-                std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(mask32, p))
-            });
+            let mask: u32 = if left >= F::STEP {
+                !0
+            } else {
+                (1u32 << left) - 1
+            };
+            let wv: [F::W; RM] =
+                std::array::from_fn(|i| F::weights(w.as_ptr().add(i * cols + c), mask));
             for j in 0..RN {
-                let p = x.as_ptr().add(j * cols + c);
-                let xv = _mm512_cvtne2ps_pbh(
-                    _mm512_maskz_loadu_ps(hi, p.add(16)),
-                    _mm512_maskz_loadu_ps(lo, p),
-                );
+                let xv = F::acts(x.as_ptr().add(j * cols + c), mask);
                 for i in 0..RM {
-                    acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv[i], xv);
+                    acc[i][j] = F::madd(acc[i][j], wv[i], xv);
                 }
             }
-            c += 32;
+            c += F::STEP;
         }
         for i in 0..RM {
             for j in 0..RN {

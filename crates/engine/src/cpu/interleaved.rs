@@ -135,17 +135,29 @@ pub struct GroupKernels {
 /// `rows` (the row-at-a-time tiles, for comparisons) or `portable`.
 pub fn kernels() -> Option<&'static GroupKernels> {
     static K: OnceLock<Option<GroupKernels>> = OnceLock::new();
-    K.get_or_init(|| {
-        if matches!(
+    #[cfg(target_arch = "x86_64")]
+    return repacking(&K, vnni::detect);
+    #[allow(unreachable_code)]
+    None
+}
+
+/// `detect`'s kernels for repacked weights, asked once, unless
+/// `SERVEBENCH_KERNELS` is `rows` (the weights stay as in the file, for
+/// comparisons) or `portable`.
+pub(crate) fn repacking<K>(
+    cell: &'static OnceLock<Option<K>>,
+    detect: fn() -> Option<K>,
+) -> Option<&'static K> {
+    cell.get_or_init(|| {
+        let off = matches!(
             std::env::var("SERVEBENCH_KERNELS").as_deref(),
             Ok("rows" | "portable")
-        ) {
-            return None;
+        );
+        if off {
+            None
+        } else {
+            detect()
         }
-        #[cfg(target_arch = "x86_64")]
-        return vnni::detect();
-        #[allow(unreachable_code)]
-        None
     })
     .as_ref()
 }
@@ -155,7 +167,7 @@ const _: () = assert!(std::mem::size_of::<Q8_0x8>() == 16 + 256);
 const _: () = assert!(QK == 32);
 
 #[cfg(target_arch = "x86_64")]
-mod vnni {
+pub(crate) mod vnni {
     // Accumulators are indexed by activation row; the const-bounded loops
     // unroll completely.
     #![allow(clippy::needless_range_loop)]
@@ -165,14 +177,19 @@ mod vnni {
     /// Handing these out only on CPUs with every feature they enable is what
     /// makes calling them sound (with `GroupKernel`'s contract for `out`).
     pub fn detect() -> Option<GroupKernels> {
-        let ok = is_x86_feature_detected!("avx2")
+        features().then_some(GroupKernels { q8_0_q8_0 })
+    }
+
+    /// AVX2, FMA, F16C and AVX512 F, BW, VL and VNNI: what the repacked
+    /// kernels (here and in `legacy16`) enable.
+    pub(crate) fn features() -> bool {
+        is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
             && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("avx512vl");
-        ok.then_some(GroupKernels { q8_0_q8_0 })
+            && is_x86_feature_detected!("avx512vl")
     }
 
     /// Asks for every cache line of the block 4 KiB ahead: with few
@@ -186,7 +203,7 @@ mod vnni {
 
     /// Asks for every cache line of `block`.
     #[inline(always)]
-    unsafe fn prefetch_block<B>(block: *const B) {
+    pub(crate) unsafe fn prefetch_block<B>(block: *const B) {
         let at = block as *const i8;
         let mut line = 0;
         while line < std::mem::size_of::<B>() {

@@ -474,19 +474,10 @@ pub struct Kernels16 {
 /// ask for `rows` or `portable` (then the rows stay as in the file).
 pub fn kernels() -> Option<&'static Kernels16> {
     static K: OnceLock<Option<Kernels16>> = OnceLock::new();
-    K.get_or_init(|| {
-        if matches!(
-            std::env::var("SERVEBENCH_KERNELS").as_deref(),
-            Ok("rows" | "portable")
-        ) {
-            return None;
-        }
-        #[cfg(target_arch = "x86_64")]
-        return vnni::detect();
-        #[allow(unreachable_code)]
-        None
-    })
-    .as_ref()
+    #[cfg(target_arch = "x86_64")]
+    return super::interleaved::repacking(&K, vnni::detect);
+    #[allow(unreachable_code)]
+    None
 }
 
 /// Padding-free: the layouts are the kernels' contract with `pack`.
@@ -503,19 +494,13 @@ mod vnni {
     // unroll completely.
     #![allow(clippy::needless_range_loop)]
     use super::*;
+    use crate::cpu::interleaved::vnni::{features, prefetch_block};
     use std::arch::x86_64::*;
 
     /// Handing these out only on CPUs with every feature they enable is what
     /// makes calling them sound (with `Kernel16`'s contract for `out`).
     pub fn detect() -> Option<Kernels16> {
-        let ok = is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-            && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("avx512vl");
-        ok.then_some(Kernels16 {
+        features().then_some(Kernels16 {
             q4_0: q4_0_kernel,
             q4_1: q4_1_kernel,
             q5_0: q5_0_kernel,
@@ -601,17 +586,6 @@ mod vnni {
             let p = self.qs.as_ptr();
             let u = std::array::from_fn(|s| _mm512_loadu_si512(p.add(64 * s) as *const _));
             (u, widen(&self.d), _mm512_setzero_ps())
-        }
-    }
-
-    /// Asks for every cache line of `block`.
-    #[inline(always)]
-    unsafe fn prefetch_block<B>(block: *const B) {
-        let at = block as *const i8;
-        let mut line = 0;
-        while line < std::mem::size_of::<B>() {
-            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line));
-            line += 64;
         }
     }
 

@@ -233,9 +233,16 @@ impl Matrix {
             .all(|(m, out)| m.cols == cols && out.len() == n_tokens * m.rows));
         let k = dot_rows::best();
         // Every part stored as `$variant`: quantize the input once, then
-        // `$times` (by rows or by interleaved groups) with `$kernel`.
+        // `$times` (by rows or by interleaved groups) with `$kernel`; or
+        // run `$run` on the parts as (weights, output) pairs.
         macro_rules! shared {
             ($variant:ident, $quantize:expr, $times:ident, $kernel:expr) => {
+                shared!($variant, |ws| {
+                    let xq = quantize_rows(x, cols, $quantize);
+                    $times(&ws, &xq, n_tokens, $kernel)
+                })
+            };
+            ($variant:ident, |$ws:ident| $run:expr) => {
                 if let Some(ws) = parts
                     .iter()
                     .map(|(m, _)| match &m.storage {
@@ -244,17 +251,12 @@ impl Matrix {
                     })
                     .collect::<Option<Vec<_>>>()
                 {
-                    let xq = quantize_rows(x, cols, $quantize);
                     let outs = parts.iter_mut().map(|(m, out)| OutRows {
                         ptr: out.as_mut_ptr(),
                         stride: m.rows,
                     });
-                    $times(
-                        &ws.into_iter().zip(outs).collect::<Vec<_>>(),
-                        &xq,
-                        n_tokens,
-                        $kernel,
-                    );
+                    let $ws = ws.into_iter().zip(outs).collect::<Vec<_>>();
+                    $run;
                     return Ok(());
                 }
             };
@@ -272,29 +274,13 @@ impl Matrix {
         shared!(Q4_0, quantize_q8_0, rows_times, k.q4_0_q8_0);
         shared!(Q4_1, quantize_q8_1, rows_times, k.q4_1_q8_1);
         shared!(Q8_0, quantize_q8_0, rows_times, k.q8_0_q8_0);
-        // The same for 16-bit float weights, the input rounded once.
-        macro_rules! shared_half {
-            ($variant:ident, $half:ty) => {
-                if let Some(ws) = parts
-                    .iter()
-                    .map(|(m, _)| match &m.storage {
-                        Storage::$variant(w) => Some(&w[..]),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<_>>>()
-                {
-                    let xr = half_rows::round_rows::<$half>(x);
-                    let outs = parts.iter_mut().map(|(m, out)| OutRows {
-                        ptr: out.as_mut_ptr(),
-                        stride: m.rows,
-                    });
-                    half_times(&ws.into_iter().zip(outs).collect::<Vec<_>>(), &xr, cols);
-                    return Ok(());
-                }
-            };
-        }
-        shared_half!(F16, half::f16);
-        shared_half!(BF16, half::bf16);
+        // 16-bit float weights: the input rounded once to their type.
+        shared!(F16, |ws| {
+            half_times(&ws, &half_rows::round_rows::<half::f16>(x), cols)
+        });
+        shared!(BF16, |ws| {
+            half_times(&ws, &half_rows::round_rows::<half::bf16>(x), cols)
+        });
         for (m, out) in parts.iter_mut() {
             match &m.storage {
                 Storage::Candle(q) => q
