@@ -1,17 +1,24 @@
 //! Throughput of `Matrix::matmul` alone (no model, no threads but rayon's):
 //! a random `[rows, cols]` weight matrix of each kernel type against
 //! batches of 1..=20 activation rows; prints the fastest of 30 runs in
-//! GMAC/s per batch size.
-//!   RAYON_NUM_THREADS=1 [BATCHES=1,8] [COPIES=40] cargo run --release -p servebench-engine --example matmul_bench
+//! GMAC/s per batch size. `TYPES=q5_0,f16` picks the weight types (default
+//! q4_1 and the Q8_0 output projection; also q4_0, q5_0, q5_1, q8_0 (a
+//! layer), f16, bf16).
+//!   RAYON_NUM_THREADS=1 [BATCHES=1,8] [COPIES=40] [TYPES=q5_0] cargo run --release -p servebench-engine --example matmul_bench
 use std::time::Instant;
 
 use candle_core::quantized::GgmlDType;
 use servebench_engine::cpu::{Matrix, Role};
 
-fn random_matrix(dtype: GgmlDType, rows: usize, cols: usize) -> Matrix {
+fn random_matrix(dtype: GgmlDType, rows: usize, cols: usize, role: Role) -> Matrix {
     let (block_bytes, scales) = match dtype {
+        GgmlDType::Q4_0 => (18, 1),
         GgmlDType::Q4_1 => (20, 2),
+        GgmlDType::Q5_0 => (22, 1),
+        GgmlDType::Q5_1 => (24, 2),
         GgmlDType::Q8_0 => (34, 1),
+        // One "block" of 32 values, every one a small scale-like number.
+        GgmlDType::F16 | GgmlDType::BF16 => (64, 32),
         _ => unreachable!(),
     };
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -26,17 +33,15 @@ fn random_matrix(dtype: GgmlDType, rows: usize, cols: usize) -> Matrix {
     for _ in 0..blocks {
         for s in 0..scales {
             let v = if s == 0 { 0.01 } else { -0.05 };
-            bytes.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            match dtype {
+                GgmlDType::BF16 => bytes.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+                _ => bytes.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+            }
         }
         for _ in 0..block_bytes - 2 * scales {
             bytes.push(next() as u8 & 0x7f);
         }
     }
-    // Q8_0 stands for the output projection here, stored as the model does.
-    let role = match dtype {
-        GgmlDType::Q8_0 => Role::OutputProjection,
-        _ => Role::Layer,
-    };
     Matrix::from_bytes("bench", dtype, rows, cols, &bytes, role).expect("valid matrix")
 }
 
@@ -46,16 +51,34 @@ fn main() {
         .split(',')
         .map(|b| b.parse().expect("BATCHES: comma-separated sizes"))
         .collect();
-    for (dtype, rows, cols) in [
-        (GgmlDType::Q4_1, 1536, 576),
-        (GgmlDType::Q4_1, 576, 1536),
-        (GgmlDType::Q8_0, 8192, 576),
-    ] {
+    let types = std::env::var("TYPES").unwrap_or_else(|_| "q4_1,output".into());
+    let mut shapes = Vec::new();
+    for name in types.split(',') {
+        let (dtype, role) = match name {
+            "q4_0" => (GgmlDType::Q4_0, Role::Layer),
+            "q4_1" => (GgmlDType::Q4_1, Role::Layer),
+            "q5_0" => (GgmlDType::Q5_0, Role::Layer),
+            "q5_1" => (GgmlDType::Q5_1, Role::Layer),
+            "q8_0" => (GgmlDType::Q8_0, Role::Layer),
+            "f16" => (GgmlDType::F16, Role::Layer),
+            "bf16" => (GgmlDType::BF16, Role::Layer),
+            // Q8_0 stored as the model stores its output projection.
+            "output" => (GgmlDType::Q8_0, Role::OutputProjection),
+            other => panic!("TYPES: unknown type {other}"),
+        };
+        if role == Role::OutputProjection {
+            shapes.push((dtype, role, 8192, 576));
+        } else {
+            shapes.push((dtype, role, 1536, 576));
+            shapes.push((dtype, role, 576, 1536));
+        }
+    }
+    for (dtype, role, rows, cols) in shapes {
         // COPIES > 1 cycles through that many copies (e.g. 40: ~22 MB of
         // Q4_1) so the weights stream from memory as in a model's forward.
         let copies: usize = std::env::var("COPIES").map_or(1, |c| c.parse().expect("COPIES"));
         let ms: Vec<Matrix> = (0..copies)
-            .map(|_| random_matrix(dtype, rows, cols))
+            .map(|_| random_matrix(dtype, rows, cols, role))
             .collect();
         for &batch in &batches {
             let x: Vec<f32> = (0..batch * cols)

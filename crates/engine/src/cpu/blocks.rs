@@ -24,6 +24,38 @@ pub struct BlockQ4_1 {
     pub qs: [u8; 16],
 }
 
+/// 32 weights as `d * (q - 16)`, q in 0..32: four low bits in `qs` (as
+/// Q4_0), the fifth of value j in bit j of the little-endian `qh`.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ5_0 {
+    pub d: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; 16],
+}
+
+/// 32 weights as `d * q + m`, q in 0..32 (bits as in Q5_0).
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ5_1 {
+    pub d: f16,
+    pub m: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; 16],
+}
+
+/// Value `v` (0..32) of a 5-bit block: its nibble and its fifth bit.
+#[inline(always)]
+pub fn five_bits(qh: [u8; 4], qs: &[u8; 16], v: usize) -> u8 {
+    let nibble = if v < 16 {
+        qs[v] & 0x0f
+    } else {
+        qs[v - 16] >> 4
+    };
+    let high = (u32::from_le_bytes(qh) >> v) & 1;
+    nibble | (high as u8) << 4
+}
+
 /// 32 values as `d * q`, q in -127..=127.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
@@ -90,6 +122,45 @@ impl FromBytes for BlockQ4_1 {
         for (j, q) in self.qs.iter().enumerate() {
             out[j] = d * (q & 0x0f) as f32 + m;
             out[j + 16] = d * (q >> 4) as f32 + m;
+        }
+    }
+}
+
+impl FromBytes for BlockQ5_0 {
+    const SIZE: usize = 22;
+    fn parse(b: &[u8]) -> Self {
+        let mut qs = [0u8; 16];
+        qs.copy_from_slice(&b[6..22]);
+        Self {
+            d: f16_at(b, 0),
+            qh: [b[2], b[3], b[4], b[5]],
+            qs,
+        }
+    }
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for (v, o) in out.iter_mut().enumerate().take(QK) {
+            *o = d * (five_bits(self.qh, &self.qs, v) as f32 - 16.0);
+        }
+    }
+}
+
+impl FromBytes for BlockQ5_1 {
+    const SIZE: usize = 24;
+    fn parse(b: &[u8]) -> Self {
+        let mut qs = [0u8; 16];
+        qs.copy_from_slice(&b[8..24]);
+        Self {
+            d: f16_at(b, 0),
+            m: f16_at(b, 2),
+            qh: [b[4], b[5], b[6], b[7]],
+            qs,
+        }
+    }
+    fn dequantize(&self, out: &mut [f32]) {
+        let (d, m) = (self.d.to_f32(), self.m.to_f32());
+        for (v, o) in out.iter_mut().enumerate().take(QK) {
+            *o = d * five_bits(self.qh, &self.qs, v) as f32 + m;
         }
     }
 }

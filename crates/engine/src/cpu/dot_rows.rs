@@ -4,13 +4,17 @@
 //! batch of sequences costs far less than that many single dots.
 //!
 //! Every row's arithmetic is exactly that of the single-row kernels in
-//! `dot` (same operations, same order), so a sequence's logits do not
-//! depend on what else is in the batch.
+//! `dot` (Q5_0, Q5_1: of `legacy16::dot_ggml`; same operations, same
+//! order), so a sequence's logits do not depend on what else is in the
+//! batch. On AVX512-VNNI CPUs the layers take `legacy16`'s interleaved
+//! kernels instead; these serve AVX2 CPUs and row counts that do not fill
+//! groups of 16.
 
 use std::sync::OnceLock;
 
-use super::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use super::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use super::dot;
+use super::legacy16::dot_ggml;
 
 /// `dot(w[r], x[t])` into `out` at (t, r) for the weight rows stored one
 /// after another in `w` and the `n` activation rows in `x`, each `nb` blocks
@@ -111,6 +115,8 @@ pub struct RowKernels {
     pub q4_0_q8_0: RowsKernel<BlockQ4_0, BlockQ8_0>,
     pub q4_1_q8_1: RowsKernel<BlockQ4_1, BlockQ8_1>,
     pub q8_0_q8_0: RowsKernel<BlockQ8_0, BlockQ8_0>,
+    pub q5_0_q8_0: RowsKernel<BlockQ5_0, BlockQ8_0>,
+    pub q5_1_q8_1: RowsKernel<BlockQ5_1, BlockQ8_1>,
 }
 
 /// One single-row dot per activation row (the reference). SAFETY (the
@@ -120,6 +126,8 @@ pub const PORTABLE: RowKernels = RowKernels {
     q4_0_q8_0: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, dot::best().q4_0_q8_0) },
     q4_1_q8_1: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, dot::best().q4_1_q8_1) },
     q8_0_q8_0: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, dot::best().q8_0_q8_0) },
+    q5_0_q8_0: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, dot_ggml) },
+    q5_1_q8_1: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, dot_ggml) },
 };
 
 /// # Safety
@@ -173,18 +181,101 @@ mod avx2 {
         let vnni = is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl");
         match (ok, vnni) {
             (false, _) => None,
-            (true, false) => Some(RowKernels {
-                name: "avx2",
-                q4_0_q8_0: PORTABLE.q4_0_q8_0,
-                q4_1_q8_1,
-                q8_0_q8_0,
-            }),
+            (true, false) => Some(AVX2),
             (true, true) => Some(RowKernels {
                 name: "avx2+vnni",
-                q4_0_q8_0: PORTABLE.q4_0_q8_0,
+                q4_0_q8_0: q4_0_q8_0_vnni,
                 q4_1_q8_1: q4_1_q8_1_vnni,
                 q8_0_q8_0: q8_0_q8_0_vnni,
+                q5_0_q8_0: q5_0_q8_0_vnni,
+                q5_1_q8_1: q5_1_q8_1_vnni,
             }),
+        }
+    }
+
+    /// The AVX2 kernels without VNNI (also tested on VNNI CPUs).
+    pub const AVX2: RowKernels = RowKernels {
+        name: "avx2",
+        q4_0_q8_0,
+        q4_1_q8_1,
+        q8_0_q8_0,
+        q5_0_q8_0,
+        q5_1_q8_1,
+    };
+
+    /// ggml's `bytes_from_bits_32`: byte v is 0xff where bit v of `qh` is set.
+    #[inline(always)]
+    unsafe fn bytes_from_bits(qh: [u8; 4]) -> __m256i {
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(i32::from_le_bytes(qh)),
+            _mm256_set_epi64x(
+                0x0303030303030303,
+                0x0202020202020202,
+                0x0101010101010101,
+                0,
+            ),
+        );
+        let bits = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+        _mm256_cmpeq_epi8(bits, _mm256_set1_epi64x(-1))
+    }
+
+    /// A weight block whose values ggml multiplies as signed bytes
+    /// (`mul_sum_i8_pairs_float`): Q4_0 (`q - 8`), Q5_0 (`q - 16`), Q8_0.
+    trait SignedBlock {
+        unsafe fn signed(&self) -> __m256i;
+        fn scale(&self) -> &half::f16;
+    }
+
+    impl SignedBlock for BlockQ4_0 {
+        #[inline(always)]
+        unsafe fn signed(&self) -> __m256i {
+            _mm256_sub_epi8(nibbles(&self.qs), _mm256_set1_epi8(8))
+        }
+        fn scale(&self) -> &half::f16 {
+            &self.d
+        }
+    }
+
+    impl SignedBlock for BlockQ5_0 {
+        #[inline(always)]
+        unsafe fn signed(&self) -> __m256i {
+            let high = _mm256_andnot_si256(bytes_from_bits(self.qh), _mm256_set1_epi8(-16));
+            _mm256_or_si256(nibbles(&self.qs), high)
+        }
+        fn scale(&self) -> &half::f16 {
+            &self.d
+        }
+    }
+
+    impl SignedBlock for BlockQ8_0 {
+        #[inline(always)]
+        unsafe fn signed(&self) -> __m256i {
+            _mm256_loadu_si256(self.qs.as_ptr() as *const __m256i)
+        }
+        fn scale(&self) -> &half::f16 {
+            &self.d
+        }
+    }
+
+    /// A `d * q + m` weight block (starting with `d`, `m`, as `f16_pair`
+    /// reads them) whose values ggml multiplies as unsigned bytes: Q4_1,
+    /// Q5_1.
+    trait OffsetBlock {
+        unsafe fn unsigned(&self) -> __m256i;
+    }
+
+    impl OffsetBlock for BlockQ4_1 {
+        #[inline(always)]
+        unsafe fn unsigned(&self) -> __m256i {
+            nibbles(&self.qs)
+        }
+    }
+
+    impl OffsetBlock for BlockQ5_1 {
+        #[inline(always)]
+        unsafe fn unsigned(&self) -> __m256i {
+            let high = _mm256_and_si256(bytes_from_bits(self.qh), _mm256_set1_epi8(0x10));
+            _mm256_or_si256(nibbles(&self.qs), high)
         }
     }
 
@@ -281,15 +372,15 @@ mod avx2 {
         _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
     }
 
-    struct Q4_1<const VNNI: bool>;
+    struct Offset<B, const VNNI: bool>(std::marker::PhantomData<B>);
 
-    impl<const VNNI: bool> Tile for Q4_1<VNNI> {
-        type W = BlockQ4_1;
+    impl<B: OffsetBlock, const VNNI: bool> Tile for Offset<B, VNNI> {
+        type W = B;
         type X = BlockQ8_1;
 
         #[inline(always)]
         unsafe fn tile<const R: usize, const N: usize>(
-            w: &[BlockQ4_1],
+            w: &[B],
             x: &[BlockQ8_1],
             sc: &[StripScales],
             nb: usize,
@@ -308,7 +399,7 @@ mod avx2 {
                     let (dw, mw) = f16_pair(wb);
                     let dw = _mm256_set1_ps(dw);
                     offsets[r] = _mm256_fmadd_ps(_mm256_set1_ps(mw), sx, offsets[r]);
-                    let qw = nibbles(&wb.qs);
+                    let qw = wb.unsigned();
                     for t in 0..N {
                         let xb = x.get_unchecked(t * nb + b);
                         let qx = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
@@ -327,15 +418,15 @@ mod avx2 {
         }
     }
 
-    struct Q8_0<const VNNI: bool>;
+    struct Signed<B, const VNNI: bool>(std::marker::PhantomData<B>);
 
-    impl<const VNNI: bool> Tile for Q8_0<VNNI> {
-        type W = BlockQ8_0;
+    impl<B: SignedBlock, const VNNI: bool> Tile for Signed<B, VNNI> {
+        type W = B;
         type X = BlockQ8_0;
 
         #[inline(always)]
         unsafe fn tile<const R: usize, const N: usize>(
-            w: &[BlockQ8_0],
+            w: &[B],
             x: &[BlockQ8_0],
             sc: &[StripScales],
             nb: usize,
@@ -346,8 +437,8 @@ mod avx2 {
                 for r in 0..R {
                     let wb = w.get_unchecked(r * nb + b);
                     prefetch_ahead(wb);
-                    let dw = f16_splat(&wb.d);
-                    let qw = _mm256_loadu_si256(wb.qs.as_ptr() as *const __m256i);
+                    let dw = f16_splat(wb.scale());
+                    let qw = wb.signed();
                     // The sign trick of `mul_sum_i8`: |w| once, w's signs on each x.
                     let aw = _mm256_sign_epi8(qw, qw);
                     for t in 0..N {
@@ -379,40 +470,22 @@ mod avx2 {
             }
         };
     }
-    kernel!(
-        q4_1_q8_1,
-        "avx2,fma,f16c",
-        Q4_1<false>,
-        BlockQ4_1,
-        BlockQ8_1
-    );
-    kernel!(
-        q8_0_q8_0,
-        "avx2,fma,f16c",
-        Q8_0<false>,
-        BlockQ8_0,
-        BlockQ8_0
-    );
-    kernel!(
-        q4_1_q8_1_vnni,
-        "avx2,fma,f16c,avx512vnni,avx512vl",
-        Q4_1<true>,
-        BlockQ4_1,
-        BlockQ8_1
-    );
-    kernel!(
-        q8_0_q8_0_vnni,
-        "avx2,fma,f16c,avx512vnni,avx512vl",
-        Q8_0<true>,
-        BlockQ8_0,
-        BlockQ8_0
-    );
+    kernel!(q4_0_q8_0, "avx2,fma,f16c", Signed<BlockQ4_0, false>, BlockQ4_0, BlockQ8_0);
+    kernel!(q4_1_q8_1, "avx2,fma,f16c", Offset<BlockQ4_1, false>, BlockQ4_1, BlockQ8_1);
+    kernel!(q8_0_q8_0, "avx2,fma,f16c", Signed<BlockQ8_0, false>, BlockQ8_0, BlockQ8_0);
+    kernel!(q5_0_q8_0, "avx2,fma,f16c", Signed<BlockQ5_0, false>, BlockQ5_0, BlockQ8_0);
+    kernel!(q5_1_q8_1, "avx2,fma,f16c", Offset<BlockQ5_1, false>, BlockQ5_1, BlockQ8_1);
+    kernel!(q4_0_q8_0_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Signed<BlockQ4_0, true>, BlockQ4_0, BlockQ8_0);
+    kernel!(q4_1_q8_1_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Offset<BlockQ4_1, true>, BlockQ4_1, BlockQ8_1);
+    kernel!(q8_0_q8_0_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Signed<BlockQ8_0, true>, BlockQ8_0, BlockQ8_0);
+    kernel!(q5_0_q8_0_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Signed<BlockQ5_0, true>, BlockQ5_0, BlockQ8_0);
+    kernel!(q5_1_q8_1_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Offset<BlockQ5_1, true>, BlockQ5_1, BlockQ8_1);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::blocks::{quantize_q8_0, quantize_q8_1, random_q4_1};
+    use crate::cpu::blocks::{parse_blocks, quantize_q8_0, quantize_q8_1, random_q4_1, FromBytes};
     use rand::{Rng, SeedableRng};
 
     #[test]
@@ -453,26 +526,83 @@ mod tests {
             let mut out = vec![0f32; wrows * rows];
             let sc81 = strip_scales(&x81, nb);
             let sc80 = strip_scales(&x80, nb);
-            let into = OutRows {
-                ptr: out.as_mut_ptr(),
-                stride: wrows,
+            let random = |rng: &mut rand::rngs::StdRng, size: usize| -> Vec<u8> {
+                (0..wrows * nb * size).map(|_| rng.random::<u8>()).collect()
             };
-            // SAFETY: `out` holds rows x wrows places, all this thread's.
-            unsafe { (best().q4_1_q8_1)(&w41, &x81, &sc81, nb, into) };
-            for (w, t) in (0..wrows).flat_map(|w| (0..rows).map(move |t| (w, t))) {
-                let want =
-                    (single.q4_1_q8_1)(&w41[w * nb..(w + 1) * nb], &x81[t * nb..(t + 1) * nb]);
-                let got = out[t * wrows + w];
-                assert_eq!(got.to_bits(), want.to_bits(), "q4_1 nb {nb} w {w} t {t}");
-            }
-            // SAFETY: as above.
-            unsafe { (best().q8_0_q8_0)(&w80, &x80, &sc80, nb, into) };
-            for (w, t) in (0..wrows).flat_map(|w| (0..rows).map(move |t| (w, t))) {
-                let want =
-                    (single.q8_0_q8_0)(&w80[w * nb..(w + 1) * nb], &x80[t * nb..(t + 1) * nb]);
-                let got = out[t * wrows + w];
-                assert_eq!(got.to_bits(), want.to_bits(), "q8_0 nb {nb} w {w} t {t}");
+            let w40: Vec<BlockQ4_0> = with_scales(random(&mut rng, 18), 1);
+            let w50: Vec<BlockQ5_0> = with_scales(random(&mut rng, 22), 1);
+            let w51: Vec<BlockQ5_1> = with_scales(random(&mut rng, 24), 2);
+            for k in [best(), &avx2_kernels()] {
+                let mut run =
+                    |name: &str, f: &dyn Fn(OutRows), want: &dyn Fn(usize, usize) -> f32| {
+                        out.fill(f32::NAN);
+                        f(OutRows {
+                            ptr: out.as_mut_ptr(),
+                            stride: wrows,
+                        });
+                        for (w, t) in (0..wrows).flat_map(|w| (0..rows).map(move |t| (w, t))) {
+                            let (got, want) = (out[t * wrows + w], want(w, t));
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{} {name} nb {nb} w {w} t {t}",
+                                k.name
+                            );
+                        }
+                    };
+                let (wr, xr) = (
+                    |w: usize| w * nb..(w + 1) * nb,
+                    |t: usize| t * nb..(t + 1) * nb,
+                );
+                // SAFETY (each call): `out` holds rows x wrows places, all this thread's.
+                run(
+                    "q4_1",
+                    &|o| unsafe { (k.q4_1_q8_1)(&w41, &x81, &sc81, nb, o) },
+                    &|w, t| (single.q4_1_q8_1)(&w41[wr(w)], &x81[xr(t)]),
+                );
+                run(
+                    "q8_0",
+                    &|o| unsafe { (k.q8_0_q8_0)(&w80, &x80, &sc80, nb, o) },
+                    &|w, t| (single.q8_0_q8_0)(&w80[wr(w)], &x80[xr(t)]),
+                );
+                run(
+                    "q4_0",
+                    &|o| unsafe { (k.q4_0_q8_0)(&w40, &x80, &sc80, nb, o) },
+                    &|w, t| (single.q4_0_q8_0)(&w40[wr(w)], &x80[xr(t)]),
+                );
+                run(
+                    "q5_0",
+                    &|o| unsafe { (k.q5_0_q8_0)(&w50, &x80, &sc80, nb, o) },
+                    &|w, t| dot_ggml(&w50[wr(w)], &x80[xr(t)]),
+                );
+                run(
+                    "q5_1",
+                    &|o| unsafe { (k.q5_1_q8_1)(&w51, &x81, &sc81, nb, o) },
+                    &|w, t| dot_ggml(&w51[wr(w)], &x81[xr(t)]),
+                );
             }
         }
+    }
+
+    /// `bytes` as blocks of `B` with valid scales: a small d (and m) in
+    /// every block.
+    fn with_scales<B: FromBytes>(mut bytes: Vec<u8>, scales: usize) -> Vec<B> {
+        for block in bytes.chunks_exact_mut(B::SIZE) {
+            for s in 0..scales {
+                let v = half::f16::from_f32(0.01 - 0.02 * s as f32).to_le_bytes();
+                block[2 * s..2 * s + 2].copy_from_slice(&v);
+            }
+        }
+        parse_blocks(&bytes)
+    }
+
+    /// The AVX2 kernels without VNNI where the CPU runs them, else the
+    /// portable ones.
+    fn avx2_kernels() -> RowKernels {
+        #[cfg(target_arch = "x86_64")]
+        if dot::best().fma {
+            return avx2::AVX2;
+        }
+        PORTABLE
     }
 }

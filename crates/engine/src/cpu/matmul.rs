@@ -1,21 +1,21 @@
 //! Weight matrices and `out = x · Wᵀ` for a batch of activation rows.
-//! Q4_0, Q4_1 and Q8_0 use our kernels (activations quantized once per call,
-//! each weight row read once for all rows of the batch); every other GGUF
-//! type goes through candle's quantized matmul.
+//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16 and BF16 use our kernels (activations
+//! quantized or rounded once per call, each weight row read once for all
+//! rows of the batch); every other GGUF type goes through candle's
+//! quantized matmul.
 
 use candle_core::quantized::{GgmlDType, QuantizedType};
 use candle_core::CpuStorage;
 use rayon::prelude::*;
 
 use super::blocks::{
-    parse_block, parse_blocks, quantize_q8_0, quantize_q8_1, BlockQ4_0, BlockQ4_1, BlockQ8_0,
-    FromBytes, QK,
+    parse_block, parse_blocks, quantize_q8_0, quantize_q8_1, BlockQ4_0, BlockQ4_1, BlockQ5_0,
+    BlockQ5_1, BlockQ8_0, FromBytes, QK,
 };
-use super::dot;
 use super::dot_rows::{self, ActScales, OutRows, RowsKernel};
-use super::interleaved::{
-    self, pack_rows, unpack_row, GroupAct, GroupKernel, Q4_1x8, Q8_0x8, GROUP,
-};
+use super::half_rows::{self, Half};
+use super::interleaved::{self, pack_rows, unpack_row, GroupAct, GroupKernel, Q8_0x8, GROUP};
+use super::legacy16::{self, Kernel16, Pack16, Q4_0x16, Q4_1x16, Q5_0x16, Q5_1x16, Q8_0x16};
 use crate::error::{EngineError, Result};
 use crate::gguf::TensorView;
 
@@ -23,12 +23,20 @@ enum Storage {
     Q4_0(Vec<BlockQ4_0>),
     Q4_1(Vec<BlockQ4_1>),
     Q8_0(Vec<BlockQ8_0>),
-    /// Rows interleaved by eights for the VNNI kernels (see `interleaved`).
-    Q4_1x8(Vec<Q4_1x8>),
+    Q5_0(Vec<BlockQ5_0>),
+    Q5_1(Vec<BlockQ5_1>),
+    /// Rows interleaved by sixteens, ggml's float order (see `legacy16`).
+    Q4_0x16(Vec<Q4_0x16>),
+    Q4_1x16(Vec<Q4_1x16>),
+    Q5_0x16(Vec<Q5_0x16>),
+    Q5_1x16(Vec<Q5_1x16>),
+    Q8_0x16(Vec<Q8_0x16>),
+    /// The output projection's rows interleaved by eights (`interleaved`).
     Q8_0x8(Vec<Q8_0x8>),
     /// candle's F16 matmul is scalar (~0.9 s per token for a 135M model on
-    /// one thread), so f16 deployments get our F16C kernel.
+    /// one thread): ours are in `half_rows`.
     F16(Vec<half::f16>),
+    BF16(Vec<half::bf16>),
     Candle(Box<dyn QuantizedType>),
 }
 
@@ -97,14 +105,18 @@ impl Matrix {
         }
         let nb = cols / QK;
         let storage = match dtype {
+            GgmlDType::Q4_0 if interleaves16(rows) => Storage::Q4_0x16(pack16(rows, nb, bytes)),
             GgmlDType::Q4_0 => Storage::Q4_0(parse_blocks(bytes)),
-            GgmlDType::Q4_1 if interleaves(rows, 2 * GROUP) => {
-                Storage::Q4_1x8(pack_rows(rows, nb, |i| parse_block(bytes, i)))
-            }
+            GgmlDType::Q5_0 if interleaves16(rows) => Storage::Q5_0x16(pack16(rows, nb, bytes)),
+            GgmlDType::Q5_0 => Storage::Q5_0(parse_blocks(bytes)),
+            GgmlDType::Q5_1 if interleaves16(rows) => Storage::Q5_1x16(pack16(rows, nb, bytes)),
+            GgmlDType::Q5_1 => Storage::Q5_1(parse_blocks(bytes)),
+            GgmlDType::Q4_1 if interleaves16(rows) => Storage::Q4_1x16(pack16(rows, nb, bytes)),
             GgmlDType::Q4_1 => Storage::Q4_1(parse_blocks(bytes)),
-            GgmlDType::Q8_0 if role == Role::OutputProjection && interleaves(rows, GROUP) => {
+            GgmlDType::Q8_0 if role == Role::OutputProjection && interleaves(rows) => {
                 Storage::Q8_0x8(pack_rows(rows, nb, |i| parse_block(bytes, i)))
             }
+            GgmlDType::Q8_0 if interleaves16(rows) => Storage::Q8_0x16(pack16(rows, nb, bytes)),
             GgmlDType::Q8_0 => Storage::Q8_0(parse_blocks(bytes)),
             GgmlDType::F16 => Storage::F16(
                 bytes
@@ -112,18 +124,19 @@ impl Matrix {
                     .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
                     .collect(),
             ),
+            GgmlDType::BF16 => Storage::BF16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            ),
             GgmlDType::F32
-            | GgmlDType::BF16
             | GgmlDType::Q4K
             | GgmlDType::Q5K
             | GgmlDType::Q6K
             | GgmlDType::Q8K
             | GgmlDType::Q2K
-            | GgmlDType::Q3K
-            | GgmlDType::Q5_0
-            | GgmlDType::Q5_1 => {
-                Storage::Candle(dtype.from_data(std::borrow::Cow::Borrowed(bytes)))
-            }
+            | GgmlDType::Q3K => Storage::Candle(dtype.from_data(std::borrow::Cow::Borrowed(bytes))),
             GgmlDType::Q8_1 => return Err(EngineError::tensor(name, "Q8_1 is not a weight type")),
         };
         Ok(Self {
@@ -168,9 +181,20 @@ impl Matrix {
             Storage::Q4_0(b) => deq(b[own].iter().copied(), out),
             Storage::Q4_1(b) => deq(b[own].iter().copied(), out),
             Storage::Q8_0(b) => deq(b[own].iter().copied(), out),
-            Storage::Q4_1x8(p) => deq(unpack_row(p, bpr, r), out),
+            Storage::Q5_0(b) => deq(b[own].iter().copied(), out),
+            Storage::Q5_1(b) => deq(b[own].iter().copied(), out),
+            Storage::Q4_0x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
+            Storage::Q4_1x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
+            Storage::Q5_0x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
+            Storage::Q5_1x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
+            Storage::Q8_0x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
             Storage::Q8_0x8(p) => deq(unpack_row(p, bpr, r), out),
             Storage::F16(w) => {
+                for (o, v) in out.iter_mut().zip(&w[r * self.cols..(r + 1) * self.cols]) {
+                    *o = v.to_f32();
+                }
+            }
+            Storage::BF16(w) => {
                 for (o, v) in out.iter_mut().zip(&w[r * self.cols..(r + 1) * self.cols]) {
                     *o = v.to_f32();
                 }
@@ -209,9 +233,16 @@ impl Matrix {
             .all(|(m, out)| m.cols == cols && out.len() == n_tokens * m.rows));
         let k = dot_rows::best();
         // Every part stored as `$variant`: quantize the input once, then
-        // `$times` (by rows or by interleaved groups) with `$kernel`.
+        // `$times` (by rows or by interleaved groups) with `$kernel`; or
+        // run `$run` on the parts as (weights, output) pairs.
         macro_rules! shared {
             ($variant:ident, $quantize:expr, $times:ident, $kernel:expr) => {
+                shared!($variant, |ws| {
+                    let xq = quantize_rows(x, cols, $quantize);
+                    $times(&ws, &xq, n_tokens, $kernel)
+                })
+            };
+            ($variant:ident, |$ws:ident| $run:expr) => {
                 if let Some(ws) = parts
                     .iter()
                     .map(|(m, _)| match &m.storage {
@@ -220,30 +251,38 @@ impl Matrix {
                     })
                     .collect::<Option<Vec<_>>>()
                 {
-                    let xq = quantize_rows(x, cols, $quantize);
                     let outs = parts.iter_mut().map(|(m, out)| OutRows {
                         ptr: out.as_mut_ptr(),
                         stride: m.rows,
                     });
-                    $times(
-                        &ws.into_iter().zip(outs).collect::<Vec<_>>(),
-                        &xq,
-                        n_tokens,
-                        $kernel,
-                    );
+                    let $ws = ws.into_iter().zip(outs).collect::<Vec<_>>();
+                    $run;
                     return Ok(());
                 }
             };
         }
         let grouped = || interleaved::kernels().expect("interleaved storage implies its kernels");
-        shared!(Q4_1x8, quantize_q8_1, groups_times, grouped().q4_1_q8_1);
         shared!(Q8_0x8, quantize_q8_0, groups_times, grouped().q8_0_q8_0);
+        let k16 = || legacy16::kernels().expect("x16 storage implies its kernels");
+        shared!(Q5_0x16, quantize_q8_0, times16, k16().q5_0);
+        shared!(Q5_1x16, quantize_q8_1, times16, k16().q5_1);
+        shared!(Q4_0x16, quantize_q8_0, times16, k16().q4_0);
+        shared!(Q4_1x16, quantize_q8_1, times16, k16().q4_1);
+        shared!(Q8_0x16, quantize_q8_0, times16, k16().q8_0);
+        shared!(Q5_0, quantize_q8_0, rows_times, k.q5_0_q8_0);
+        shared!(Q5_1, quantize_q8_1, rows_times, k.q5_1_q8_1);
         shared!(Q4_0, quantize_q8_0, rows_times, k.q4_0_q8_0);
         shared!(Q4_1, quantize_q8_1, rows_times, k.q4_1_q8_1);
         shared!(Q8_0, quantize_q8_0, rows_times, k.q8_0_q8_0);
+        // 16-bit float weights: the input rounded once to their type.
+        shared!(F16, |ws| {
+            half_times(&ws, &half_rows::round_rows::<half::f16>(x), cols)
+        });
+        shared!(BF16, |ws| {
+            half_times(&ws, &half_rows::round_rows::<half::bf16>(x), cols)
+        });
         for (m, out) in parts.iter_mut() {
             match &m.storage {
-                Storage::F16(w) => f16_times(w, x, n_tokens, m.rows, m.cols, out),
                 Storage::Candle(q) => q
                     .matmul_t((n_tokens, m.cols, m.rows), x, out)
                     .map_err(|e| EngineError::Compute(e.to_string()))?,
@@ -255,11 +294,20 @@ impl Matrix {
     }
 }
 
-/// Rows go in interleaved groups where the CPU has those kernels and the
-/// rows fill whole groups (`multiple`: 16 for Q4_1, whose kernel takes
-/// groups in pairs).
-fn interleaves(rows: usize, multiple: usize) -> bool {
-    interleaved::kernels().is_some() && rows.is_multiple_of(multiple)
+/// The output projection's rows go in groups of 8 (`interleaved`) where
+/// the CPU has those kernels and the rows fill whole groups.
+fn interleaves(rows: usize) -> bool {
+    interleaved::kernels().is_some() && rows.is_multiple_of(GROUP)
+}
+
+/// Rows go in groups of 16 (`legacy16`) where the CPU has those kernels
+/// and the rows fill whole groups.
+fn interleaves16(rows: usize) -> bool {
+    legacy16::kernels().is_some() && rows.is_multiple_of(legacy16::ROWS)
+}
+
+fn pack16<P: Pack16>(rows: usize, nb: usize, bytes: &[u8]) -> Vec<P> {
+    legacy16::pack_rows(rows, nb, |i| parse_block(bytes, i))
 }
 
 fn quantize_rows<B: Default + Clone + Send>(
@@ -274,66 +322,6 @@ fn quantize_rows<B: Default + Clone + Send>(
         .zip(x.par_chunks_exact(cols))
         .for_each(|(q, row)| quantize(row, q));
     out
-}
-
-/// `out[t, r] = W[r] . x[t]` for f16 weights, weight rows split among
-/// threads.
-fn f16_times(
-    w: &[half::f16],
-    x: &[f32],
-    n_tokens: usize,
-    rows: usize,
-    cols: usize,
-    out: &mut [f32],
-) {
-    let out = OutRows {
-        ptr: out.as_mut_ptr(),
-        stride: rows,
-    };
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = rows.div_ceil(threads * 4).max(16);
-    w.par_chunks(chunk * cols)
-        .enumerate()
-        .for_each(move |(c, wchunk)| {
-            for (i, wrow) in wchunk.chunks_exact(cols).enumerate() {
-                let r = c * chunk + i;
-                for t in 0..n_tokens {
-                    let v = dot_f16(wrow, &x[t * cols..(t + 1) * cols]);
-                    // SAFETY: r < rows, t < n_tokens; only this worker owns row r.
-                    unsafe { out.write(t, r, v) };
-                }
-            }
-        });
-}
-
-fn dot_f16(w: &[half::f16], x: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if dot::best().fma {
-        // SAFETY: `fma` is set only on CPUs with AVX2, FMA and F16C.
-        return unsafe { dot_f16_f16c(w, x) };
-    }
-    w.iter().zip(x).map(|(a, b)| a.to_f32() * b).sum()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_f16_f16c(w: &[half::f16], x: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    let n = w.len() - w.len() % 8;
-    let mut acc = _mm256_setzero_ps();
-    for i in (0..n).step_by(8) {
-        let wh = _mm_loadu_si128(w.as_ptr().add(i) as *const __m128i);
-        let xv = _mm256_loadu_ps(x.as_ptr().add(i));
-        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(wh), xv, acc);
-    }
-    let mut lanes = [0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-    let tail: f32 = w[n..]
-        .iter()
-        .zip(&x[n..])
-        .map(|(a, b)| a.to_f32() * b)
-        .sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// Splits the rows of all `parts` (`[n_tokens, rows]` outputs, stride =
@@ -383,27 +371,67 @@ fn rows_times<W: Sync, A: Sync + ActScales>(
     });
 }
 
-/// [`rows_times`] for interleaved weights (groups of 8 rows, block columns
-/// consecutive); chunks are whole pairs of groups, as the Q4_1 kernel
-/// takes them.
+/// [`rows_times`] for the output projection's groups of 8 rows.
 fn groups_times<W: Sync, A: Sync + GroupAct>(
     parts: &[(&[W], OutRows)],
     xq: &[A],
     n_tokens: usize,
     kernel: GroupKernel<W, A>,
 ) {
-    let nb = xq.len() / n_tokens;
     let scales: Vec<_> = xq.iter().map(GroupAct::group_scales).collect();
-    split_rows(parts, 2 * GROUP, |p, first, n_rows| {
+    grouped_times(parts, xq, n_tokens, GROUP, &scales, kernel);
+}
+
+/// [`rows_times`] for rows interleaved by sixteens (`legacy16`).
+fn times16<P: Pack16>(
+    parts: &[(&[P], OutRows)],
+    xq: &[P::Act],
+    n_tokens: usize,
+    kernel: Kernel16<P, P::Act>,
+) {
+    let scales = legacy16::x_scales::<P>(xq);
+    grouped_times(parts, xq, n_tokens, legacy16::ROWS, &scales, kernel);
+}
+
+/// [`rows_times`] for weights interleaved in groups of `group` rows (each
+/// group's block columns consecutive) with the activations' `scales`;
+/// chunks are whole groups.
+fn grouped_times<W: Sync, A: Sync, S: Sync>(
+    parts: &[(&[W], OutRows)],
+    xq: &[A],
+    n_tokens: usize,
+    group: usize,
+    scales: &[S],
+    kernel: unsafe fn(&[W], &[A], &[S], usize, OutRows),
+) {
+    let nb = xq.len() / n_tokens;
+    split_rows(parts, group, |p, first, n_rows| {
         let (w, out) = parts[p];
-        let groups = first / GROUP..(first + n_rows) / GROUP;
+        let groups = first / group..(first + n_rows) / group;
         // SAFETY: as in `rows_times`: this task alone writes its rows.
         unsafe {
             kernel(
                 &w[groups.start * nb..groups.end * nb],
                 xq,
-                &scales,
+                scales,
                 nb,
+                out.at(0, first),
+            )
+        };
+    });
+}
+
+/// [`rows_times`] for 16-bit float weights; `x` rounded by
+/// `half_rows::round_rows`, `cols` per row.
+fn half_times<H: Half>(parts: &[(&[H], OutRows)], x: &[f32], cols: usize) {
+    split_rows(parts, 4, |p, first, n_rows| {
+        let (w, out) = parts[p];
+        // SAFETY: as in `rows_times`: this task alone writes its rows.
+        unsafe {
+            half_rows::rows(
+                &w[first * cols..(first + n_rows) * cols],
+                x,
+                cols,
                 out.at(0, first),
             )
         };

@@ -1,0 +1,446 @@
+//! F16 and BF16 weights against a batch of activation rows, as llama.cpp's
+//! CPU backend computes them on AVX512 (llamafile's `tinyBLAS`): the
+//! activations rounded once to the weights' type (ggml's `vec_dot_type`),
+//! then per (weight row, activation row) 16 f32 lanes, lane l summing the
+//! products of columns `16i + l` with one FMA each, reduced as
+//! `_mm512_reduce_add_ps` (halves added, then quarters, eighths, the last
+//! two lanes). On CPUs with AVX512-BF16, ggml multiplies BF16 with
+//! `vdpbf16ps` instead, 32 columns a step (lane l: columns `32i + 2l` and
+//! `32i + 2l + 1`, each product added with its own rounding, the odd one
+//! first), and so does this module there.
+//!
+//! Tiles of 4 weight rows by up to 6 activation rows (24 accumulators)
+//! convert each weight vector once per tile and load each activation vector
+//! once per 4 rows, over blocks of activation rows small enough to stay in
+//! L2 while a chunk of weight rows passes over them.
+
+use half::{bf16, f16};
+
+use super::dot_rows::OutRows;
+
+/// A 16-bit float weight type.
+pub trait Half: Copy + Send + Sync + 'static {
+    /// BF16 (widened by a shift) rather than F16 (`vcvtph2ps`).
+    const BF16: bool;
+    fn to_f32(self) -> f32;
+    /// `v` rounded to this type (ggml's `GGML_FP32_TO_FP16` / `_BF16`:
+    /// to nearest, ties to even).
+    fn round(v: f32) -> f32;
+}
+
+impl Half for f16 {
+    const BF16: bool = false;
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    fn round(v: f32) -> f32 {
+        f16::from_f32(v).to_f32()
+    }
+}
+
+impl Half for bf16 {
+    const BF16: bool = true;
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    fn round(v: f32) -> f32 {
+        bf16::from_f32(v).to_f32()
+    }
+}
+
+/// Columns per accumulator step (lanes).
+const LANES: usize = 16;
+
+/// ggml's per-pair formula as scalar code: the reference of the kernels
+/// and the kernel on CPUs without AVX512. `x` is already rounded.
+pub fn dot_ggml<H: Half>(w: &[H], x: &[f32]) -> f32 {
+    let mut lanes = [0f32; LANES];
+    for (i, (w, x)) in w.iter().zip(x).enumerate() {
+        lanes[i % LANES] = w.to_f32().mul_add(*x, lanes[i % LANES]);
+    }
+    reduce16(lanes)
+}
+
+/// [`dot_ggml`] for BF16 on CPUs with AVX512-BF16: `vdpbf16ps` as scalar
+/// code (bf16 products are exact in f32; then two rounded additions).
+pub fn dot_ggml_dpbf16(w: &[bf16], x: &[f32]) -> f32 {
+    let mut lanes = [0f32; LANES];
+    for (i, (w, x)) in w.chunks(2).zip(x.chunks(2)).enumerate() {
+        let lane = &mut lanes[i % LANES];
+        if w.len() == 2 {
+            *lane += w[1].to_f32() * x[1];
+        }
+        *lane += w[0].to_f32() * x[0];
+    }
+    reduce16(lanes)
+}
+
+/// `_mm512_reduce_add_ps`'s order on 16 lanes.
+fn reduce16(a: [f32; LANES]) -> f32 {
+    let h: [f32; 8] = std::array::from_fn(|i| a[i + 8] + a[i]);
+    let q: [f32; 4] = std::array::from_fn(|i| h[i + 4] + h[i]);
+    (q[0] + q[2]) + (q[1] + q[3])
+}
+
+/// `x` (rows of `cols` values) rounded to `H`, as f32.
+pub fn round_rows<H: Half>(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| H::round(v)).collect()
+}
+
+/// `dot(w[r], x[t])` into `out` at (t, r) for the weight rows in `w` and
+/// the activation rows in `x` (rounded by [`round_rows`]), `cols` each.
+///
+/// # Safety
+/// As `dot_rows::RowsKernel`: `out` is valid for writes at every (t, r)
+/// and nobody else touches those places meanwhile.
+pub unsafe fn rows<H: Half>(w: &[H], x: &[f32], cols: usize, out: OutRows) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        return avx512::rows(w, x, cols, out);
+    }
+    for (r, wr) in w.chunks_exact(cols).enumerate() {
+        for (t, xr) in x.chunks_exact(cols).enumerate() {
+            out.write(t, r, dot_ggml(wr, xr));
+        }
+    }
+}
+
+/// Whether BF16 takes the `vdpbf16ps` form ([`dot_ggml_dpbf16`]) here.
+pub fn bf16_dot_pairs() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return avx512::available() && avx512::dpbf16();
+    #[allow(unreachable_code)]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    // Tiles index their accumulators by (weight row, activation row); the
+    // const-bounded loops unroll completely.
+    #![allow(clippy::needless_range_loop)]
+    use super::*;
+    use std::arch::x86_64::*;
+    use std::sync::OnceLock;
+
+    /// Handing out `rows` only where this holds is what makes calling its
+    /// `target_feature` body sound.
+    pub fn available() -> bool {
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
+            std::env::var("SERVEBENCH_KERNELS").as_deref() != Ok("portable")
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("f16c")
+                && is_x86_feature_detected!("fma")
+        })
+    }
+
+    /// AVX512-BF16 as well (`vdpbf16ps`).
+    pub fn dpbf16() -> bool {
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| is_x86_feature_detected!("avx512bf16"))
+    }
+
+    /// Activation rows per block: 48 rows of 576 f32 (~110 KB) stay in L2
+    /// while a chunk's weight rows pass over them.
+    const X_BLOCK: usize = 48;
+
+    /// # Safety
+    /// As [`super::rows`], on a CPU where [`available`] holds.
+    pub unsafe fn rows<H: Half>(w: &[H], x: &[f32], cols: usize, out: OutRows) {
+        // Both types are 16-bit floats (`half`'s are `repr(transparent)`
+        // over `u16`).
+        let bits = std::slice::from_raw_parts(w.as_ptr() as *const u16, w.len());
+        if H::BF16 && dpbf16() {
+            rows_dpbf16(bits, x, cols, out)
+        } else if H::BF16 {
+            rows_impl::<Bf16>(bits, x, cols, out)
+        } else {
+            rows_impl::<F16>(bits, x, cols, out)
+        }
+    }
+
+    /// How 16 stored values become 16 f32.
+    trait Widen {
+        unsafe fn widen(v: __m256i) -> __m512;
+    }
+    struct F16;
+    struct Bf16;
+    impl Widen for F16 {
+        #[inline(always)]
+        unsafe fn widen(v: __m256i) -> __m512 {
+            _mm512_cvtph_ps(v)
+        }
+    }
+    impl Widen for Bf16 {
+        #[inline(always)]
+        unsafe fn widen(v: __m256i) -> __m512 {
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(v)))
+        }
+    }
+
+    /// One way of multiplying: `STEP` columns of a weight row and of an
+    /// activation row loaded (the last, partial step masked: zeros add
+    /// nothing) and multiplied into 16 lanes.
+    trait Form {
+        const STEP: usize;
+        type W: Copy;
+        type X: Copy;
+        /// `mask`: which of the `STEP` columns exist.
+        unsafe fn weights(p: *const u16, mask: u32) -> Self::W;
+        unsafe fn acts(p: *const f32, mask: u32) -> Self::X;
+        unsafe fn madd(acc: __m512, w: Self::W, x: Self::X) -> __m512;
+    }
+
+    /// 16 columns widened to f32, one FMA each.
+    struct Fma<T>(std::marker::PhantomData<T>);
+    /// 32 columns as bf16 pairs, `vdpbf16ps`.
+    struct DotPairs;
+
+    impl<T: Widen> Form for Fma<T> {
+        const STEP: usize = LANES;
+        type W = __m512;
+        type X = __m512;
+        #[inline(always)]
+        unsafe fn weights(p: *const u16, mask: u32) -> __m512 {
+            T::widen(_mm256_maskz_loadu_epi16(mask as u16, p as *const i16))
+        }
+        #[inline(always)]
+        unsafe fn acts(p: *const f32, mask: u32) -> __m512 {
+            _mm512_maskz_loadu_ps(mask as u16, p)
+        }
+        #[inline(always)]
+        unsafe fn madd(acc: __m512, w: __m512, x: __m512) -> __m512 {
+            _mm512_fmadd_ps(w, x, acc)
+        }
+    }
+
+    impl Form for DotPairs {
+        const STEP: usize = 2 * LANES;
+        type W = __m512bh;
+        type X = __m512bh;
+        #[inline(always)]
+        unsafe fn weights(p: *const u16, mask: u32) -> __m512bh {
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(
+                mask,
+                p as *const i16,
+            ))
+        }
+        /// The activations are already bf16 values: packing is exact.
+        #[inline(always)]
+        unsafe fn acts(p: *const f32, mask: u32) -> __m512bh {
+            let (lo, hi) = (mask as u16, (mask >> 16) as u16);
+            _mm512_cvtne2ps_pbh(
+                _mm512_maskz_loadu_ps(hi, p.add(16)),
+                _mm512_maskz_loadu_ps(lo, p),
+            )
+        }
+        #[inline(always)]
+        unsafe fn madd(acc: __m512, w: __m512bh, x: __m512bh) -> __m512 {
+            _mm512_dpbf16_ps(acc, w, x)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    unsafe fn rows_impl<T: Widen>(w: &[u16], x: &[f32], cols: usize, out: OutRows) {
+        blocks::<Fma<T>>(w, x, cols, out)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn rows_dpbf16(w: &[u16], x: &[f32], cols: usize, out: OutRows) {
+        blocks::<DotPairs>(w, x, cols, out)
+    }
+
+    /// Covers (weight rows) x (activation rows) with tiles of up to 4 by 6,
+    /// activation rows in blocks of [`X_BLOCK`].
+    #[inline(always)]
+    unsafe fn blocks<F: Form>(w: &[u16], x: &[f32], cols: usize, out: OutRows) {
+        let (rows, n) = (w.len() / cols, x.len() / cols);
+        let mut t0 = 0;
+        while t0 < n {
+            let tn = (n - t0).min(X_BLOCK);
+            let mut r = 0;
+            while r < rows {
+                let rm = (rows - r).min(4);
+                let mut t = t0;
+                while t < t0 + tn {
+                    let rn = (t0 + tn - t).min(6);
+                    let (wt, xt, o) = (&w[r * cols..], &x[t * cols..], out.at(t, r));
+                    macro_rules! go {
+                        ($rm:literal) => {
+                            match rn {
+                                6 => tile::<F, $rm, 6>(wt, xt, cols, o),
+                                5 => tile::<F, $rm, 5>(wt, xt, cols, o),
+                                4 => tile::<F, $rm, 4>(wt, xt, cols, o),
+                                3 => tile::<F, $rm, 3>(wt, xt, cols, o),
+                                2 => tile::<F, $rm, 2>(wt, xt, cols, o),
+                                _ => tile::<F, $rm, 1>(wt, xt, cols, o),
+                            }
+                        };
+                    }
+                    match rm {
+                        4 => go!(4),
+                        3 => go!(3),
+                        2 => go!(2),
+                        _ => go!(1),
+                    }
+                    t += rn;
+                }
+                r += rm;
+            }
+            t0 += tn;
+        }
+    }
+
+    /// RM weight rows by RN activation rows, the products as `F` forms
+    /// them.
+    #[inline(always)]
+    unsafe fn tile<F: Form, const RM: usize, const RN: usize>(
+        w: &[u16],
+        x: &[f32],
+        cols: usize,
+        out: OutRows,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); RN]; RM];
+        let mut c = 0;
+        while c < cols {
+            let left = cols - c;
+            let mask: u32 = if left >= F::STEP {
+                !0
+            } else {
+                (1u32 << left) - 1
+            };
+            let wv: [F::W; RM] =
+                std::array::from_fn(|i| F::weights(w.as_ptr().add(i * cols + c), mask));
+            for j in 0..RN {
+                let xv = F::acts(x.as_ptr().add(j * cols + c), mask);
+                for i in 0..RM {
+                    acc[i][j] = F::madd(acc[i][j], wv[i], xv);
+                }
+            }
+            c += F::STEP;
+        }
+        for i in 0..RM {
+            for j in 0..RN {
+                out.write(j, i, reduce(acc[i][j]));
+            }
+        }
+    }
+
+    /// [`reduce16`] on a vector.
+    #[inline(always)]
+    unsafe fn reduce(a: __m512) -> f32 {
+        let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
+        let h = _mm256_add_ps(high, _mm512_castps512_ps256(a));
+        let q = _mm_add_ps(_mm256_extractf128_ps::<1>(h), _mm256_castps256_ps128(h));
+        let p = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::{Matrix, Role};
+    use candle_core::quantized::GgmlDType;
+    use rand::{Rng, SeedableRng};
+
+    fn random_matrix(rng: &mut impl Rng, dtype: GgmlDType, rows: usize, cols: usize) -> Vec<u8> {
+        (0..rows * cols)
+            .flat_map(|_| {
+                let v: f32 = rng.random_range(-0.5..0.5);
+                match dtype {
+                    GgmlDType::F16 => f16::from_f32(v).to_le_bytes(),
+                    _ => bf16::from_f32(v).to_le_bytes(),
+                }
+            })
+            .collect()
+    }
+
+    /// `Matrix::matmul` for F16 and BF16 against the scalar formula bit for
+    /// bit (batches 1..=20, row counts that do not fill tiles, a column
+    /// count that does not fill vectors), the formula against candle's
+    /// f32 matmul of the same rounded values, and embedding rows.
+    #[test]
+    fn half_matmuls_equal_the_formula_and_candle() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        for dtype in [GgmlDType::F16, GgmlDType::BF16] {
+            for (rows, cols) in [(16, 64), (13, 576), (5, 40), (6, 50)] {
+                let bytes = random_matrix(&mut rng, dtype, rows, cols);
+                let m = Matrix::from_bytes("w", dtype, rows, cols, &bytes, Role::Layer).unwrap();
+                let x: Vec<f32> = (0..20 * cols)
+                    .map(|_| rng.random_range(-4.0..4.0))
+                    .collect();
+                let mut values = vec![0f32; rows * cols];
+                for (r, out) in values.chunks_exact_mut(cols).enumerate() {
+                    m.row(r, out).unwrap();
+                }
+                let (xr, want): (Vec<f32>, Vec<f32>) = match dtype {
+                    GgmlDType::F16 => {
+                        let w: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+                        let xr = round_rows::<f16>(&x);
+                        let want = xr
+                            .chunks_exact(cols)
+                            .flat_map(|xt| w.chunks_exact(cols).map(|wr| dot_ggml(wr, xt)))
+                            .collect();
+                        (xr, want)
+                    }
+                    _ => {
+                        let w: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
+                        let xr = round_rows::<bf16>(&x);
+                        let dot = if bf16_dot_pairs() {
+                            dot_ggml_dpbf16
+                        } else {
+                            dot_ggml::<bf16>
+                        };
+                        let want = xr
+                            .chunks_exact(cols)
+                            .flat_map(|xt| w.chunks_exact(cols).map(|wr| dot(wr, xt)))
+                            .collect();
+                        (xr, want)
+                    }
+                };
+                for n in 1..=20 {
+                    let mut out = vec![0f32; n * rows];
+                    m.matmul(&x[..n * cols], n, &mut out).unwrap();
+                    for (i, (got, want)) in out.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{dtype:?} {rows}x{cols} batch {n} token {} row {}: {got} vs {want}",
+                            i / rows,
+                            i % rows
+                        );
+                    }
+                }
+                // candle: the same (rounded) values as f32, its own order.
+                let q = GgmlDType::F32.from_data(std::borrow::Cow::Owned(
+                    values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ));
+                let mut theirs = vec![0f32; 20 * rows];
+                q.matmul_t((20, cols, rows), &xr, &mut theirs).unwrap();
+                for (i, (a, b)) in want.iter().zip(&theirs).enumerate() {
+                    let (t, r) = (i / rows, i % rows);
+                    let scale: f32 = values[r * cols..(r + 1) * cols]
+                        .iter()
+                        .zip(&xr[t * cols..])
+                        .map(|(a, b)| (a * b).abs())
+                        .sum();
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale + 1e-6,
+                        "{dtype:?} row {r} token {t}: {a} vs candle {b}"
+                    );
+                }
+                // Embedding rows are the file's values.
+                for (v, b) in values.iter().zip(bytes.chunks_exact(2)) {
+                    let stored = match dtype {
+                        GgmlDType::F16 => f16::from_le_bytes([b[0], b[1]]).to_f32(),
+                        _ => bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+                    };
+                    assert_eq!(v.to_bits(), stored.to_bits());
+                }
+            }
+        }
+    }
+}
