@@ -1,7 +1,8 @@
 //! Weight matrices and `out = x · Wᵀ` for a batch of activation rows.
-//! Q4_0, Q4_1 and Q8_0 use our kernels (activations quantized once per call,
-//! each weight row read once for all rows of the batch); every other GGUF
-//! type goes through candle's quantized matmul.
+//! Q4_0, Q4_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K use our kernels
+//! (activations quantized once per call, each weight row read once for all
+//! rows of the batch); every other GGUF type goes through candle's
+//! quantized matmul.
 
 use candle_core::quantized::{GgmlDType, QuantizedType};
 use candle_core::CpuStorage;
@@ -16,6 +17,7 @@ use super::dot_rows::{self, ActScales, OutRows, RowsKernel};
 use super::interleaved::{
     self, pack_rows, unpack_row, GroupAct, GroupKernel, Q4_1x8, Q8_0x8, GROUP,
 };
+use super::kquants;
 use crate::error::{EngineError, Result};
 use crate::gguf::TensorView;
 
@@ -29,6 +31,8 @@ enum Storage {
     /// candle's F16 matmul is scalar (~0.9 s per token for a 135M model on
     /// one thread), so f16 deployments get our F16C kernel.
     F16(Vec<half::f16>),
+    /// Q4_K, Q5_K, Q6_K (see `kquants`).
+    KQuant(kquants::Weights),
     Candle(Box<dyn QuantizedType>),
 }
 
@@ -112,11 +116,11 @@ impl Matrix {
                     .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
                     .collect(),
             ),
+            GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => {
+                Storage::KQuant(kquants::Weights::parse(dtype, bytes).expect("a K-quant type"))
+            }
             GgmlDType::F32
             | GgmlDType::BF16
-            | GgmlDType::Q4K
-            | GgmlDType::Q5K
-            | GgmlDType::Q6K
             | GgmlDType::Q8K
             | GgmlDType::Q2K
             | GgmlDType::Q3K
@@ -175,6 +179,7 @@ impl Matrix {
                     *o = v.to_f32();
                 }
             }
+            Storage::KQuant(w) => w.row(r, self.cols, out),
             Storage::Candle(q) => match q
                 .embedding(&[r as u32], self.rows, self.cols)
                 .map_err(|e| EngineError::Compute(e.to_string()))?
@@ -235,6 +240,17 @@ impl Matrix {
                 }
             };
         }
+        if let Some(ws) = parts
+            .iter()
+            .map(|(m, _)| match &m.storage {
+                Storage::KQuant(w) => Some(w),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+        {
+            kquants_times(&ws, parts, x, cols);
+            return Ok(());
+        }
         let grouped = || interleaved::kernels().expect("interleaved storage implies its kernels");
         shared!(Q4_1x8, quantize_q8_1, groups_times, grouped().q4_1_q8_1);
         shared!(Q8_0x8, quantize_q8_0, groups_times, grouped().q8_0_q8_0);
@@ -274,6 +290,32 @@ fn quantize_rows<B: Default + Clone + Send>(
         .zip(x.par_chunks_exact(cols))
         .for_each(|(q, row)| quantize(row, q));
     out
+}
+
+/// [`Matrix::matmul_each`] for K-quant `ws` (those of `parts`): the input
+/// quantized to Q8_K once, all parts' rows in one parallel loop.
+fn kquants_times(
+    ws: &[&kquants::Weights],
+    parts: &mut [(&Matrix, &mut [f32])],
+    x: &[f32],
+    cols: usize,
+) {
+    let xq = kquants::quantize::quantize_rows(x, cols);
+    let nb = cols / kquants::blocks::QK_K;
+    let outs: Vec<(&[()], OutRows)> = parts
+        .iter_mut()
+        .map(|(m, out)| {
+            let out = OutRows {
+                ptr: out.as_mut_ptr(),
+                stride: m.rows,
+            };
+            (&[][..], out)
+        })
+        .collect();
+    split_rows(&outs, 1, |p, first, n_rows| {
+        // SAFETY: as in `rows_times`: this task alone writes its rows.
+        unsafe { ws[p].rows_times(first, n_rows, &xq, nb, outs[p].1.at(0, first)) };
+    });
 }
 
 /// `out[t, r] = W[r] . x[t]` for f16 weights, weight rows split among
