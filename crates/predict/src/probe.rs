@@ -12,6 +12,8 @@ use std::time::Instant;
 pub struct Probe {
     pub cores: usize,
     pub memory_bandwidth_gb_s_per_core: f64,
+    /// Readers behind `memory_bandwidth_gb_s` (every core unless asked).
+    pub bandwidth_threads: usize,
     pub memory_bandwidth_gb_s: f64,
     pub matmul_gflops_per_core: f64,
 }
@@ -73,13 +75,16 @@ fn matmul_gflops(n: usize, reps: usize) -> f64 {
     2.0 * (n * n * n) as f64 / best / 1e9
 }
 
-/// Runs every measurement (a few seconds).
-pub fn run() -> Probe {
+/// Runs every measurement (a few seconds); the many-reader bandwidth with
+/// `threads` readers, every core when `None`.
+pub fn run(threads: Option<usize>) -> Probe {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let bandwidth_threads = threads.unwrap_or(cores).max(1);
     Probe {
         cores,
         memory_bandwidth_gb_s_per_core: bandwidth(1, 5),
-        memory_bandwidth_gb_s: bandwidth(cores, 5),
+        bandwidth_threads,
+        memory_bandwidth_gb_s: bandwidth(bandwidth_threads, 5),
         matmul_gflops_per_core: matmul_gflops(384, 5),
     }
 }
@@ -125,7 +130,7 @@ impl Probe {
             self.cores,
             self.memory_bandwidth_gb_s_per_core,
             self.memory_bandwidth_gb_s,
-            self.cores,
+            self.bandwidth_threads,
             self.matmul_gflops_per_core,
         )
     }
@@ -140,6 +145,7 @@ mod tests {
         let p = Probe {
             cores: 2,
             memory_bandwidth_gb_s_per_core: 10.0,
+            bandwidth_threads: 2,
             memory_bandwidth_gb_s: 15.0,
             matmul_gflops_per_core: 20.0,
         };

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod greedy;
+pub mod prompts;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -108,4 +111,48 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
+}
+
+/// The real model requantized by llama.cpp's own `llama-quantize` into
+/// `kind` (its names: `Q4_K_M`, `Q6_K`, `F16`, ...), so the type mixture is
+/// exactly what llama.cpp writes. Made once next to the real model (in
+/// `types/`) and reused; `None` (skipped, or failed in CI) when the model or
+/// the tool is missing.
+pub fn quantized_model(kind: &str) -> Option<PathBuf> {
+    let source = real_model()?;
+    let dir = source.parent()?.join("types");
+    let stem = source.file_stem()?.to_str()?;
+    let base = stem.rsplit_once('.').map_or(stem, |(base, _)| base);
+    let target = dir.join(format!("{base}.{kind}.gguf"));
+    if target.is_file() {
+        return Some(target);
+    }
+    let tool = llamacpp_tree("build/bin")?.join("llama-quantize");
+    if !tool.is_file() {
+        skip(&format!(
+            "{} is missing (bash ../shared/peers/llama-server.sh --build-only builds it)",
+            tool.display()
+        ));
+        return None;
+    }
+    std::fs::create_dir_all(&dir).expect("creating the quantized models' folder");
+    // Tests run in parallel: write aside, then rename into place.
+    let partial = dir.join(format!(
+        "{base}.{kind}.{}-{:?}.partial",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let out = Command::new(&tool)
+        .arg("--allow-requantize")
+        .args([&source, &partial])
+        .arg(kind)
+        .output()
+        .expect("running llama-quantize");
+    assert!(
+        out.status.success(),
+        "llama-quantize {kind} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&partial, &target).expect("moving the quantized model into place");
+    Some(target)
 }
