@@ -302,6 +302,7 @@ fn kquants_times(
 ) {
     let xq = kquants::quantize::quantize_rows(x, cols);
     let nb = cols / kquants::blocks::QK_K;
+    let sums = kquants::quantize::strip_sums(&xq, nb);
     let outs: Vec<(&[()], OutRows)> = parts
         .iter_mut()
         .map(|(m, out)| {
@@ -314,7 +315,7 @@ fn kquants_times(
         .collect();
     split_rows(&outs, 1, |p, first, n_rows| {
         // SAFETY: as in `rows_times`: this task alone writes its rows.
-        unsafe { ws[p].rows_times(first, n_rows, &xq, nb, outs[p].1.at(0, first)) };
+        unsafe { ws[p].rows_times(first, n_rows, &xq, &sums, nb, outs[p].1.at(0, first)) };
     });
 }
 

@@ -1,6 +1,7 @@
 //! Q4_K, Q5_K and Q6_K weights (the bulk of Q4_K_M, Q5_K_M and Q6_K
 //! files) times activations quantized to Q8_K, with ggml's integer
-//! arithmetic and float order so logits agree with llama.cpp. As for the
+//! arithmetic and the float order llama.cpp uses on AVX2 machines, so
+//! logits agree with llama.cpp. As for the
 //! 32-value types (`dot_rows`), activations are quantized once per matmul
 //! and each weight row is read once for every activation row of the batch.
 
@@ -15,18 +16,19 @@ use std::sync::OnceLock;
 use candle_core::quantized::GgmlDType;
 
 use self::blocks::{parse_blocks, BlockQ4K, BlockQ5K, BlockQ6K, KBlock, QK_K};
-use self::quantize::BlockQ8K;
+use self::quantize::{BlockQ8K, StripSums};
 use super::dot_rows::OutRows;
 
 /// `dot(w[r], x[t])` into `out` at (t, r) for the weight rows stored one
 /// after another in `w` and the activation rows in `x`, each `nb` blocks
-/// long.
+/// long; `sums` are `x`'s from [`quantize::strip_sums`].
 ///
 /// # Safety
 /// `out` must be valid for writes at every (t, r) with `t` below `x`'s and
 /// `r` below `w`'s row count, and nothing else may access those places
 /// meanwhile.
-pub type Kernel<W> = unsafe fn(w: &[W], x: &[BlockQ8K], nb: usize, out: OutRows);
+pub type Kernel<W> =
+    unsafe fn(w: &[W], x: &[BlockQ8K], sums: &[StripSums], nb: usize, out: OutRows);
 
 /// The K-quant kernels of one instruction set.
 #[derive(Clone, Copy)]
@@ -41,9 +43,9 @@ pub struct Kernels {
 /// `unsafe` blocks below): the caller keeps [`Kernel`]'s contract.
 pub const PORTABLE: Kernels = Kernels {
     name: "portable",
-    q4k: |w, x, nb, out| unsafe { each_pair(w, x, nb, out, portable::q4k_q8k) },
-    q5k: |w, x, nb, out| unsafe { each_pair(w, x, nb, out, portable::q5k_q8k) },
-    q6k: |w, x, nb, out| unsafe { each_pair(w, x, nb, out, portable::q6k_q8k) },
+    q4k: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q4k_q8k) },
+    q5k: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q5k_q8k) },
+    q6k: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q6k_q8k) },
 };
 
 /// # Safety
@@ -111,8 +113,8 @@ impl Weights {
     }
 
     /// Rows `first..first + n_rows` times every row of `xq` (activations
-    /// from [`quantize::quantize_rows`], `nb` blocks per row), written to
-    /// `out` at (t, r - first).
+    /// from [`quantize::quantize_rows`], `nb` blocks per row, `sums` from
+    /// [`quantize::strip_sums`]), written to `out` at (t, r - first).
     ///
     /// # Safety
     /// As [`Kernel`] for `out` and those rows.
@@ -121,15 +123,16 @@ impl Weights {
         first: usize,
         n_rows: usize,
         xq: &[BlockQ8K],
+        sums: &[StripSums],
         nb: usize,
         out: OutRows,
     ) {
         let own = first * nb..(first + n_rows) * nb;
         let k = best();
         match self {
-            Self::Q4K(w) => (k.q4k)(&w[own], xq, nb, out),
-            Self::Q5K(w) => (k.q5k)(&w[own], xq, nb, out),
-            Self::Q6K(w) => (k.q6k)(&w[own], xq, nb, out),
+            Self::Q4K(w) => (k.q4k)(&w[own], xq, sums, nb, out),
+            Self::Q5K(w) => (k.q5k)(&w[own], xq, sums, nb, out),
+            Self::Q6K(w) => (k.q6k)(&w[own], xq, sums, nb, out),
         }
     }
 }

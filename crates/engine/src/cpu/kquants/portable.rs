@@ -1,7 +1,8 @@
-//! The K-quant dot products in plain Rust, written as ggml's AVX2
-//! `ggml_vec_dot_q{4,5,6}_K_q8_K` compute them: per block, eight i32 lanes
-//! (lane k sums bytes 4k..4k+4 of every 32-byte run, times their scale),
-//! one f32 FMA per lane and block, then ggml's horizontal-sum order. The
+//! The K-quant dot products in plain Rust, written as llama.cpp computes
+//! them on AVX2 machines: Q5_K and Q6_K as `ggml_vec_dot_q{5,6}_K_q8_K`
+//! (per block, eight i32 lanes, lane k summing bytes 4k..4k+4 of every
+//! 32-byte run times their scale, one f32 FMA per lane and block, then
+//! ggml's horizontal-sum order), Q4_K as its repacked `gemv`/`gemm`. The
 //! SIMD kernels must equal these bit for bit; integer sums are exact, so
 //! only the float steps need ggml's order.
 
@@ -17,12 +18,7 @@ fn lane(i: usize) -> usize {
 /// `hsum_float_8`: halves, then pairs, then the last two.
 pub fn hsum8(v: &[f32; 8]) -> f32 {
     let h: [f32; 4] = std::array::from_fn(|i| v[i + 4] + v[i]);
-    hsum4(&h)
-}
-
-/// `acc + movehl(acc)`, then lanes 0 + 1.
-pub fn hsum4(v: &[f32; 4]) -> f32 {
-    (v[0] + v[2]) + (v[1] + v[3])
+    (h[0] + h[2]) + (h[1] + h[3])
 }
 
 /// The integer lanes of a Q4_K/Q5_K block (`q(i)` its weights, `sc` its
@@ -44,22 +40,21 @@ fn mins_lanes(m: &[u8; 8], x: &BlockQ8K) -> [i32; 4] {
     })
 }
 
-/// One Q4_K row times one Q8_K row.
+/// One Q4_K row times one Q8_K row, in the float order of ggml's
+/// repacked Q4_K path (`block_q4_Kx8`, which llama.cpp takes for Q4_K on
+/// every AVX2 machine when rows come in eights, as in every real model):
+/// each block's integer total and its mins total, one FMA chain for each,
+/// subtracted at the end.
 pub fn q4k_q8k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut acc_m = [0f32; 4];
+    let (mut acc, mut acc_m) = (0f32, 0f32);
     for (w, x) in w.iter().zip(x) {
-        let d = x.d * w.d.to_f32();
-        let dmin = -x.d * w.dmin.to_f32();
         let (sc, m) = scales_and_mins(&w.scales);
-        for (a, p) in acc_m.iter_mut().zip(mins_lanes(&m, x)) {
-            *a = dmin.mul_add(p as f32, *a);
-        }
-        for (a, s) in acc.iter_mut().zip(lanes_k4(|i| w.q(i), &sc, x)) {
-            *a = d.mul_add(s as f32, *a);
-        }
+        let total: i32 = lanes_k4(|i| w.q(i), &sc, x).iter().sum();
+        let mins: i32 = mins_lanes(&m, x).iter().sum();
+        acc = (total as f32).mul_add(w.d.to_f32() * x.d, acc);
+        acc_m = (mins as f32).mul_add(w.dmin.to_f32() * x.d, acc_m);
     }
-    hsum8(&acc) + hsum4(&acc_m)
+    acc - acc_m
 }
 
 /// One Q5_K row times one Q8_K row.

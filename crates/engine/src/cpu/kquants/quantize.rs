@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::blocks::QK_K;
+use crate::cpu::dot_rows::STRIP;
 
 /// 256 activations as `d * q`, q in -127..=127, with the sums the K-quant
 /// kernels fold their offsets with.
@@ -57,6 +58,34 @@ pub fn quantize_block(x: &[f32]) -> BlockQ8K {
         *s = pair[0] + pair[1];
     }
     out.d = 1.0 / iscale;
+    out
+}
+
+/// One block column of a strip of up to [`STRIP`] activation rows, laid
+/// out so a kernel handles the whole strip per vector instruction: each
+/// row's `d` in its own lane, and each row's `sums32` pair k as one i32
+/// lane of `pairs[k]` (what `vpmaddwd` multiplies with a pair of mins).
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
+pub struct StripSums {
+    pub d: [f32; STRIP],
+    pub pairs: [[[i16; 2]; STRIP]; 4],
+}
+
+/// The [`StripSums`] of `x` (`n` rows of `nb` blocks): entry
+/// `strip * nb + b` holds block `b` of rows `strip * STRIP ..`.
+pub fn strip_sums(x: &[BlockQ8K], nb: usize) -> Vec<StripSums> {
+    let n = x.len() / nb;
+    let mut out = vec![StripSums::default(); n.div_ceil(STRIP) * nb];
+    for (t, row) in x.chunks_exact(nb).enumerate() {
+        for (b, block) in row.iter().enumerate() {
+            let e = &mut out[(t / STRIP) * nb + b];
+            e.d[t % STRIP] = block.d;
+            for (k, pair) in block.sums32.chunks_exact(2).enumerate() {
+                e.pairs[k][t % STRIP] = [pair[0], pair[1]];
+            }
+        }
+    }
     out
 }
 

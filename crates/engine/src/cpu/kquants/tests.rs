@@ -125,8 +125,9 @@ fn run<W>(kernel: Kernel<W>, w: &[W], x: &[BlockQ8K], nb: usize) -> Vec<f32> {
         ptr: out.as_mut_ptr(),
         stride: rows,
     };
+    let sums = super::quantize::strip_sums(x, nb);
     // SAFETY: `out` holds n x rows places, all this thread's.
-    unsafe { kernel(w, x, nb, into) };
+    unsafe { kernel(w, x, &sums, nb, into) };
     out
 }
 

@@ -16,7 +16,7 @@
 use std::arch::x86_64::*;
 
 use super::blocks::{BlockQ4K, BlockQ5K, BlockQ6K, KBlock};
-use super::quantize::BlockQ8K;
+use super::quantize::{BlockQ8K, StripSums};
 use super::Kernels;
 use crate::cpu::dot::avx2::hsum;
 use crate::cpu::dot_rows::{OutRows, STRIP};
@@ -68,23 +68,57 @@ trait KType {
     type W: KBlock;
     /// What a block needs besides its runs (decoded scales, ...).
     type Prep: Copy;
-    /// Float state per (weight, activation) pair besides the 8-lane sum.
+    /// Float state per (weight row, activation row) besides `acc`.
     type Extra: Copy;
     fn zero() -> Self::Extra;
     unsafe fn prepare(w: &Self::W) -> Self::Prep;
     /// The block's 32-byte run `c` (values 32c..32c + 32) as unsigned
     /// bytes, and each i16 pair's scale.
     unsafe fn run(w: &Self::W, p: &Self::Prep, c: usize) -> (__m256i, __m256i);
-    /// Folds a block's integer lanes `sumi` against `x` into the sums.
-    unsafe fn finish_block(
-        w: &Self::W,
+    /// Folds one block's integer lanes `sumi[t]` against the strip's
+    /// activation blocks (`x[t * nb]`, their scales in `sums`).
+    unsafe fn finish<const N: usize>(
         p: &Self::Prep,
-        x: &BlockQ8K,
-        sumi: __m256i,
-        acc: &mut __m256,
-        extra: &mut Self::Extra,
+        x: &[BlockQ8K],
+        nb: usize,
+        sums: &StripSums,
+        sumi: &[__m256i; N],
+        acc: &mut [__m256; N],
+        extra: &mut [Self::Extra; N],
     );
-    unsafe fn result(acc: __m256, extra: Self::Extra) -> f32;
+    /// The strip's N dot products.
+    unsafe fn results<const N: usize>(acc: &[__m256; N], extra: &[Self::Extra; N]) -> [f32; N];
+}
+
+/// `finish` and `results` for the types that keep ggml's `vec_dot` lanes:
+/// each activation row's block folded by `$fold`, each result `$result`.
+macro_rules! per_row {
+    ($fold:expr, $result:expr) => {
+        #[inline(always)]
+        unsafe fn finish<const N: usize>(
+            p: &Self::Prep,
+            x: &[BlockQ8K],
+            nb: usize,
+            _: &StripSums,
+            sumi: &[__m256i; N],
+            acc: &mut [__m256; N],
+            extra: &mut [Self::Extra; N],
+        ) {
+            for t in 0..N {
+                $fold(
+                    p,
+                    x.get_unchecked(t * nb),
+                    sumi[t],
+                    &mut acc[t],
+                    &mut extra[t],
+                );
+            }
+        }
+        #[inline(always)]
+        unsafe fn results<const N: usize>(acc: &[__m256; N], extra: &[Self::Extra; N]) -> [f32; N] {
+            std::array::from_fn(|t| $result(acc[t], extra[t]))
+        }
+    };
 }
 
 /// `scales` of a Q4_K/Q5_K block unpacked with ggml's masks: 8 scales then
@@ -117,7 +151,7 @@ struct PrepK4 {
     scales: __m256i,
     mins: __m128i,
     d: __m256,
-    neg_dmin: __m128,
+    dmin: __m256,
 }
 
 #[inline(always)]
@@ -128,10 +162,7 @@ unsafe fn prep_k4(packed: &[u8; 12], d: half::f16, dmin: half::f16) -> PrepK4 {
         scales: _mm256_inserti128_si256(_mm256_castsi128_si256(sc), sc, 1),
         mins: _mm256_extracti128_si256(both, 1),
         d: _mm256_cvtph_ps(_mm_set1_epi16(d.to_bits() as i16)),
-        neg_dmin: _mm_xor_ps(
-            _mm_cvtph_ps(_mm_set1_epi16(dmin.to_bits() as i16)),
-            _mm_set1_ps(-0.0),
-        ),
+        dmin: _mm256_cvtph_ps(_mm_set1_epi16(dmin.to_bits() as i16)),
     }
 }
 
@@ -161,17 +192,65 @@ unsafe fn fold(d: __m256, x: &BlockQ8K, sumi: __m256i, acc: &mut __m256) {
     *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), *acc);
 }
 
-struct Q4K;
+/// Lane t = the sum of `s[t]`'s eight lanes (a transposing reduction: a
+/// handful of instructions for the whole strip instead of one horizontal
+/// sum per row).
+#[inline(always)]
+unsafe fn totals<const N: usize>(s: &[__m256i; N]) -> __m256i {
+    let z = _mm256_setzero_si256();
+    let g = |i: usize| if i < N { s[i] } else { z };
+    if N == 1 {
+        let h = _mm_add_epi32(
+            _mm256_castsi256_si128(s[0]),
+            _mm256_extracti128_si256(s[0], 1),
+        );
+        let h = _mm_hadd_epi32(h, h);
+        return _mm256_castsi128_si256(_mm_hadd_epi32(h, h));
+    }
+    let a = _mm256_hadd_epi32(_mm256_hadd_epi32(g(0), g(1)), _mm256_hadd_epi32(g(2), g(3)));
+    if N <= 4 {
+        let h = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+        return _mm256_castsi128_si256(h);
+    }
+    let b = _mm256_hadd_epi32(_mm256_hadd_epi32(g(4), g(5)), _mm256_hadd_epi32(g(6), g(7)));
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(a, b, 0x20),
+        _mm256_permute2x128_si256(a, b, 0x31),
+    )
+}
 
-impl KType for Q4K {
+/// `Σ_k pairs[k] · (m[2k], m[2k+1])` per lane: every strip row's mins
+/// total.
+#[inline(always)]
+unsafe fn mins_totals<const VNNI: bool>(mins: __m128i, sums: &StripSums) -> __m256i {
+    let m = _mm256_broadcastsi128_si256(mins);
+    let pair = |k: usize| _mm256_load_si256(sums.pairs[k].as_ptr() as *const __m256i);
+    let mul = |acc: __m256i, m: __m256i, k: usize| {
+        if VNNI {
+            _mm256_dpwssd_epi32(acc, m, pair(k))
+        } else {
+            _mm256_add_epi32(acc, _mm256_madd_epi16(m, pair(k)))
+        }
+    };
+    let acc = mul(_mm256_setzero_si256(), _mm256_shuffle_epi32(m, 0x00), 0);
+    let acc = mul(acc, _mm256_shuffle_epi32(m, 0x55), 1);
+    let acc = mul(acc, _mm256_shuffle_epi32(m, 0xaa), 2);
+    mul(acc, _mm256_shuffle_epi32(m, 0xff), 3)
+}
+
+/// Q4_K in the order of ggml's repacked path (see `portable::q4k_q8k`):
+/// lane t of `acc[0]` and `extra[0]` holds activation row t's sum and mins
+/// sum.
+struct Q4K<const VNNI: bool>;
+
+impl<const VNNI: bool> KType for Q4K<VNNI> {
     type W = BlockQ4K;
     type Prep = PrepK4;
-    /// ggml's 4-lane `acc_m`.
-    type Extra = __m128;
+    type Extra = __m256;
     #[inline(always)]
-    fn zero() -> __m128 {
-        // SAFETY: SSE is baseline on x86_64.
-        unsafe { _mm_setzero_ps() }
+    fn zero() -> __m256 {
+        // SAFETY: the kernels run with AVX on (`detect`).
+        unsafe { _mm256_setzero_ps() }
     }
     #[inline(always)]
     unsafe fn prepare(w: &BlockQ4K) -> PrepK4 {
@@ -182,25 +261,26 @@ impl KType for Q4K {
         (nibbles_k4(&w.qs, c), scale_k4(p, c))
     }
     #[inline(always)]
-    unsafe fn finish_block(
-        _: &BlockQ4K,
+    unsafe fn finish<const N: usize>(
         p: &PrepK4,
-        x: &BlockQ8K,
-        sumi: __m256i,
-        acc: &mut __m256,
-        acc_m: &mut __m128,
+        _: &[BlockQ8K],
+        _: usize,
+        sums: &StripSums,
+        sumi: &[__m256i; N],
+        acc: &mut [__m256; N],
+        acc_m: &mut [__m256; N],
     ) {
-        let sums = _mm_load_si128(x.sums32.as_ptr() as *const __m128i);
-        let prod = _mm_madd_epi16(p.mins, sums);
-        let dmin = _mm_mul_ps(p.neg_dmin, _mm_broadcast_ss(&x.d));
-        *acc_m = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(prod), *acc_m);
-        fold(p.d, x, sumi, acc);
+        let dx = _mm256_load_ps(sums.d.as_ptr());
+        let total = _mm256_cvtepi32_ps(totals(sumi));
+        acc[0] = _mm256_fmadd_ps(total, _mm256_mul_ps(p.d, dx), acc[0]);
+        let mins = _mm256_cvtepi32_ps(mins_totals::<VNNI>(p.mins, sums));
+        acc_m[0] = _mm256_fmadd_ps(mins, _mm256_mul_ps(p.dmin, dx), acc_m[0]);
     }
     #[inline(always)]
-    unsafe fn result(acc: __m256, acc_m: __m128) -> f32 {
-        let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        hsum(acc) + _mm_cvtss_f32(m)
+    unsafe fn results<const N: usize>(acc: &[__m256; N], acc_m: &[__m256; N]) -> [f32; N] {
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_sub_ps(acc[0], acc_m[0]));
+        std::array::from_fn(|t| lanes[t])
     }
 }
 
@@ -232,28 +312,19 @@ impl KType for Q5K {
         let h = _mm256_and_si256(h, _mm256_set1_epi8(0x10));
         (_mm256_or_si256(nibbles_k4(&w.qs, c), h), scale_k4(&p.0, c))
     }
-    #[inline(always)]
-    unsafe fn finish_block(
-        w: &BlockQ5K,
-        p: &(PrepK4, __m256i),
-        x: &BlockQ8K,
-        sumi: __m256i,
-        acc: &mut __m256,
-        summs: &mut f32,
-    ) {
-        let sums = _mm_load_si128(x.sums32.as_ptr() as *const __m128i);
-        let prod = _mm_madd_epi16(p.0.mins, sums);
-        let prod = _mm_hadd_epi32(prod, prod);
-        let prod = _mm_hadd_epi32(prod, prod);
-        let dmin = -x.d * w.dmin.to_f32();
-        // GCC contracts ggml's `summs += dmin * sum` into an FMA.
-        *summs = dmin.mul_add(_mm_cvtsi128_si32(prod) as f32, *summs);
-        fold(p.0.d, x, sumi, acc);
-    }
-    #[inline(always)]
-    unsafe fn result(acc: __m256, summs: f32) -> f32 {
-        hsum(acc) + summs
-    }
+    per_row!(
+        |p: &(PrepK4, __m256i), x: &BlockQ8K, sumi, acc: &mut __m256, summs: &mut f32| {
+            let sums = _mm_load_si128(x.sums32.as_ptr() as *const __m128i);
+            let prod = _mm_madd_epi16(p.0.mins, sums);
+            let prod = _mm_hadd_epi32(prod, prod);
+            let prod = _mm_hadd_epi32(prod, prod);
+            let dmin = -x.d * _mm256_cvtss_f32(p.0.dmin);
+            // GCC contracts ggml's `summs += dmin * sum` into an FMA.
+            *summs = dmin.mul_add(_mm_cvtsi128_si32(prod) as f32, *summs);
+            fold(p.0.d, x, sumi, acc);
+        },
+        |acc, summs| hsum(acc) + summs
+    );
 }
 
 struct Q6K;
@@ -308,23 +379,14 @@ impl KType for Q6K {
         let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(p.scales, pick));
         (_mm256_or_si256(low, high), scale)
     }
-    #[inline(always)]
-    unsafe fn finish_block(
-        _: &BlockQ6K,
-        p: &PrepQ6K,
-        x: &BlockQ8K,
-        sumi: __m256i,
-        acc: &mut __m256,
-        _: &mut (),
-    ) {
-        let bsums = _mm256_load_si256(x.bsums.as_ptr() as *const __m256i);
-        let offset = _mm256_slli_epi32(_mm256_madd_epi16(bsums, p.scales16), 5);
-        fold(p.d, x, _mm256_sub_epi32(sumi, offset), acc);
-    }
-    #[inline(always)]
-    unsafe fn result(acc: __m256, _: ()) -> f32 {
-        hsum(acc)
-    }
+    per_row!(
+        |p: &PrepQ6K, x: &BlockQ8K, sumi, acc: &mut __m256, _: &mut ()| {
+            let bsums = _mm256_load_si256(x.bsums.as_ptr() as *const __m256i);
+            let offset = _mm256_slli_epi32(_mm256_madd_epi16(bsums, p.scales16), 5);
+            fold(p.d, x, _mm256_sub_epi32(sumi, offset), acc);
+        },
+        |acc, _| hsum(acc)
+    );
 }
 
 /// Unsigned weight bytes `q` times signed activation bytes `x`, each i16
@@ -361,12 +423,14 @@ unsafe fn prefetch_ahead<B: KBlock>(block: &B) {
 unsafe fn tile<T: KType, const VNNI: bool, const R: usize, const N: usize>(
     w: &[T::W],
     x: &[BlockQ8K],
+    sums: &[StripSums],
     nb: usize,
     out: OutRows,
 ) {
     let mut acc = [[_mm256_setzero_ps(); N]; R];
     let mut extra = [[T::zero(); N]; R];
     for b in 0..nb {
+        let xb = x.get_unchecked(b..);
         for r in 0..R {
             let wb = w.get_unchecked(r * nb + b);
             prefetch_ahead(wb);
@@ -375,20 +439,18 @@ unsafe fn tile<T: KType, const VNNI: bool, const R: usize, const N: usize>(
             for c in 0..8 {
                 let (q, scale) = T::run(wb, &prep, c);
                 for t in 0..N {
-                    let xb = x.get_unchecked(t * nb + b);
-                    let qx = _mm256_load_si256(xb.qs.as_ptr().add(32 * c) as *const __m256i);
+                    let qs = xb.get_unchecked(t * nb).qs.as_ptr().add(32 * c);
+                    let qx = _mm256_load_si256(qs as *const __m256i);
                     sumi[t] = mul_add_scaled::<VNNI>(sumi[t], q, qx, scale);
                 }
             }
-            for t in 0..N {
-                let xb = x.get_unchecked(t * nb + b);
-                T::finish_block(wb, &prep, xb, sumi[t], &mut acc[r][t], &mut extra[r][t]);
-            }
+            let sb = sums.get_unchecked(b);
+            T::finish(&prep, xb, nb, sb, &sumi, &mut acc[r], &mut extra[r]);
         }
     }
     for r in 0..R {
-        for t in 0..N {
-            out.write(t, r, T::result(acc[r][t], extra[r][t]));
+        for (t, v) in T::results(&acc[r], &extra[r]).into_iter().enumerate() {
+            out.write(t, r, v);
         }
     }
 }
@@ -398,7 +460,13 @@ unsafe fn tile<T: KType, const VNNI: bool, const R: usize, const N: usize>(
 /// rows passes over them), each strip with as many weight rows per tile as
 /// the registers hold.
 #[inline(always)]
-unsafe fn tiled<T: KType, const VNNI: bool>(w: &[T::W], x: &[BlockQ8K], nb: usize, out: OutRows) {
+unsafe fn tiled<T: KType, const VNNI: bool>(
+    w: &[T::W],
+    x: &[BlockQ8K],
+    sums: &[StripSums],
+    nb: usize,
+    out: OutRows,
+) {
     const PANEL: usize = 16;
     let n = x.len() / nb;
     for (p, w) in w.chunks(PANEL * nb).enumerate() {
@@ -406,16 +474,17 @@ unsafe fn tiled<T: KType, const VNNI: bool>(w: &[T::W], x: &[BlockQ8K], nb: usiz
         while t < n {
             let strip = (n - t).min(STRIP);
             let x = &x[t * nb..(t + strip) * nb];
+            let sums = &sums[(t / STRIP) * nb..(t / STRIP + 1) * nb];
             let out = out.at(t, p * PANEL);
             match strip {
-                8 => rows_by::<T, VNNI, 1, 8>(w, x, nb, out),
-                7 => rows_by::<T, VNNI, 1, 7>(w, x, nb, out),
-                6 => rows_by::<T, VNNI, 1, 6>(w, x, nb, out),
-                5 => rows_by::<T, VNNI, 1, 5>(w, x, nb, out),
-                4 => rows_by::<T, VNNI, 2, 4>(w, x, nb, out),
-                3 => rows_by::<T, VNNI, 2, 3>(w, x, nb, out),
-                2 => rows_by::<T, VNNI, 4, 2>(w, x, nb, out),
-                _ => rows_by::<T, VNNI, 1, 1>(w, x, nb, out),
+                8 => rows_by::<T, VNNI, 1, 8>(w, x, sums, nb, out),
+                7 => rows_by::<T, VNNI, 1, 7>(w, x, sums, nb, out),
+                6 => rows_by::<T, VNNI, 1, 6>(w, x, sums, nb, out),
+                5 => rows_by::<T, VNNI, 1, 5>(w, x, sums, nb, out),
+                4 => rows_by::<T, VNNI, 2, 4>(w, x, sums, nb, out),
+                3 => rows_by::<T, VNNI, 2, 3>(w, x, sums, nb, out),
+                2 => rows_by::<T, VNNI, 4, 2>(w, x, sums, nb, out),
+                _ => rows_by::<T, VNNI, 1, 1>(w, x, sums, nb, out),
             }
             t += strip;
         }
@@ -427,17 +496,18 @@ unsafe fn tiled<T: KType, const VNNI: bool>(w: &[T::W], x: &[BlockQ8K], nb: usiz
 unsafe fn rows_by<T: KType, const VNNI: bool, const R: usize, const N: usize>(
     w: &[T::W],
     x: &[BlockQ8K],
+    sums: &[StripSums],
     nb: usize,
     out: OutRows,
 ) {
     let rows = w.len() / nb;
     let mut r = 0;
     while rows - r >= R {
-        tile::<T, VNNI, R, N>(&w[r * nb..(r + R) * nb], x, nb, out.at(0, r));
+        tile::<T, VNNI, R, N>(&w[r * nb..(r + R) * nb], x, sums, nb, out.at(0, r));
         r += R;
     }
     while r < rows {
-        tile::<T, VNNI, 1, N>(&w[r * nb..(r + 1) * nb], x, nb, out.at(0, r));
+        tile::<T, VNNI, 1, N>(&w[r * nb..(r + 1) * nb], x, sums, nb, out.at(0, r));
         r += 1;
     }
 }
@@ -446,14 +516,25 @@ unsafe fn rows_by<T: KType, const VNNI: bool, const R: usize, const N: usize>(
 macro_rules! kernel {
     ($name:ident, $features:literal, $ty:ty, $vnni:literal) => {
         #[target_feature(enable = $features)]
-        unsafe fn $name(w: &[<$ty as KType>::W], x: &[BlockQ8K], nb: usize, out: OutRows) {
-            tiled::<$ty, $vnni>(w, x, nb, out)
+        unsafe fn $name(
+            w: &[<$ty as KType>::W],
+            x: &[BlockQ8K],
+            sums: &[StripSums],
+            nb: usize,
+            out: OutRows,
+        ) {
+            tiled::<$ty, $vnni>(w, x, sums, nb, out)
         }
     };
 }
-kernel!(q4k_avx2, "avx2,fma,f16c", Q4K, false);
+kernel!(q4k_avx2, "avx2,fma,f16c", Q4K<false>, false);
 kernel!(q5k_avx2, "avx2,fma,f16c", Q5K, false);
 kernel!(q6k_avx2, "avx2,fma,f16c", Q6K, false);
-kernel!(q4k_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Q4K, true);
+kernel!(
+    q4k_vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    Q4K<true>,
+    true
+);
 kernel!(q5k_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Q5K, true);
 kernel!(q6k_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Q6K, true);
