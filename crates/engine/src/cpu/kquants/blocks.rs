@@ -8,8 +8,12 @@ use half::f16;
 pub const QK_K: usize = 256;
 
 /// 256 weights in 8 sub-blocks of 32: `d * sc[j] * q - dmin * m[j]`,
-/// q in 0..16, 6-bit `sc`/`m` packed in `scales`. `qs` byte i of 32-byte
-/// group g holds sub-block 2g (low nibble) and 2g + 1 (high nibble).
+/// q in 0..16, 6-bit `sc`/`m` packed in `scales`. In the file, `qs` byte
+/// i of 32-byte group g holds value i of sub-block 2g (low nibble) and of
+/// 2g + 1 (high nibble); [`KBlock::parse`] transposes them for the
+/// kernels: value e of sub-block j sits at byte `32 * (k / 2) + 4 * j + e %
+/// 4`, nibble `k % 2`, where k = e / 4, so 32 bytes of nibbles hold
+/// values 4k..4k+4 of every sub-block, sub-block j in 32-bit lane j.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 pub struct BlockQ4K {
@@ -78,12 +82,20 @@ pub fn scales_and_mins(packed: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     (sc, m)
 }
 
+/// Byte and shift of value `e` of sub-block `j` in a transposed Q4_K
+/// block.
+#[inline(always)]
+fn q4k_at(j: usize, e: usize) -> (usize, u32) {
+    let k = e / 4;
+    (32 * (k / 2) + 4 * j + e % 4, 4 * (k % 2) as u32)
+}
+
 impl BlockQ4K {
     /// Weight `i` (0..256) as its 4-bit integer.
     #[inline(always)]
     pub fn q(&self, i: usize) -> u8 {
-        let (sub, at) = (i / 32, i % 32);
-        (self.qs[(sub / 2) * 32 + at] >> (4 * (sub % 2))) & 0x0f
+        let (byte, shift) = q4k_at(i / 32, i % 32);
+        (self.qs[byte] >> shift) & 0x0f
     }
 }
 
@@ -113,11 +125,19 @@ impl BlockQ6K {
 impl KBlock for BlockQ4K {
     const SIZE: usize = 144;
     fn parse(b: &[u8]) -> Self {
+        let mut qs = [0u8; 128];
+        for (at, byte) in b[16..144].iter().enumerate() {
+            let (group, i) = (at / 32, at % 32);
+            for (half, v) in [byte & 0x0f, byte >> 4].into_iter().enumerate() {
+                let (to, shift) = q4k_at(2 * group + half, i);
+                qs[to] |= v << shift;
+            }
+        }
         Self {
             d: f16_at(b, 0),
             dmin: f16_at(b, 2),
             scales: array(&b[4..]),
-            qs: array(&b[16..]),
+            qs,
         }
     }
     fn dequantize(&self, out: &mut [f32]) {

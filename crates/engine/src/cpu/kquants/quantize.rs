@@ -12,6 +12,9 @@ use crate::cpu::dot_rows::STRIP;
 #[repr(C, align(32))]
 pub struct BlockQ8K {
     pub qs: [i8; QK_K],
+    /// `qs` in transposed Q4_K order (see `BlockQ4K`): 32 bytes k hold
+    /// values 4k..4k+4 of each run of 32, run j in 32-bit lane j.
+    pub qt: [i8; QK_K],
     /// Sum of each run of 16 `qs`.
     pub bsums: [i16; 16],
     /// Sum of each run of 32 `qs` (pairs of `bsums`, as ggml's kernels
@@ -24,6 +27,7 @@ impl Default for BlockQ8K {
     fn default() -> Self {
         Self {
             qs: [0; QK_K],
+            qt: [0; QK_K],
             bsums: [0; 16],
             sums32: [0; 8],
             d: 0.0,
@@ -56,6 +60,10 @@ pub fn quantize_block(x: &[f32]) -> BlockQ8K {
     }
     for (s, pair) in out.sums32.iter_mut().zip(out.bsums.chunks_exact(2)) {
         *s = pair[0] + pair[1];
+    }
+    for (i, &q) in out.qs.iter().enumerate() {
+        let (j, e) = (i / 32, i % 32);
+        out.qt[32 * (e / 4) + 4 * j + e % 4] = q;
     }
     out.d = 1.0 / iscale;
     out

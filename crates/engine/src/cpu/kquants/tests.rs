@@ -187,15 +187,13 @@ fn q6_k_kernels_equal_ggmls_formula() {
     check_type::<BlockQ6K>(GgmlDType::Q6K, |k| k.q6k, portable::q6k_q8k);
 }
 
-/// candle's blocks from the same bytes as ours (both `#[repr(C)]` in
-/// ggml's layout, of equal size).
-fn as_candle<Ours, Theirs>(ours: &[Ours]) -> Vec<Theirs> {
-    assert_eq!(std::mem::size_of::<Ours>(), std::mem::size_of::<Theirs>());
-    ours.iter()
+/// candle's blocks from GGUF bytes (`#[repr(C)]` in ggml's layout).
+fn candle_blocks<T>(bytes: &[u8]) -> Vec<T> {
+    bytes
+        .chunks_exact(std::mem::size_of::<T>())
         .map(|b| {
-            // SAFETY: both types are plain `#[repr(C)]` data of the same
-            // ggml layout and size (asserted above).
-            unsafe { std::ptr::read_unaligned(b as *const Ours as *const Theirs) }
+            // SAFETY: `b` is one block of `T`'s plain `#[repr(C)]` layout.
+            unsafe { std::ptr::read_unaligned(b.as_ptr() as *const T) }
         })
         .collect()
 }
@@ -232,15 +230,15 @@ fn kernels_agree_with_candles_vec_dot() {
     };
     let bytes = weight_bytes(&mut rng, GgmlDType::Q4K, nb);
     let w: Vec<BlockQ4K> = blocks::parse_blocks(&bytes);
-    let theirs = ck::BlockQ4K::vec_dot(n, &as_candle::<_, ck::BlockQ4K>(&w), &cx);
+    let theirs = ck::BlockQ4K::vec_dot(n, &candle_blocks::<ck::BlockQ4K>(&bytes), &cx);
     close(portable::q4k_q8k(&w, &x), theirs, "q4_k");
     let bytes = weight_bytes(&mut rng, GgmlDType::Q5K, nb);
     let w: Vec<BlockQ5K> = blocks::parse_blocks(&bytes);
-    let theirs = ck::BlockQ5K::vec_dot(n, &as_candle::<_, ck::BlockQ5K>(&w), &cx);
+    let theirs = ck::BlockQ5K::vec_dot(n, &candle_blocks::<ck::BlockQ5K>(&bytes), &cx);
     close(portable::q5k_q8k(&w, &x), theirs, "q5_k");
     let bytes = weight_bytes(&mut rng, GgmlDType::Q6K, nb);
     let w: Vec<BlockQ6K> = blocks::parse_blocks(&bytes);
-    let theirs = ck::BlockQ6K::vec_dot(n, &as_candle::<_, ck::BlockQ6K>(&w), &cx);
+    let theirs = ck::BlockQ6K::vec_dot(n, &candle_blocks::<ck::BlockQ6K>(&bytes), &cx);
     close(portable::q6k_q8k(&w, &x), theirs, "q6_k");
 }
 

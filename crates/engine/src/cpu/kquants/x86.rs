@@ -75,6 +75,27 @@ trait KType {
     /// The block's 32-byte run `c` (values 32c..32c + 32) as unsigned
     /// bytes, and each i16 pair's scale.
     unsafe fn run(w: &Self::W, p: &Self::Prep, c: usize) -> (__m256i, __m256i);
+    /// One weight block against the strip's N activation blocks (`x[t *
+    /// nb]`): the integer lanes `finish` takes. By default ggml's
+    /// `vec_dot` lanes, run by run.
+    #[inline(always)]
+    unsafe fn block_sums<const VNNI: bool, const N: usize>(
+        w: &Self::W,
+        p: &Self::Prep,
+        x: &[BlockQ8K],
+        nb: usize,
+    ) -> [__m256i; N] {
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for c in 0..8 {
+            let (q, scale) = Self::run(w, p, c);
+            for t in 0..N {
+                let qs = x.get_unchecked(t * nb).qs.as_ptr().add(32 * c);
+                let qx = _mm256_load_si256(qs as *const __m256i);
+                sumi[t] = mul_add_scaled::<VNNI>(sumi[t], q, qx, scale);
+            }
+        }
+        sumi
+    }
     /// Folds one block's integer lanes `sumi[t]` against the strip's
     /// activation blocks (`x[t * nb]`, their scales in `sums`).
     unsafe fn finish<const N: usize>(
@@ -256,9 +277,44 @@ impl<const VNNI: bool> KType for Q4K<VNNI> {
     unsafe fn prepare(w: &BlockQ4K) -> PrepK4 {
         prep_k4(&w.scales, w.d, w.dmin)
     }
+    /// Unused: `block_sums` works on whole blocks.
     #[inline(always)]
-    unsafe fn run(w: &BlockQ4K, p: &PrepK4, c: usize) -> (__m256i, __m256i) {
-        (nibbles_k4(&w.qs, c), scale_k4(p, c))
+    unsafe fn run(_: &BlockQ4K, _: &PrepK4, _: usize) -> (__m256i, __m256i) {
+        unreachable!("Q4_K blocks are summed whole")
+    }
+    /// The block's values come transposed (see `BlockQ4K`): vector k holds
+    /// values 4k..4k+4 of every sub-block, lane j sub-block j, and `qt`
+    /// holds the activations in the same order. Plain byte dot products
+    /// (one `vpdpbusd` per 32 values) leave sub-block j's sum in lane j,
+    /// then one multiply applies the 8 scales. Only block totals matter
+    /// in this path's float order, so the lanes may differ from ggml's.
+    #[inline(always)]
+    unsafe fn block_sums<const V: bool, const N: usize>(
+        w: &BlockQ4K,
+        p: &PrepK4,
+        x: &[BlockQ8K],
+        nb: usize,
+    ) -> [__m256i; N] {
+        let low = _mm256_set1_epi8(0x0f);
+        let q: [__m256i; 8] = std::array::from_fn(|k| {
+            let bits = _mm256_loadu_si256(w.qs.as_ptr().add(32 * (k / 2)) as *const __m256i);
+            let bits = if k % 2 == 0 {
+                bits
+            } else {
+                _mm256_srli_epi16(bits, 4)
+            };
+            _mm256_and_si256(bits, low)
+        });
+        let scales = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(p.scales));
+        std::array::from_fn(|t| {
+            let qt = x.get_unchecked(t * nb).qt.as_ptr();
+            let mut acc = _mm256_setzero_si256();
+            for (k, qk) in q.iter().enumerate() {
+                let xk = _mm256_load_si256(qt.add(32 * k) as *const __m256i);
+                acc = dot_u8_i8::<V>(acc, *qk, xk);
+            }
+            _mm256_mullo_epi32(acc, scales)
+        })
     }
     #[inline(always)]
     unsafe fn finish<const N: usize>(
@@ -407,6 +463,19 @@ unsafe fn mul_add_scaled<const VNNI: bool>(
     }
 }
 
+/// `acc` plus, per i32 lane, the four products of unsigned bytes `q` and
+/// signed bytes `x`: VNNI's `vpdpbusd`, or `maddubs` (pairs cannot
+/// saturate: 15 x 127 x 2) then `madd` by ones.
+#[inline(always)]
+unsafe fn dot_u8_i8<const VNNI: bool>(acc: __m256i, q: __m256i, x: __m256i) -> __m256i {
+    if VNNI {
+        _mm256_dpbusd_epi32(acc, q, x)
+    } else {
+        let pairs = _mm256_maddubs_epi16(q, x);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+}
+
 /// Asks for a weight block 2 KiB ahead, every cache line of it: with
 /// few activation rows the weights stream from memory (see `dot_rows`).
 #[inline(always)]
@@ -435,15 +504,7 @@ unsafe fn tile<T: KType, const VNNI: bool, const R: usize, const N: usize>(
             let wb = w.get_unchecked(r * nb + b);
             prefetch_ahead(wb);
             let prep = T::prepare(wb);
-            let mut sumi = [_mm256_setzero_si256(); N];
-            for c in 0..8 {
-                let (q, scale) = T::run(wb, &prep, c);
-                for t in 0..N {
-                    let qs = xb.get_unchecked(t * nb).qs.as_ptr().add(32 * c);
-                    let qx = _mm256_load_si256(qs as *const __m256i);
-                    sumi[t] = mul_add_scaled::<VNNI>(sumi[t], q, qx, scale);
-                }
-            }
+            let sumi = T::block_sums::<VNNI, N>(wb, &prep, xb, nb);
             let sb = sums.get_unchecked(b);
             T::finish(&prep, xb, nb, sb, &sumi, &mut acc[r], &mut extra[r]);
         }
