@@ -122,6 +122,17 @@ impl BlockQ6K {
     }
 }
 
+/// A Q4_K/Q5_K block (`q(i)` its weights) as ggml's `dequantize_row_q4_K`
+/// computes it.
+fn dequantize_k4(d: f16, dmin: f16, packed: &[u8; 12], q: impl Fn(usize) -> u8, out: &mut [f32]) {
+    let (d, dmin) = (d.to_f32(), dmin.to_f32());
+    let (sc, m) = scales_and_mins(packed);
+    for (i, o) in out[..QK_K].iter_mut().enumerate() {
+        let j = i / 32;
+        *o = d * sc[j] as f32 * q(i) as f32 - dmin * m[j] as f32;
+    }
+}
+
 impl KBlock for BlockQ4K {
     const SIZE: usize = 144;
     fn parse(b: &[u8]) -> Self {
@@ -141,12 +152,7 @@ impl KBlock for BlockQ4K {
         }
     }
     fn dequantize(&self, out: &mut [f32]) {
-        let (d, dmin) = (self.d.to_f32(), self.dmin.to_f32());
-        let (sc, m) = scales_and_mins(&self.scales);
-        for (i, o) in out[..QK_K].iter_mut().enumerate() {
-            let j = i / 32;
-            *o = d * sc[j] as f32 * self.q(i) as f32 - dmin * m[j] as f32;
-        }
+        dequantize_k4(self.d, self.dmin, &self.scales, |i| self.q(i), out);
     }
 }
 
@@ -162,12 +168,7 @@ impl KBlock for BlockQ5K {
         }
     }
     fn dequantize(&self, out: &mut [f32]) {
-        let (d, dmin) = (self.d.to_f32(), self.dmin.to_f32());
-        let (sc, m) = scales_and_mins(&self.scales);
-        for (i, o) in out[..QK_K].iter_mut().enumerate() {
-            let j = i / 32;
-            *o = d * sc[j] as f32 * self.q(i) as f32 - dmin * m[j] as f32;
-        }
+        dequantize_k4(self.d, self.dmin, &self.scales, |i| self.q(i), out);
     }
 }
 
@@ -214,13 +215,7 @@ mod tests {
         let t = Tensor::from_vec(values, (4, QK_K), &Device::Cpu).unwrap();
         fn check<B: KBlock>(t: &Tensor, dtype: GgmlDType) {
             let q = QTensor::quantize(t, dtype).unwrap();
-            let want: Vec<f32> = q
-                .dequantize(&Device::Cpu)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let want = crate::cpu::kquants::tests::dequantized(&q);
             let blocks: Vec<B> = parse_blocks(&q.data().unwrap());
             let mut got = vec![0f32; want.len()];
             for (b, out) in blocks.iter().zip(got.chunks_exact_mut(QK_K)) {

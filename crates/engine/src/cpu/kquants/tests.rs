@@ -117,6 +117,12 @@ fn k4_parts(q: impl Fn(usize) -> u8, packed: &[u8; 12], x: &BlockQ8K) -> ([i64; 
     )
 }
 
+/// candle's dequantization of `q`, flattened.
+pub(super) fn dequantized(q: &QTensor) -> Vec<f32> {
+    let t = q.dequantize(&Device::Cpu).unwrap();
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
 /// Runs `kernel` over all of `w` and `x` into a `[n, rows]` output.
 fn run<W>(kernel: Kernel<W>, w: &[W], x: &[BlockQ8K], nb: usize) -> Vec<f32> {
     let (rows, n) = (w.len() / nb, x.len() / nb);
@@ -262,13 +268,7 @@ fn matrix_matmul_matches_dequantized_weights() {
             .collect();
         let t = Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&t, dtype).unwrap();
-        let deq: Vec<f32> = q
-            .dequantize(&Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let deq = dequantized(&q);
         let m =
             Matrix::from_bytes("w", dtype, rows, cols, &q.data().unwrap(), Role::Layer).unwrap();
         let mut row = vec![0f32; cols];
