@@ -1,8 +1,8 @@
 //! Weight matrices and `out = x · Wᵀ` for a batch of activation rows.
-//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16 and BF16 use our kernels (activations
-//! quantized or rounded once per call, each weight row read once for all
-//! rows of the batch); every other GGUF type goes through candle's
-//! quantized matmul.
+//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16 and the K-quants Q4_K, Q5_K,
+//! Q6_K use our kernels (activations quantized or rounded once per call,
+//! each weight row read once for all rows of the batch); every other GGUF
+//! type goes through candle's quantized matmul.
 
 use candle_core::quantized::{GgmlDType, QuantizedType};
 use candle_core::CpuStorage;
@@ -15,6 +15,7 @@ use super::blocks::{
 use super::dot_rows::{self, ActScales, OutRows, RowsKernel};
 use super::half_rows::{self, Half};
 use super::interleaved::{self, pack_rows, unpack_row, GroupAct, GroupKernel, Q8_0x8, GROUP};
+use super::kquants;
 use super::legacy16::{self, Kernel16, Pack16, Q4_0x16, Q4_1x16, Q5_0x16, Q5_1x16, Q8_0x16};
 use crate::error::{EngineError, Result};
 use crate::gguf::TensorView;
@@ -37,6 +38,8 @@ enum Storage {
     /// one thread): ours are in `half_rows`.
     F16(Vec<half::f16>),
     BF16(Vec<half::bf16>),
+    /// Q4_K, Q5_K, Q6_K (see `kquants`).
+    KQuant(kquants::Weights),
     Candle(Box<dyn QuantizedType>),
 }
 
@@ -130,13 +133,12 @@ impl Matrix {
                     .map(|b| half::bf16::from_le_bytes([b[0], b[1]]))
                     .collect(),
             ),
-            GgmlDType::F32
-            | GgmlDType::Q4K
-            | GgmlDType::Q5K
-            | GgmlDType::Q6K
-            | GgmlDType::Q8K
-            | GgmlDType::Q2K
-            | GgmlDType::Q3K => Storage::Candle(dtype.from_data(std::borrow::Cow::Borrowed(bytes))),
+            GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => {
+                Storage::KQuant(kquants::Weights::parse(dtype, bytes).expect("a K-quant type"))
+            }
+            GgmlDType::F32 | GgmlDType::Q8K | GgmlDType::Q2K | GgmlDType::Q3K => {
+                Storage::Candle(dtype.from_data(std::borrow::Cow::Borrowed(bytes)))
+            }
             GgmlDType::Q8_1 => return Err(EngineError::tensor(name, "Q8_1 is not a weight type")),
         };
         Ok(Self {
@@ -199,6 +201,7 @@ impl Matrix {
                     *o = v.to_f32();
                 }
             }
+            Storage::KQuant(w) => w.row(r, self.cols, out),
             Storage::Candle(q) => match q
                 .embedding(&[r as u32], self.rows, self.cols)
                 .map_err(|e| EngineError::Compute(e.to_string()))?
@@ -261,6 +264,17 @@ impl Matrix {
                 }
             };
         }
+        if let Some(ws) = parts
+            .iter()
+            .map(|(m, _)| match &m.storage {
+                Storage::KQuant(w) => Some(w),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+        {
+            kquants_times(&ws, parts, x, cols);
+            return Ok(());
+        }
         let grouped = || interleaved::kernels().expect("interleaved storage implies its kernels");
         shared!(Q8_0x8, quantize_q8_0, groups_times, grouped().q8_0_q8_0);
         let k16 = || legacy16::kernels().expect("x16 storage implies its kernels");
@@ -322,6 +336,33 @@ fn quantize_rows<B: Default + Clone + Send>(
         .zip(x.par_chunks_exact(cols))
         .for_each(|(q, row)| quantize(row, q));
     out
+}
+
+/// [`Matrix::matmul_each`] for K-quant `ws` (those of `parts`): the input
+/// quantized to Q8_K once, all parts' rows in one parallel loop.
+fn kquants_times(
+    ws: &[&kquants::Weights],
+    parts: &mut [(&Matrix, &mut [f32])],
+    x: &[f32],
+    cols: usize,
+) {
+    let xq = kquants::quantize::quantize_rows(x, cols);
+    let nb = cols / kquants::blocks::QK_K;
+    let sums = kquants::quantize::strip_sums(&xq, nb);
+    let outs: Vec<(&[()], OutRows)> = parts
+        .iter_mut()
+        .map(|(m, out)| {
+            let out = OutRows {
+                ptr: out.as_mut_ptr(),
+                stride: m.rows,
+            };
+            (&[][..], out)
+        })
+        .collect();
+    split_rows(&outs, 1, |p, first, n_rows| {
+        // SAFETY: as in `rows_times`: this task alone writes its rows.
+        unsafe { ws[p].rows_times(first, n_rows, &xq, &sums, nb, outs[p].1.at(0, first)) };
+    });
 }
 
 /// Splits the rows of all `parts` (`[n_tokens, rows]` outputs, stride =

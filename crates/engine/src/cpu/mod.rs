@@ -9,6 +9,7 @@ pub mod dot_rows;
 pub mod ggml_numerics;
 pub mod half_rows;
 pub mod interleaved;
+pub mod kquants;
 pub mod legacy16;
 pub mod matmul;
 pub mod ops;

@@ -1,0 +1,150 @@
+//! Q4_K, Q5_K and Q6_K weights (the bulk of Q4_K_M, Q5_K_M and Q6_K
+//! files) times activations quantized to Q8_K, with ggml's integer
+//! arithmetic and the float order llama.cpp uses on AVX2 machines, so
+//! logits agree with llama.cpp. As for the
+//! 32-value types (`dot_rows`), activations are quantized once per matmul
+//! and each weight row is read once for every activation row of the batch.
+
+pub mod blocks;
+pub mod portable;
+pub mod quantize;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::sync::OnceLock;
+
+use candle_core::quantized::GgmlDType;
+
+use self::blocks::{parse_blocks, BlockQ4K, BlockQ5K, BlockQ6K, KBlock, QK_K};
+use self::quantize::{BlockQ8K, StripSums};
+use super::dot_rows::OutRows;
+
+/// `dot(w[r], x[t])` into `out` at (t, r) for the weight rows stored one
+/// after another in `w` and the activation rows in `x`, each `nb` blocks
+/// long; `sums` are `x`'s from [`quantize::strip_sums`].
+///
+/// # Safety
+/// `out` must be valid for writes at every (t, r) with `t` below `x`'s and
+/// `r` below `w`'s row count, and nothing else may access those places
+/// meanwhile.
+pub type Kernel<W> =
+    unsafe fn(w: &[W], x: &[BlockQ8K], sums: &[StripSums], nb: usize, out: OutRows);
+
+/// The K-quant kernels of one instruction set.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub name: &'static str,
+    pub q4k: Kernel<BlockQ4K>,
+    pub q5k: Kernel<BlockQ5K>,
+    pub q6k: Kernel<BlockQ6K>,
+}
+
+/// One [`portable`] dot per (weight, activation) pair. SAFETY (the
+/// `unsafe` blocks below): the caller keeps [`Kernel`]'s contract.
+pub const PORTABLE: Kernels = Kernels {
+    name: "portable",
+    q4k: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q4k_q8k) },
+    q5k: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q5k_q8k) },
+    q6k: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q6k_q8k) },
+};
+
+/// # Safety
+/// As [`Kernel`].
+unsafe fn each_pair<W>(
+    w: &[W],
+    x: &[BlockQ8K],
+    nb: usize,
+    out: OutRows,
+    dot: fn(&[W], &[BlockQ8K]) -> f32,
+) {
+    for (r, wr) in w.chunks_exact(nb).enumerate() {
+        for (t, xr) in x.chunks_exact(nb).enumerate() {
+            out.write(t, r, dot(wr, xr));
+        }
+    }
+}
+
+/// The fastest kernels this CPU runs; the portable ones when
+/// `SERVEBENCH_KERNELS=portable` (see `dot::best`).
+pub fn best() -> &'static Kernels {
+    static BEST: OnceLock<Kernels> = OnceLock::new();
+    BEST.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if super::dot::best().name != "portable" {
+            if let Some(k) = x86::detect() {
+                return k;
+            }
+        }
+        PORTABLE
+    })
+}
+
+/// A K-quant weight matrix's blocks, row after row.
+pub enum Weights {
+    Q4K(Vec<BlockQ4K>),
+    Q5K(Vec<BlockQ5K>),
+    Q6K(Vec<BlockQ6K>),
+}
+
+impl Weights {
+    /// The blocks of a `dtype` tensor, or `None` for types not here.
+    pub fn parse(dtype: GgmlDType, bytes: &[u8]) -> Option<Self> {
+        Some(match dtype {
+            GgmlDType::Q4K => Self::Q4K(parse_blocks(bytes)),
+            GgmlDType::Q5K => Self::Q5K(parse_blocks(bytes)),
+            GgmlDType::Q6K => Self::Q6K(parse_blocks(bytes)),
+            _ => return None,
+        })
+    }
+
+    /// Dequantizes row `r` of a matrix with `cols` columns into `out`.
+    pub fn row(&self, r: usize, cols: usize, out: &mut [f32]) {
+        fn deq<B: KBlock>(blocks: &[B], out: &mut [f32]) {
+            for (b, o) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
+                b.dequantize(o);
+            }
+        }
+        let own = r * cols / QK_K..(r + 1) * cols / QK_K;
+        match self {
+            Self::Q4K(b) => deq(&b[own], out),
+            Self::Q5K(b) => deq(&b[own], out),
+            Self::Q6K(b) => deq(&b[own], out),
+        }
+    }
+
+    /// Rows `first..first + n_rows` times every row of `xq` (activations
+    /// from [`quantize::quantize_rows`], `nb` blocks per row, `sums` from
+    /// [`quantize::strip_sums`]), written to `out` at (t, r - first).
+    ///
+    /// # Safety
+    /// As [`Kernel`] for `out` and those rows.
+    pub unsafe fn rows_times(
+        &self,
+        first: usize,
+        n_rows: usize,
+        xq: &[BlockQ8K],
+        sums: &[StripSums],
+        nb: usize,
+        out: OutRows,
+    ) {
+        let own = first * nb..(first + n_rows) * nb;
+        let k = best();
+        match self {
+            Self::Q4K(w) => (k.q4k)(&w[own], xq, sums, nb, out),
+            Self::Q5K(w) => (k.q5k)(&w[own], xq, sums, nb, out),
+            Self::Q6K(w) => (k.q6k)(&w[own], xq, sums, nb, out),
+        }
+    }
+}
+
+/// Every kernel set this CPU runs, for tests.
+#[cfg(test)]
+pub(crate) fn all() -> Vec<Kernels> {
+    #[cfg(target_arch = "x86_64")]
+    return x86::all();
+    #[allow(unreachable_code)]
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests;

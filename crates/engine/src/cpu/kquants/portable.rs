@@ -1,0 +1,98 @@
+//! The K-quant dot products in plain Rust, written as llama.cpp computes
+//! them on AVX2 machines: Q5_K and Q6_K as `ggml_vec_dot_q{5,6}_K_q8_K`
+//! (per block, eight i32 lanes, lane k summing bytes 4k..4k+4 of every
+//! 32-byte run times their scale, one f32 FMA per lane and block, then
+//! ggml's horizontal-sum order), Q4_K as its repacked `gemv`/`gemm`. The
+//! SIMD kernels must equal these bit for bit; integer sums are exact, so
+//! only the float steps need ggml's order.
+
+use super::blocks::{scales_and_mins, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use super::quantize::BlockQ8K;
+
+/// Lane of value `i` of a block in ggml's 8 x i32 layout.
+#[inline(always)]
+fn lane(i: usize) -> usize {
+    (i % 32) / 4
+}
+
+/// `hsum_float_8`: halves, then pairs, then the last two.
+pub fn hsum8(v: &[f32; 8]) -> f32 {
+    let h: [f32; 4] = std::array::from_fn(|i| v[i + 4] + v[i]);
+    (h[0] + h[2]) + (h[1] + h[3])
+}
+
+/// The integer lanes of a Q4_K/Q5_K block (`q(i)` its weights, `sc` its
+/// sub-block scales) against `x`.
+#[inline(always)]
+fn lanes_k4(q: impl Fn(usize) -> u8, sc: &[u8; 8], x: &BlockQ8K) -> [i32; 8] {
+    let mut lanes = [0i32; 8];
+    for i in 0..QK_K {
+        lanes[lane(i)] += sc[i / 32] as i32 * q(i) as i32 * x.qs[i] as i32;
+    }
+    lanes
+}
+
+/// `_mm_madd_epi16(mins, sums32)`: lane k = m[2k]·s[2k] + m[2k+1]·s[2k+1].
+#[inline(always)]
+fn mins_lanes(m: &[u8; 8], x: &BlockQ8K) -> [i32; 4] {
+    std::array::from_fn(|k| {
+        m[2 * k] as i32 * x.sums32[2 * k] as i32 + m[2 * k + 1] as i32 * x.sums32[2 * k + 1] as i32
+    })
+}
+
+/// One Q4_K row times one Q8_K row, in the float order of ggml's
+/// repacked Q4_K path (`block_q4_Kx8`, which llama.cpp takes for Q4_K on
+/// every AVX2 machine when rows come in eights, as in every real model):
+/// each block's integer total and its mins total, one FMA chain for each,
+/// subtracted at the end.
+pub fn q4k_q8k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    let (mut acc, mut acc_m) = (0f32, 0f32);
+    for (w, x) in w.iter().zip(x) {
+        let (sc, m) = scales_and_mins(&w.scales);
+        let total: i32 = lanes_k4(|i| w.q(i), &sc, x).iter().sum();
+        let mins: i32 = mins_lanes(&m, x).iter().sum();
+        acc = (total as f32).mul_add(w.d.to_f32() * x.d, acc);
+        acc_m = (mins as f32).mul_add(w.dmin.to_f32() * x.d, acc_m);
+    }
+    acc - acc_m
+}
+
+/// One Q5_K row times one Q8_K row.
+pub fn q5k_q8k(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut summs = 0f32;
+    for (w, x) in w.iter().zip(x) {
+        let d = x.d * w.d.to_f32();
+        let dmin = -x.d * w.dmin.to_f32();
+        let (sc, m) = scales_and_mins(&w.scales);
+        // GCC contracts ggml's `summs += dmin * sum` into an FMA.
+        let mins: i32 = mins_lanes(&m, x).iter().sum();
+        summs = dmin.mul_add(mins as f32, summs);
+        for (a, s) in acc.iter_mut().zip(lanes_k4(|i| w.q(i), &sc, x)) {
+            *a = d.mul_add(s as f32, *a);
+        }
+    }
+    hsum8(&acc) + summs
+}
+
+/// One Q6_K row times one Q8_K row: unsigned q times x, then the
+/// `32 * scale * bsum` offset per lane.
+pub fn q6k_q8k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (w, x) in w.iter().zip(x) {
+        let d = x.d * w.d.to_f32();
+        let mut lanes = [0i32; 8];
+        for i in 0..QK_K {
+            lanes[lane(i)] += w.scales[i / 16] as i32 * w.q(i) as i32 * x.qs[i] as i32;
+        }
+        for (k, l) in lanes.iter_mut().enumerate() {
+            let sub = x.bsums[2 * k] as i32 * w.scales[2 * k] as i32
+                + x.bsums[2 * k + 1] as i32 * w.scales[2 * k + 1] as i32;
+            *l -= sub << 5;
+        }
+        for (a, s) in acc.iter_mut().zip(lanes) {
+            *a = d.mul_add(s as f32, *a);
+        }
+    }
+    hsum8(&acc)
+}

@@ -1,0 +1,618 @@
+//! The K-quant kernels on AVX2, and with AVX512-VNNI's `vpdpwssd` folding
+//! the scale multiply and the add into one instruction. A tile takes R
+//! weight rows by N activation rows: each weight block's 32-byte runs and
+//! their scales are unpacked once per tile and used for all N rows, so a
+//! batch costs little more than one row while the weights stream from
+//! memory.
+//!
+//! Per block and (weight, activation) pair the integer lanes are exactly
+//! ggml's AVX2 ones (`maddubs` pairs cannot saturate: at most 63 x 127 x 2),
+//! and the float steps are its steps, so results equal
+//! [`super::portable`] bit for bit (tested).
+// Tiles index their accumulators by (weight row, activation row); the
+// const-bounded loops unroll completely.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use super::blocks::{BlockQ4K, BlockQ5K, BlockQ6K, KBlock};
+use super::quantize::{BlockQ8K, StripSums};
+use super::Kernels;
+use crate::cpu::dot::avx2::hsum;
+use crate::cpu::dot_rows::{OutRows, STRIP};
+
+/// The kernels this CPU runs. They are `#[target_feature]` functions:
+/// handing out the AVX2 ones only on CPUs with AVX2, FMA and F16C, and the
+/// VNNI ones only with AVX512-VNNI and AVX512-VL too, is what makes calling
+/// them sound (with [`super::Kernel`]'s contract for `out`).
+pub fn detect() -> Option<Kernels> {
+    let ok = is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c");
+    let vnni = is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl");
+    match (ok, vnni) {
+        (false, _) => None,
+        (true, false) => Some(Kernels {
+            name: "avx2",
+            q4k: q4k_avx2,
+            q5k: q5k_avx2,
+            q6k: q6k_avx2,
+        }),
+        (true, true) => Some(Kernels {
+            name: "avx2+vnni",
+            q4k: q4k_vnni,
+            q5k: q5k_vnni,
+            q6k: q6k_vnni,
+        }),
+    }
+}
+
+/// Every kernel set this CPU runs (the AVX2 one as well as the VNNI
+/// one), so tests cover both.
+#[cfg(test)]
+pub fn all() -> Vec<Kernels> {
+    let mut all: Vec<Kernels> = detect().into_iter().collect();
+    if all.first().is_some_and(|k| k.name == "avx2+vnni") {
+        all.push(Kernels {
+            name: "avx2",
+            q4k: q4k_avx2,
+            q5k: q5k_avx2,
+            q6k: q6k_avx2,
+        });
+    }
+    all
+}
+
+/// One weight type's unpacking and per-block float steps.
+trait KType {
+    type W: KBlock;
+    /// What a block needs besides its runs (decoded scales, ...).
+    type Prep: Copy;
+    /// Float state per (weight row, activation row) besides `acc`.
+    type Extra: Copy;
+    fn zero() -> Self::Extra;
+    unsafe fn prepare(w: &Self::W) -> Self::Prep;
+    /// The block's 32-byte run `c` (values 32c..32c + 32) as unsigned
+    /// bytes, and each i16 pair's scale.
+    unsafe fn run(w: &Self::W, p: &Self::Prep, c: usize) -> (__m256i, __m256i);
+    /// One weight block against the strip's N activation blocks (`x[t *
+    /// nb]`): the integer lanes `finish` takes. By default ggml's
+    /// `vec_dot` lanes, run by run.
+    #[inline(always)]
+    unsafe fn block_sums<const VNNI: bool, const N: usize>(
+        w: &Self::W,
+        p: &Self::Prep,
+        x: &[BlockQ8K],
+        nb: usize,
+    ) -> [__m256i; N] {
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for c in 0..8 {
+            let (q, scale) = Self::run(w, p, c);
+            for t in 0..N {
+                let qs = x.get_unchecked(t * nb).qs.as_ptr().add(32 * c);
+                let qx = _mm256_load_si256(qs as *const __m256i);
+                sumi[t] = mul_add_scaled::<VNNI>(sumi[t], q, qx, scale);
+            }
+        }
+        sumi
+    }
+    /// Folds one block's integer lanes `sumi[t]` against the strip's
+    /// activation blocks (`x[t * nb]`, their scales in `sums`).
+    unsafe fn finish<const N: usize>(
+        p: &Self::Prep,
+        x: &[BlockQ8K],
+        nb: usize,
+        sums: &StripSums,
+        sumi: &[__m256i; N],
+        acc: &mut [__m256; N],
+        extra: &mut [Self::Extra; N],
+    );
+    /// The strip's N dot products.
+    unsafe fn results<const N: usize>(acc: &[__m256; N], extra: &[Self::Extra; N]) -> [f32; N];
+}
+
+/// `finish` and `results` for the types that keep ggml's `vec_dot` lanes:
+/// each activation row's block folded by `$fold`, each result `$result`.
+macro_rules! per_row {
+    ($fold:expr, $result:expr) => {
+        #[inline(always)]
+        unsafe fn finish<const N: usize>(
+            p: &Self::Prep,
+            x: &[BlockQ8K],
+            nb: usize,
+            _: &StripSums,
+            sumi: &[__m256i; N],
+            acc: &mut [__m256; N],
+            extra: &mut [Self::Extra; N],
+        ) {
+            for t in 0..N {
+                $fold(
+                    p,
+                    x.get_unchecked(t * nb),
+                    sumi[t],
+                    &mut acc[t],
+                    &mut extra[t],
+                );
+            }
+        }
+        #[inline(always)]
+        unsafe fn results<const N: usize>(acc: &[__m256; N], extra: &[Self::Extra; N]) -> [f32; N] {
+            let mut out = [0f32; N];
+            for t in 0..N {
+                out[t] = $result(acc[t], extra[t]);
+            }
+            out
+        }
+    };
+}
+
+/// `scales` of a Q4_K/Q5_K block unpacked with ggml's masks: 8 scales then
+/// 8 mins as i16.
+#[inline(always)]
+unsafe fn scales_mins_k4(packed: &[u8; 12]) -> __m256i {
+    const KMASK1: u32 = 0x3f3f_3f3f;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    const KMASK3: u32 = 0x0303_0303;
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            packed[4 * i],
+            packed[4 * i + 1],
+            packed[4 * i + 2],
+            packed[4 * i + 3],
+        ])
+    };
+    let (u0, u1, u2) = (word(0), word(1), word(2));
+    let u3 = ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4);
+    let u1n = (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4);
+    let u2n = u1 & KMASK1;
+    let u0n = u0 & KMASK1;
+    _mm256_cvtepu8_epi16(_mm_set_epi32(u3 as i32, u2n as i32, u1n as i32, u0n as i32))
+}
+
+/// Decoded Q4_K/Q5_K block scales: the 8 scales in both 128-bit halves,
+/// the 8 mins, and the block's f32 scales.
+#[derive(Clone, Copy)]
+struct PrepK4 {
+    scales: __m256i,
+    mins: __m128i,
+    d: __m256,
+    dmin: __m256,
+}
+
+#[inline(always)]
+unsafe fn prep_k4(packed: &[u8; 12], d: half::f16, dmin: half::f16) -> PrepK4 {
+    let both = scales_mins_k4(packed);
+    let sc = _mm256_castsi256_si128(both);
+    PrepK4 {
+        scales: _mm256_inserti128_si256(_mm256_castsi128_si256(sc), sc, 1),
+        mins: _mm256_extracti128_si256(both, 1),
+        d: _mm256_cvtph_ps(_mm_set1_epi16(d.to_bits() as i16)),
+        dmin: _mm256_cvtph_ps(_mm_set1_epi16(dmin.to_bits() as i16)),
+    }
+}
+
+/// Sub-block `c`'s scale in every i16 lane.
+#[inline(always)]
+unsafe fn scale_k4(p: &PrepK4, c: usize) -> __m256i {
+    let pick = (2 * c) as i16 | (((2 * c + 1) as i16) << 8);
+    _mm256_shuffle_epi8(p.scales, _mm256_set1_epi16(pick))
+}
+
+/// The 4-bit part of run `c` of a Q4_K/Q5_K block.
+#[inline(always)]
+unsafe fn nibbles_k4(qs: &[u8; 128], c: usize) -> __m256i {
+    let bits = _mm256_loadu_si256(qs.as_ptr().add(32 * (c / 2)) as *const __m256i);
+    let bits = if c.is_multiple_of(2) {
+        bits
+    } else {
+        _mm256_srli_epi16(bits, 4)
+    };
+    _mm256_and_si256(bits, _mm256_set1_epi8(0x0f))
+}
+
+/// `sumi` times `d`, added to `acc` (ggml's per-block FMA).
+#[inline(always)]
+unsafe fn fold(d: __m256, x: &BlockQ8K, sumi: __m256i, acc: &mut __m256) {
+    let d = _mm256_mul_ps(d, _mm256_broadcast_ss(&x.d));
+    *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), *acc);
+}
+
+/// Lane t = the sum of `s[t]`'s eight lanes (a transposing reduction: a
+/// handful of instructions for the whole strip instead of one horizontal
+/// sum per row).
+#[inline(always)]
+unsafe fn totals<const N: usize>(s: &[__m256i; N]) -> __m256i {
+    let mut p = [_mm256_setzero_si256(); 8];
+    p[..N].copy_from_slice(s);
+    if N == 1 {
+        let h = _mm_add_epi32(
+            _mm256_castsi256_si128(s[0]),
+            _mm256_extracti128_si256(s[0], 1),
+        );
+        let h = _mm_hadd_epi32(h, h);
+        return _mm256_castsi128_si256(_mm_hadd_epi32(h, h));
+    }
+    let a = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    if N <= 4 {
+        let h = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+        return _mm256_castsi128_si256(h);
+    }
+    let b = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(a, b, 0x20),
+        _mm256_permute2x128_si256(a, b, 0x31),
+    )
+}
+
+/// `Σ_k pairs[k] · (m[2k], m[2k+1])` per lane: every strip row's mins
+/// total.
+#[inline(always)]
+unsafe fn mins_totals<const VNNI: bool>(mins: __m128i, sums: &StripSums) -> __m256i {
+    let m = _mm256_broadcastsi128_si256(mins);
+    let p = &sums.pairs;
+    let acc = pairs_dot::<VNNI>(_mm256_setzero_si256(), _mm256_shuffle_epi32(m, 0x00), &p[0]);
+    let acc = pairs_dot::<VNNI>(acc, _mm256_shuffle_epi32(m, 0x55), &p[1]);
+    let acc = pairs_dot::<VNNI>(acc, _mm256_shuffle_epi32(m, 0xaa), &p[2]);
+    pairs_dot::<VNNI>(acc, _mm256_shuffle_epi32(m, 0xff), &p[3])
+}
+
+/// `acc` plus, per i32 lane, the dot product of the i16 pairs of `m` and
+/// `pairs`.
+#[inline(always)]
+unsafe fn pairs_dot<const VNNI: bool>(acc: __m256i, m: __m256i, pairs: &[[i16; 2]; 8]) -> __m256i {
+    let p = _mm256_load_si256(pairs.as_ptr() as *const __m256i);
+    if VNNI {
+        _mm256_dpwssd_epi32(acc, m, p)
+    } else {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(m, p))
+    }
+}
+
+/// Q4_K in the order of ggml's repacked path (see `portable::q4k_q8k`):
+/// lane t of `acc[0]` and `extra[0]` holds activation row t's sum and mins
+/// sum.
+struct Q4K<const VNNI: bool>;
+
+impl<const VNNI: bool> KType for Q4K<VNNI> {
+    type W = BlockQ4K;
+    type Prep = PrepK4;
+    type Extra = __m256;
+    #[inline(always)]
+    fn zero() -> __m256 {
+        // SAFETY: the kernels run with AVX on (`detect`).
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn prepare(w: &BlockQ4K) -> PrepK4 {
+        prep_k4(&w.scales, w.d, w.dmin)
+    }
+    /// Unused: `block_sums` works on whole blocks.
+    #[inline(always)]
+    unsafe fn run(_: &BlockQ4K, _: &PrepK4, _: usize) -> (__m256i, __m256i) {
+        unreachable!("Q4_K blocks are summed whole")
+    }
+    /// The block's values come transposed (see `BlockQ4K`): vector k holds
+    /// values 4k..4k+4 of every sub-block, lane j sub-block j, and `qt`
+    /// holds the activations in the same order. Plain byte dot products
+    /// (one `vpdpbusd` per 32 values) leave sub-block j's sum in lane j,
+    /// then one multiply applies the 8 scales. Only block totals matter
+    /// in this path's float order, so the lanes may differ from ggml's.
+    #[inline(always)]
+    unsafe fn block_sums<const V: bool, const N: usize>(
+        w: &BlockQ4K,
+        p: &PrepK4,
+        x: &[BlockQ8K],
+        nb: usize,
+    ) -> [__m256i; N] {
+        // Plain loops here and below, not `array::from_fn` or closures:
+        // those are separate functions without the kernel's target
+        // features and were not inlined (measured 0.3 GMAC/s).
+        let low = _mm256_set1_epi8(0x0f);
+        let mut q = [low; 8];
+        for k in 0..8 {
+            let bits = _mm256_loadu_si256(w.qs.as_ptr().add(32 * (k / 2)) as *const __m256i);
+            let bits = if k % 2 == 0 {
+                bits
+            } else {
+                _mm256_srli_epi16(bits, 4)
+            };
+            q[k] = _mm256_and_si256(bits, low);
+        }
+        let scales = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(p.scales));
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for t in 0..N {
+            let qt = x.get_unchecked(t * nb).qt.as_ptr();
+            let mut acc = _mm256_setzero_si256();
+            for k in 0..8 {
+                let xk = _mm256_load_si256(qt.add(32 * k) as *const __m256i);
+                acc = dot_u8_i8::<V>(acc, q[k], xk);
+            }
+            sumi[t] = _mm256_mullo_epi32(acc, scales);
+        }
+        sumi
+    }
+    #[inline(always)]
+    unsafe fn finish<const N: usize>(
+        p: &PrepK4,
+        _: &[BlockQ8K],
+        _: usize,
+        sums: &StripSums,
+        sumi: &[__m256i; N],
+        acc: &mut [__m256; N],
+        acc_m: &mut [__m256; N],
+    ) {
+        let dx = _mm256_load_ps(sums.d.as_ptr());
+        let total = _mm256_cvtepi32_ps(totals(sumi));
+        acc[0] = _mm256_fmadd_ps(total, _mm256_mul_ps(p.d, dx), acc[0]);
+        let mins = _mm256_cvtepi32_ps(mins_totals::<VNNI>(p.mins, sums));
+        acc_m[0] = _mm256_fmadd_ps(mins, _mm256_mul_ps(p.dmin, dx), acc_m[0]);
+    }
+    #[inline(always)]
+    unsafe fn results<const N: usize>(acc: &[__m256; N], acc_m: &[__m256; N]) -> [f32; N] {
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_sub_ps(acc[0], acc_m[0]));
+        let mut out = [0f32; N];
+        out.copy_from_slice(&lanes[..N]);
+        out
+    }
+}
+
+struct Q5K;
+
+impl KType for Q5K {
+    type W = BlockQ5K;
+    type Prep = (PrepK4, __m256i);
+    /// ggml's scalar `summs`.
+    type Extra = f32;
+    #[inline(always)]
+    fn zero() -> f32 {
+        0.0
+    }
+    #[inline(always)]
+    unsafe fn prepare(w: &BlockQ5K) -> (PrepK4, __m256i) {
+        let qh = _mm256_loadu_si256(w.qh.as_ptr() as *const __m256i);
+        (prep_k4(&w.scales, w.d, w.dmin), qh)
+    }
+    #[inline(always)]
+    unsafe fn run(w: &BlockQ5K, p: &(PrepK4, __m256i), c: usize) -> (__m256i, __m256i) {
+        // Bit c of each `qh` byte to bit 4 (16-bit shifts: the bits that
+        // cross bytes are masked off).
+        let h = if c <= 4 {
+            _mm256_sll_epi16(p.1, _mm_cvtsi32_si128(4 - c as i32))
+        } else {
+            _mm256_srl_epi16(p.1, _mm_cvtsi32_si128(c as i32 - 4))
+        };
+        let h = _mm256_and_si256(h, _mm256_set1_epi8(0x10));
+        (_mm256_or_si256(nibbles_k4(&w.qs, c), h), scale_k4(&p.0, c))
+    }
+    per_row!(
+        |p: &(PrepK4, __m256i), x: &BlockQ8K, sumi, acc: &mut __m256, summs: &mut f32| {
+            let sums = _mm_load_si128(x.sums32.as_ptr() as *const __m128i);
+            let prod = _mm_madd_epi16(p.0.mins, sums);
+            let prod = _mm_hadd_epi32(prod, prod);
+            let prod = _mm_hadd_epi32(prod, prod);
+            let dmin = -x.d * _mm256_cvtss_f32(p.0.dmin);
+            // GCC contracts ggml's `summs += dmin * sum` into an FMA.
+            *summs = dmin.mul_add(_mm_cvtsi128_si32(prod) as f32, *summs);
+            fold(p.0.d, x, sumi, acc);
+        },
+        |acc, summs| hsum(acc) + summs
+    );
+}
+
+struct Q6K;
+
+/// Decoded Q6_K block: its 16 scales as bytes and as i16, and `d`.
+#[derive(Clone, Copy)]
+struct PrepQ6K {
+    scales: __m128i,
+    scales16: __m256i,
+    d: __m256,
+}
+
+impl KType for Q6K {
+    type W = BlockQ6K;
+    type Prep = PrepQ6K;
+    type Extra = ();
+    #[inline(always)]
+    fn zero() {}
+    #[inline(always)]
+    unsafe fn prepare(w: &BlockQ6K) -> PrepQ6K {
+        let scales = _mm_loadu_si128(w.scales.as_ptr() as *const __m128i);
+        PrepQ6K {
+            scales,
+            scales16: _mm256_cvtepi8_epi16(scales),
+            d: _mm256_cvtph_ps(_mm_set1_epi16(w.d.to_bits() as i16)),
+        }
+    }
+    #[inline(always)]
+    unsafe fn run(w: &BlockQ6K, p: &PrepQ6K, c: usize) -> (__m256i, __m256i) {
+        let (half, run) = (c / 4, c % 4);
+        let ql =
+            _mm256_loadu_si256(w.ql.as_ptr().add(64 * half + 32 * (run % 2)) as *const __m256i);
+        let ql = if run < 2 {
+            ql
+        } else {
+            _mm256_srli_epi16(ql, 4)
+        };
+        let low = _mm256_and_si256(ql, _mm256_set1_epi8(0x0f));
+        let qh = _mm256_loadu_si256(w.qh.as_ptr().add(32 * half) as *const __m256i);
+        let high = match run {
+            0 => _mm256_slli_epi16(qh, 4),
+            1 => _mm256_slli_epi16(qh, 2),
+            2 => qh,
+            _ => _mm256_srli_epi16(qh, 2),
+        };
+        let high = _mm256_and_si256(high, _mm256_set1_epi8(0x30));
+        // Each run spans two sub-blocks of 16: scales 2c and 2c + 1.
+        let pick = _mm_set_epi64x(
+            0x0101_0101_0101_0101 * (2 * c as i64 + 1),
+            0x0101_0101_0101_0101 * (2 * c as i64),
+        );
+        let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(p.scales, pick));
+        (_mm256_or_si256(low, high), scale)
+    }
+    per_row!(
+        |p: &PrepQ6K, x: &BlockQ8K, sumi, acc: &mut __m256, _: &mut ()| {
+            let bsums = _mm256_load_si256(x.bsums.as_ptr() as *const __m256i);
+            let offset = _mm256_slli_epi32(_mm256_madd_epi16(bsums, p.scales16), 5);
+            fold(p.d, x, _mm256_sub_epi32(sumi, offset), acc);
+        },
+        |acc, _| hsum(acc)
+    );
+}
+
+/// Unsigned weight bytes `q` times signed activation bytes `x`, each i16
+/// pair times `scale`, added to `sumi`: ggml's `maddubs` then `madd`, or
+/// VNNI's `vpdpwssd` doing the `madd` and the add at once (same integers).
+#[inline(always)]
+unsafe fn mul_add_scaled<const VNNI: bool>(
+    sumi: __m256i,
+    q: __m256i,
+    x: __m256i,
+    scale: __m256i,
+) -> __m256i {
+    let p16 = _mm256_maddubs_epi16(q, x);
+    if VNNI {
+        _mm256_dpwssd_epi32(sumi, p16, scale)
+    } else {
+        _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p16))
+    }
+}
+
+/// `acc` plus, per i32 lane, the four products of unsigned bytes `q` and
+/// signed bytes `x`: VNNI's `vpdpbusd`, or `maddubs` (pairs cannot
+/// saturate: 15 x 127 x 2) then `madd` by ones.
+#[inline(always)]
+unsafe fn dot_u8_i8<const VNNI: bool>(acc: __m256i, q: __m256i, x: __m256i) -> __m256i {
+    if VNNI {
+        _mm256_dpbusd_epi32(acc, q, x)
+    } else {
+        let pairs = _mm256_maddubs_epi16(q, x);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+}
+
+/// Asks for a weight block 2 KiB ahead, every cache line of it: with
+/// few activation rows the weights stream from memory (see `dot_rows`).
+#[inline(always)]
+unsafe fn prefetch_ahead<B: KBlock>(block: &B) {
+    const AHEAD: usize = 2048;
+    let ahead = (block as *const B as *const u8).wrapping_add(AHEAD);
+    for line in (0..B::SIZE).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
+    }
+}
+
+/// `dot(w[r], x[t])` into `out` at (t, r) for `r < R`, `t < N`.
+#[inline(always)]
+unsafe fn tile<T: KType, const VNNI: bool, const R: usize, const N: usize>(
+    w: &[T::W],
+    x: &[BlockQ8K],
+    sums: &[StripSums],
+    nb: usize,
+    out: OutRows,
+) {
+    let mut acc = [[_mm256_setzero_ps(); N]; R];
+    let mut extra = [[T::zero(); N]; R];
+    for b in 0..nb {
+        let xb = x.get_unchecked(b..);
+        for r in 0..R {
+            let wb = w.get_unchecked(r * nb + b);
+            prefetch_ahead(wb);
+            let prep = T::prepare(wb);
+            let sumi = T::block_sums::<VNNI, N>(wb, &prep, xb, nb);
+            let sb = sums.get_unchecked(b);
+            T::finish(&prep, xb, nb, sb, &sumi, &mut acc[r], &mut extra[r]);
+        }
+    }
+    for r in 0..R {
+        for (t, v) in T::results(&acc[r], &extra[r]).into_iter().enumerate() {
+            out.write(t, r, v);
+        }
+    }
+}
+
+/// Covers `w` (rows x nb) times `x` (n x nb) with tiles: panels of 16
+/// weight rows (they stay in L1 while every strip of up to 8 activation
+/// rows passes over them), each strip with as many weight rows per tile as
+/// the registers hold.
+#[inline(always)]
+unsafe fn tiled<T: KType, const VNNI: bool>(
+    w: &[T::W],
+    x: &[BlockQ8K],
+    sums: &[StripSums],
+    nb: usize,
+    out: OutRows,
+) {
+    const PANEL: usize = 16;
+    let n = x.len() / nb;
+    for (p, w) in w.chunks(PANEL * nb).enumerate() {
+        let mut t = 0;
+        while t < n {
+            let strip = (n - t).min(STRIP);
+            let x = &x[t * nb..(t + strip) * nb];
+            let sums = &sums[(t / STRIP) * nb..(t / STRIP + 1) * nb];
+            let out = out.at(t, p * PANEL);
+            match strip {
+                8 => rows_by::<T, VNNI, 1, 8>(w, x, sums, nb, out),
+                7 => rows_by::<T, VNNI, 1, 7>(w, x, sums, nb, out),
+                6 => rows_by::<T, VNNI, 1, 6>(w, x, sums, nb, out),
+                5 => rows_by::<T, VNNI, 1, 5>(w, x, sums, nb, out),
+                4 => rows_by::<T, VNNI, 2, 4>(w, x, sums, nb, out),
+                3 => rows_by::<T, VNNI, 2, 3>(w, x, sums, nb, out),
+                2 => rows_by::<T, VNNI, 4, 2>(w, x, sums, nb, out),
+                _ => rows_by::<T, VNNI, 1, 1>(w, x, sums, nb, out),
+            }
+            t += strip;
+        }
+    }
+}
+
+/// All weight rows against one strip of N activation rows, R at a time.
+#[inline(always)]
+unsafe fn rows_by<T: KType, const VNNI: bool, const R: usize, const N: usize>(
+    w: &[T::W],
+    x: &[BlockQ8K],
+    sums: &[StripSums],
+    nb: usize,
+    out: OutRows,
+) {
+    let rows = w.len() / nb;
+    let mut r = 0;
+    while rows - r >= R {
+        tile::<T, VNNI, R, N>(&w[r * nb..(r + R) * nb], x, sums, nb, out.at(0, r));
+        r += R;
+    }
+    while r < rows {
+        tile::<T, VNNI, 1, N>(&w[r * nb..(r + 1) * nb], x, sums, nb, out.at(0, r));
+        r += 1;
+    }
+}
+
+/// A kernel entry point: `tiled` over `$ty` with `$features` on.
+macro_rules! kernel {
+    ($name:ident, $features:literal, $ty:ty, $vnni:literal) => {
+        #[target_feature(enable = $features)]
+        unsafe fn $name(
+            w: &[<$ty as KType>::W],
+            x: &[BlockQ8K],
+            sums: &[StripSums],
+            nb: usize,
+            out: OutRows,
+        ) {
+            tiled::<$ty, $vnni>(w, x, sums, nb, out)
+        }
+    };
+}
+kernel!(q4k_avx2, "avx2,fma,f16c", Q4K<false>, false);
+kernel!(q5k_avx2, "avx2,fma,f16c", Q5K, false);
+kernel!(q6k_avx2, "avx2,fma,f16c", Q6K, false);
+kernel!(
+    q4k_vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    Q4K<true>,
+    true
+);
+kernel!(q5k_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Q5K, true);
+kernel!(q6k_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Q6K, true);
