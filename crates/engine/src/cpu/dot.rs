@@ -98,11 +98,21 @@ pub(super) mod avx2 {
     use super::*;
     use std::arch::x86_64::*;
 
-    pub fn detect() -> Option<Kernels> {
-        let ok = is_x86_feature_detected!("avx2")
+    /// AVX2, FMA and F16C: what every AVX2 kernel here, in `dot_rows` and
+    /// in `kquants` enables.
+    pub fn has_avx2_fma_f16c() -> bool {
+        is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c");
-        ok.then_some(Kernels {
+            && is_x86_feature_detected!("f16c")
+    }
+
+    /// AVX512-VNNI with AVX512-VL: what the 256-bit VNNI kernels add.
+    pub fn has_vnni_vl() -> bool {
+        is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+    }
+
+    pub fn detect() -> Option<Kernels> {
+        has_avx2_fma_f16c().then_some(Kernels {
             name: "avx2",
             fma: true,
             q4_0_q8_0,

@@ -175,11 +175,10 @@ mod avx2 {
     /// the VNNI ones only with AVX512-VNNI and AVX512-VL too, is what makes
     /// calling them sound (with `RowsKernel`'s contract for `out`).
     pub fn detect() -> Option<RowKernels> {
-        let ok = is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c");
-        let vnni = is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl");
-        match (ok, vnni) {
+        match (
+            crate::cpu::dot::avx2::has_avx2_fma_f16c(),
+            crate::cpu::dot::avx2::has_vnni_vl(),
+        ) {
             (false, _) => None,
             (true, false) => Some(AVX2),
             (true, true) => Some(RowKernels {

@@ -26,11 +26,8 @@ use crate::cpu::dot_rows::{OutRows, STRIP};
 /// VNNI ones only with AVX512-VNNI and AVX512-VL too, is what makes calling
 /// them sound (with [`super::Kernel`]'s contract for `out`).
 pub fn detect() -> Option<Kernels> {
-    let ok = is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c");
-    let vnni = is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl");
-    match (ok, vnni) {
+    use crate::cpu::dot::avx2::{has_avx2_fma_f16c, has_vnni_vl};
+    match (has_avx2_fma_f16c(), has_vnni_vl()) {
         (false, _) => None,
         (true, false) => Some(Kernels {
             name: "avx2",
