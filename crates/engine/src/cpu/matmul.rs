@@ -346,9 +346,7 @@ fn kquants_times(
     x: &[f32],
     cols: usize,
 ) {
-    let xq = kquants::quantize::quantize_rows(x, cols);
-    let nb = cols / kquants::blocks::QK_K;
-    let sums = kquants::quantize::strip_sums(&xq, nb);
+    let act = kquants::quantize::Activations::new(x, cols);
     let outs: Vec<(&[()], OutRows)> = parts
         .iter_mut()
         .map(|(m, out)| {
@@ -361,7 +359,7 @@ fn kquants_times(
         .collect();
     split_rows(&outs, 1, |p, first, n_rows| {
         // SAFETY: as in `rows_times`: this task alone writes its rows.
-        unsafe { ws[p].rows_times(first, n_rows, &xq, &sums, nb, outs[p].1.at(0, first)) };
+        unsafe { ws[p].rows_times(first, n_rows, &act, outs[p].1.at(0, first)) };
     });
 }
 

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use candle_core::quantized::GgmlDType;
 
 use self::blocks::{parse_blocks, BlockQ4K, BlockQ5K, BlockQ6K, KBlock, QK_K};
-use self::quantize::{BlockQ8K, StripSums};
+use self::quantize::{Activations, BlockQ8K, StripSums};
 use super::dot_rows::OutRows;
 
 /// `dot(w[r], x[t])` into `out` at (t, r) for the weight rows stored one
@@ -35,8 +35,15 @@ pub type Kernel<W> =
 pub struct Kernels {
     pub name: &'static str,
     pub q4k: Kernel<BlockQ4K>,
+    /// Q4_K in the order of llama.cpp's repacked `gemm`, for the rows
+    /// [`portable::q4k_gemm_rows`] counts.
+    pub q4k_gemm: Kernel<BlockQ4K>,
     pub q5k: Kernel<BlockQ5K>,
     pub q6k: Kernel<BlockQ6K>,
+    /// Q5_K and Q6_K in the float order of llama.cpp's tiled matmul, for
+    /// batches of [`portable::TILED_MIN_ROWS`] rows and more.
+    pub q5k_tiled: Kernel<BlockQ5K>,
+    pub q6k_tiled: Kernel<BlockQ6K>,
 }
 
 /// One [`portable`] dot per (weight, activation) pair. SAFETY (the
@@ -44,8 +51,11 @@ pub struct Kernels {
 pub const PORTABLE: Kernels = Kernels {
     name: "portable",
     q4k: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q4k_q8k) },
+    q4k_gemm: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q4k_q8k_gemm) },
     q5k: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q5k_q8k) },
     q6k: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q6k_q8k) },
+    q5k_tiled: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q5k_q8k_tiled) },
+    q6k_tiled: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q6k_q8k_tiled) },
 };
 
 /// # Safety
@@ -112,26 +122,33 @@ impl Weights {
         }
     }
 
-    /// Rows `first..first + n_rows` times every row of `xq` (activations
-    /// from [`quantize::quantize_rows`], `nb` blocks per row, `sums` from
-    /// [`quantize::strip_sums`]), written to `out` at (t, r - first).
+    /// Rows `first..first + n_rows` times every row of `x`, written to
+    /// `out` at (t, r - first), in the float order llama.cpp uses for a
+    /// matmul of that many rows.
     ///
     /// # Safety
     /// As [`Kernel`] for `out` and those rows.
-    pub unsafe fn rows_times(
-        &self,
-        first: usize,
-        n_rows: usize,
-        xq: &[BlockQ8K],
-        sums: &[StripSums],
-        nb: usize,
-        out: OutRows,
-    ) {
+    pub unsafe fn rows_times(&self, first: usize, n_rows: usize, x: &Activations, out: OutRows) {
+        let (nb, xq, sums) = (x.nb, &x.q[..], &x.sums[..]);
         let own = first * nb..(first + n_rows) * nb;
         let k = best();
+        let tiled = x.rows() >= portable::TILED_MIN_ROWS;
         match self {
-            Self::Q4K(w) => (k.q4k)(&w[own], xq, sums, nb, out),
+            // llama.cpp repacks Q4_K whose rows come in eights (every real
+            // model's), and those skip the tiled matmul: `gemm` for whole
+            // fours of activation rows, `gemv` for the rest.
+            Self::Q4K(w) => {
+                let (head, tail) = xq.split_at(x.gemm_rows * nb);
+                if !head.is_empty() {
+                    (k.q4k_gemm)(&w[own.clone()], head, sums, nb, out);
+                }
+                if !tail.is_empty() {
+                    (k.q4k)(&w[own], tail, &x.tail_sums, nb, out.at(x.gemm_rows, 0));
+                }
+            }
+            Self::Q5K(w) if tiled => (k.q5k_tiled)(&w[own], xq, sums, nb, out),
             Self::Q5K(w) => (k.q5k)(&w[own], xq, sums, nb, out),
+            Self::Q6K(w) if tiled => (k.q6k_tiled)(&w[own], xq, sums, nb, out),
             Self::Q6K(w) => (k.q6k)(&w[own], xq, sums, nb, out),
         }
     }

@@ -2,12 +2,20 @@
 //! them on AVX2 machines: Q5_K and Q6_K as `ggml_vec_dot_q{5,6}_K_q8_K`
 //! (per block, eight i32 lanes, lane k summing bytes 4k..4k+4 of every
 //! 32-byte run times their scale, one f32 FMA per lane and block, then
-//! ggml's horizontal-sum order), Q4_K as its repacked `gemv`/`gemm`. The
+//! ggml's horizontal-sum order), Q4_K as its repacked `gemv` and `gemm`
+//! (which differ: see [`q4k_q8k_gemm`]); and
+//! Q5_K and Q6_K as llama.cpp's tiled K-quant matmul (`ggml-cpu/tiled`),
+//! which it takes instead of `vec_dot` once a matmul has at least
+//! [`TILED_MIN_ROWS`] activation rows (a prompt of 8 tokens or more). The
 //! SIMD kernels must equal these bit for bit; integer sums are exact, so
 //! only the float steps need ggml's order.
 
 use super::blocks::{scales_and_mins, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use super::quantize::BlockQ8K;
+
+/// Activation rows from which llama.cpp multiplies Q5_K and Q6_K weights
+/// with its tiled matmul instead of `vec_dot` (`ggml_tiled_min_batch`).
+pub const TILED_MIN_ROWS: usize = 8;
 
 /// Lane of value `i` of a block in ggml's 8 x i32 layout.
 #[inline(always)]
@@ -57,6 +65,33 @@ pub fn q4k_q8k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
     acc - acc_m
 }
 
+/// Activation rows of a batch that llama.cpp's repacked Q4_K path takes
+/// through its `gemm` (whole fours from the first row on); the rest go
+/// through its `gemv`.
+pub fn q4k_gemm_rows(n: usize) -> usize {
+    n - n % 4
+}
+
+/// One Q4_K row times one Q8_K row in the order of the repacked path's
+/// `gemm` (`ggml_gemm_q4_K_8x8_q8_K`, for the rows [`q4k_gemm_rows`]
+/// counts): one FMA per pair of sub-blocks (64 values) instead of one per
+/// block, for the sums and for the mins.
+pub fn q4k_q8k_gemm(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    let (mut acc, mut acc_m) = (0f32, 0f32);
+    for (w, x) in w.iter().zip(x) {
+        let (sc, m) = scales_and_mins(&w.scales);
+        let (dw, dmin) = (w.d.to_f32() * x.d, w.dmin.to_f32() * x.d);
+        for (pair, mins) in mins_lanes(&m, x).into_iter().enumerate() {
+            let sum: i32 = (64 * pair..64 * pair + 64)
+                .map(|i| sc[i / 32] as i32 * w.q(i) as i32 * x.qs[i] as i32)
+                .sum();
+            acc = (sum as f32).mul_add(dw, acc);
+            acc_m = (mins as f32).mul_add(dmin, acc_m);
+        }
+    }
+    acc - acc_m
+}
+
 /// One Q5_K row times one Q8_K row.
 pub fn q5k_q8k(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
     let mut acc = [0f32; 8];
@@ -95,4 +130,34 @@ pub fn q6k_q8k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
         }
     }
     hsum8(&acc)
+}
+
+/// One Q5_K row times one Q8_K row in the tiled matmul's float order: per
+/// block the exact scale and mins totals, `f32(s) · d_w` less `dmin ·
+/// f32(m)` in one fused step, then one FMA with the activation's `d` into
+/// the row's sum (GCC contracts the kernel's multiply and add).
+pub fn q5k_q8k_tiled(w: &[BlockQ5K], x: &[BlockQ8K]) -> f32 {
+    let mut acc = 0f32;
+    for (w, x) in w.iter().zip(x) {
+        let (sc, m) = scales_and_mins(&w.scales);
+        let total: i32 = lanes_k4(|i| w.q(i), &sc, x).iter().sum();
+        let mins: i32 = mins_lanes(&m, x).iter().sum();
+        let block = (-w.dmin.to_f32()).mul_add(mins as f32, total as f32 * w.d.to_f32());
+        acc = block.mul_add(x.d, acc);
+    }
+    acc
+}
+
+/// One Q6_K row times one Q8_K row in the tiled matmul's float order: per
+/// block the exact total of scale x (q - 32) x x, times `d_w`, then one FMA
+/// with the activation's `d` into the row's sum.
+pub fn q6k_q8k_tiled(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
+    let mut acc = 0f32;
+    for (w, x) in w.iter().zip(x) {
+        let total: i32 = (0..QK_K)
+            .map(|i| w.scales[i / 16] as i32 * (w.q(i) as i32 - 32) * x.qs[i] as i32)
+            .sum();
+        acc = (total as f32 * w.d.to_f32()).mul_add(x.d, acc);
+    }
+    acc
 }

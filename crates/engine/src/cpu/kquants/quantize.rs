@@ -112,6 +112,40 @@ pub fn quantize_rows(x: &[f32], cols: usize) -> Vec<BlockQ8K> {
     out
 }
 
+/// A batch's activations as Q8_K with everything the kernels read: the
+/// strip sums of all rows, and of the rows after the Q4_K `gemm` rows on
+/// their own (those start a strip of their own, see
+/// [`super::portable::q4k_gemm_rows`]).
+pub struct Activations {
+    pub q: Vec<BlockQ8K>,
+    /// Blocks per row.
+    pub nb: usize,
+    pub sums: Vec<StripSums>,
+    pub gemm_rows: usize,
+    pub tail_sums: Vec<StripSums>,
+}
+
+impl Activations {
+    /// `x` (rows of `cols` values, a multiple of 256) quantized.
+    pub fn new(x: &[f32], cols: usize) -> Self {
+        let q = quantize_rows(x, cols);
+        let nb = cols / QK_K;
+        let gemm_rows = super::portable::q4k_gemm_rows(q.len() / nb);
+        Self {
+            sums: strip_sums(&q, nb),
+            tail_sums: strip_sums(&q[gemm_rows * nb..], nb),
+            q,
+            nb,
+            gemm_rows,
+        }
+    }
+
+    /// Activation rows.
+    pub fn rows(&self) -> usize {
+        self.q.len() / self.nb
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,6 +193,77 @@ fn q6_k_kernels_equal_ggmls_formula() {
     check_type::<BlockQ6K>(GgmlDType::Q6K, |k| k.q6k, portable::q6k_q8k);
 }
 
+#[test]
+fn q4_k_gemm_kernels_equal_ggmls_formula() {
+    check_type::<BlockQ4K>(GgmlDType::Q4K, |k| k.q4k_gemm, portable::q4k_q8k_gemm);
+}
+
+#[test]
+fn q5_k_tiled_kernels_equal_ggmls_formula() {
+    check_type::<BlockQ5K>(GgmlDType::Q5K, |k| k.q5k_tiled, portable::q5k_q8k_tiled);
+}
+
+#[test]
+fn q6_k_tiled_kernels_equal_ggmls_formula() {
+    check_type::<BlockQ6K>(GgmlDType::Q6K, |k| k.q6k_tiled, portable::q6k_q8k_tiled);
+}
+
+/// A matmul takes `vec_dot`'s order below 8 activation rows and the tiled
+/// matmul's from 8 on, as llama.cpp does; the two orders do differ.
+/// Q4_K takes `gemm`'s order for whole fours of rows and `gemv`'s for the
+/// rest.
+#[test]
+fn matmul_takes_llamacpps_order_for_its_batch_size() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let (rows, nb) = (16, 6);
+    let cols = nb * QK_K;
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
+        let bytes = weight_bytes(&mut rng, dtype, rows * nb);
+        let m = Matrix::from_bytes("w", dtype, rows, cols, &bytes, Role::Layer).unwrap();
+        let mut orders_differ = false;
+        for n in [5, 7, 8, 13] {
+            let x = activations(&mut rng, n, cols);
+            let mut out = vec![0f32; n * rows];
+            m.matmul(&x, n, &mut out).unwrap();
+            let xq = quantize_rows(&x, cols);
+            for r in 0..rows {
+                for t in 0..n {
+                    let xr = &xq[t * nb..(t + 1) * nb];
+                    let (plain, tiled) = match dtype {
+                        GgmlDType::Q4K => {
+                            let w: Vec<BlockQ4K> = blocks::parse_blocks(&bytes);
+                            let wr = &w[r * nb..(r + 1) * nb];
+                            (portable::q4k_q8k(wr, xr), portable::q4k_q8k_gemm(wr, xr))
+                        }
+                        GgmlDType::Q5K => {
+                            let w: Vec<BlockQ5K> = blocks::parse_blocks(&bytes);
+                            let wr = &w[r * nb..(r + 1) * nb];
+                            (portable::q5k_q8k(wr, xr), portable::q5k_q8k_tiled(wr, xr))
+                        }
+                        _ => {
+                            let w: Vec<BlockQ6K> = blocks::parse_blocks(&bytes);
+                            let wr = &w[r * nb..(r + 1) * nb];
+                            (portable::q6k_q8k(wr, xr), portable::q6k_q8k_tiled(wr, xr))
+                        }
+                    };
+                    let other = match dtype {
+                        GgmlDType::Q4K => t < portable::q4k_gemm_rows(n),
+                        _ => n >= portable::TILED_MIN_ROWS,
+                    };
+                    let want = if other { tiled } else { plain };
+                    orders_differ |= plain.to_bits() != tiled.to_bits();
+                    assert_eq!(
+                        out[t * rows + r].to_bits(),
+                        want.to_bits(),
+                        "{dtype:?} batch {n} row {r} token {t}"
+                    );
+                }
+            }
+        }
+        assert!(orders_differ, "{dtype:?}: the two orders gave equal sums");
+    }
+}
+
 /// candle's blocks from GGUF bytes (`#[repr(C)]` in ggml's layout).
 fn candle_blocks<T>(bytes: &[u8]) -> Vec<T> {
     bytes

@@ -32,14 +32,20 @@ pub fn detect() -> Option<Kernels> {
         (true, false) => Some(Kernels {
             name: "avx2",
             q4k: q4k_avx2,
+            q4k_gemm: q4k_gemm_avx2,
             q5k: q5k_avx2,
             q6k: q6k_avx2,
+            q5k_tiled: q5k_tiled_avx2,
+            q6k_tiled: q6k_tiled_avx2,
         }),
         (true, true) => Some(Kernels {
             name: "avx2+vnni",
             q4k: q4k_vnni,
+            q4k_gemm: q4k_gemm_vnni,
             q5k: q5k_vnni,
             q6k: q6k_vnni,
+            q5k_tiled: q5k_tiled_vnni,
+            q6k_tiled: q6k_tiled_vnni,
         }),
     }
 }
@@ -53,8 +59,11 @@ pub fn all() -> Vec<Kernels> {
         all.push(Kernels {
             name: "avx2",
             q4k: q4k_avx2,
+            q4k_gemm: q4k_gemm_avx2,
             q5k: q5k_avx2,
             q6k: q6k_avx2,
+            q5k_tiled: q5k_tiled_avx2,
+            q6k_tiled: q6k_tiled_avx2,
         });
     }
     all
@@ -265,12 +274,34 @@ unsafe fn pairs_dot<const VNNI: bool>(acc: __m256i, m: __m256i, pairs: &[[i16; 2
     }
 }
 
-/// Q4_K in the order of ggml's repacked path (see `portable::q4k_q8k`):
-/// lane t of `acc[0]` and `extra[0]` holds activation row t's sum and mins
-/// sum.
-struct Q4K<const VNNI: bool>;
+/// Lanes 2k and 2k + 1 of every `s[t]` added: element k of the result
+/// has lane t = that pair's sum for row t (rows past N count zero).
+#[inline(always)]
+unsafe fn pair_totals<const N: usize>(s: &[__m256i; N]) -> [__m256i; 4] {
+    let mut p = [_mm256_setzero_si256(); 8];
+    p[..N].copy_from_slice(s);
+    // Per 128-bit half: pairs (0, 1) of two rows, then (2, 3); the float
+    // shuffles only move bits.
+    let h = |a: __m256i, b: __m256i| _mm256_castsi256_ps(_mm256_hadd_epi32(a, b));
+    let (h01, h23, h45, h67) = (h(p[0], p[1]), h(p[2], p[3]), h(p[4], p[5]), h(p[6], p[7]));
+    let even_lo = _mm256_castps_si256(_mm256_shuffle_ps(h01, h23, 0b10_00_10_00));
+    let odd_lo = _mm256_castps_si256(_mm256_shuffle_ps(h01, h23, 0b11_01_11_01));
+    let even_hi = _mm256_castps_si256(_mm256_shuffle_ps(h45, h67, 0b10_00_10_00));
+    let odd_hi = _mm256_castps_si256(_mm256_shuffle_ps(h45, h67, 0b11_01_11_01));
+    [
+        _mm256_permute2x128_si256(even_lo, even_hi, 0x20),
+        _mm256_permute2x128_si256(odd_lo, odd_hi, 0x20),
+        _mm256_permute2x128_si256(even_lo, even_hi, 0x31),
+        _mm256_permute2x128_si256(odd_lo, odd_hi, 0x31),
+    ]
+}
 
-impl<const VNNI: bool> KType for Q4K<VNNI> {
+/// Q4_K in the order of ggml's repacked path, its `gemv` (see
+/// `portable::q4k_q8k`) or with `GEMM` its `gemm` (`q4k_q8k_gemm`): lane t
+/// of `acc[0]` and `extra[0]` holds activation row t's sum and mins sum.
+struct Q4K<const VNNI: bool, const GEMM: bool>;
+
+impl<const VNNI: bool, const GEMM: bool> KType for Q4K<VNNI, GEMM> {
     type W = BlockQ4K;
     type Prep = PrepK4;
     type Extra = __m256;
@@ -339,10 +370,27 @@ impl<const VNNI: bool> KType for Q4K<VNNI> {
         acc_m: &mut [__m256; N],
     ) {
         let dx = _mm256_load_ps(sums.d.as_ptr());
-        let total = _mm256_cvtepi32_ps(totals(sumi));
-        acc[0] = _mm256_fmadd_ps(total, _mm256_mul_ps(p.d, dx), acc[0]);
-        let mins = _mm256_cvtepi32_ps(mins_totals::<VNNI>(p.mins, sums));
-        acc_m[0] = _mm256_fmadd_ps(mins, _mm256_mul_ps(p.dmin, dx), acc_m[0]);
+        let (d, dmin) = (_mm256_mul_ps(p.d, dx), _mm256_mul_ps(p.dmin, dx));
+        if GEMM {
+            let m = _mm256_broadcastsi128_si256(p.mins);
+            let pairs = pair_totals(sumi);
+            for (k, pair) in pairs.iter().enumerate() {
+                let mk = match k {
+                    0 => _mm256_shuffle_epi32(m, 0x00),
+                    1 => _mm256_shuffle_epi32(m, 0x55),
+                    2 => _mm256_shuffle_epi32(m, 0xaa),
+                    _ => _mm256_shuffle_epi32(m, 0xff),
+                };
+                let mins = pairs_dot::<VNNI>(_mm256_setzero_si256(), mk, &sums.pairs[k]);
+                acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*pair), d, acc[0]);
+                acc_m[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins), dmin, acc_m[0]);
+            }
+        } else {
+            let total = _mm256_cvtepi32_ps(totals(sumi));
+            acc[0] = _mm256_fmadd_ps(total, d, acc[0]);
+            let mins = _mm256_cvtepi32_ps(mins_totals::<VNNI>(p.mins, sums));
+            acc_m[0] = _mm256_fmadd_ps(mins, dmin, acc_m[0]);
+        }
     }
     #[inline(always)]
     unsafe fn results<const N: usize>(acc: &[__m256; N], acc_m: &[__m256; N]) -> [f32; N] {
@@ -457,6 +505,105 @@ impl KType for Q6K {
         },
         |acc, _| hsum(acc)
     );
+}
+
+/// A type whose blocks llama.cpp's tiled matmul also takes (see
+/// `portable::q5k_q8k_tiled`).
+trait TiledType: KType {
+    /// Lane t: the block's value for activation row t (`x[t * nb]`) before
+    /// the activation's scale, from the exact integer totals of `sumi`.
+    unsafe fn block_values<const N: usize>(
+        p: &Self::Prep,
+        x: &[BlockQ8K],
+        nb: usize,
+        sums: &StripSums,
+        sumi: &[__m256i; N],
+    ) -> __m256;
+}
+
+impl TiledType for Q5K {
+    #[inline(always)]
+    unsafe fn block_values<const N: usize>(
+        p: &(PrepK4, __m256i),
+        _: &[BlockQ8K],
+        _: usize,
+        sums: &StripSums,
+        sumi: &[__m256i; N],
+    ) -> __m256 {
+        let total = _mm256_cvtepi32_ps(totals(sumi));
+        // Exact integers either way: the `madd` form serves both sets.
+        let mins = _mm256_cvtepi32_ps(mins_totals::<false>(p.0.mins, sums));
+        _mm256_fnmadd_ps(p.0.dmin, mins, _mm256_mul_ps(total, p.0.d))
+    }
+}
+
+impl TiledType for Q6K {
+    #[inline(always)]
+    unsafe fn block_values<const N: usize>(
+        p: &PrepQ6K,
+        x: &[BlockQ8K],
+        nb: usize,
+        _: &StripSums,
+        sumi: &[__m256i; N],
+    ) -> __m256 {
+        let mut exact = *sumi;
+        for t in 0..N {
+            let bsums = _mm256_load_si256(x.get_unchecked(t * nb).bsums.as_ptr() as *const __m256i);
+            let offset = _mm256_slli_epi32(_mm256_madd_epi16(bsums, p.scales16), 5);
+            exact[t] = _mm256_sub_epi32(sumi[t], offset);
+        }
+        _mm256_mul_ps(_mm256_cvtepi32_ps(totals(&exact)), p.d)
+    }
+}
+
+/// `T` in the tiled matmul's float order: lane t of `acc[0]` is activation
+/// row t's sum, one FMA per block.
+struct Tiled<T>(std::marker::PhantomData<T>);
+
+impl<T: TiledType> KType for Tiled<T> {
+    type W = T::W;
+    type Prep = T::Prep;
+    type Extra = ();
+    #[inline(always)]
+    fn zero() {}
+    #[inline(always)]
+    unsafe fn prepare(w: &T::W) -> T::Prep {
+        T::prepare(w)
+    }
+    #[inline(always)]
+    unsafe fn run(w: &T::W, p: &T::Prep, c: usize) -> (__m256i, __m256i) {
+        T::run(w, p, c)
+    }
+    #[inline(always)]
+    unsafe fn block_sums<const VNNI: bool, const N: usize>(
+        w: &T::W,
+        p: &T::Prep,
+        x: &[BlockQ8K],
+        nb: usize,
+    ) -> [__m256i; N] {
+        T::block_sums::<VNNI, N>(w, p, x, nb)
+    }
+    #[inline(always)]
+    unsafe fn finish<const N: usize>(
+        p: &T::Prep,
+        x: &[BlockQ8K],
+        nb: usize,
+        sums: &StripSums,
+        sumi: &[__m256i; N],
+        acc: &mut [__m256; N],
+        _: &mut [(); N],
+    ) {
+        let dx = _mm256_load_ps(sums.d.as_ptr());
+        acc[0] = _mm256_fmadd_ps(T::block_values(p, x, nb, sums, sumi), dx, acc[0]);
+    }
+    #[inline(always)]
+    unsafe fn results<const N: usize>(acc: &[__m256; N], _: &[(); N]) -> [f32; N] {
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc[0]);
+        let mut out = [0f32; N];
+        out.copy_from_slice(&lanes[..N]);
+        out
+    }
 }
 
 /// Unsigned weight bytes `q` times signed activation bytes `x`, each i16
@@ -602,14 +749,35 @@ macro_rules! kernel {
         }
     };
 }
-kernel!(q4k_avx2, "avx2,fma,f16c", Q4K<false>, false);
+kernel!(q4k_avx2, "avx2,fma,f16c", Q4K<false, false>, false);
+kernel!(q4k_gemm_avx2, "avx2,fma,f16c", Q4K<false, true>, false);
 kernel!(q5k_avx2, "avx2,fma,f16c", Q5K, false);
 kernel!(q6k_avx2, "avx2,fma,f16c", Q6K, false);
+kernel!(q5k_tiled_avx2, "avx2,fma,f16c", Tiled<Q5K>, false);
+kernel!(q6k_tiled_avx2, "avx2,fma,f16c", Tiled<Q6K>, false);
 kernel!(
     q4k_vnni,
     "avx2,fma,f16c,avx512vnni,avx512vl",
-    Q4K<true>,
+    Q4K<true, false>,
+    true
+);
+kernel!(
+    q4k_gemm_vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    Q4K<true, true>,
     true
 );
 kernel!(q5k_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Q5K, true);
 kernel!(q6k_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Q6K, true);
+kernel!(
+    q5k_tiled_vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    Tiled<Q5K>,
+    true
+);
+kernel!(
+    q6k_tiled_vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    Tiled<Q6K>,
+    true
+);
