@@ -129,27 +129,35 @@ impl Weights {
     /// # Safety
     /// As [`Kernel`] for `out` and those rows.
     pub unsafe fn rows_times(&self, first: usize, n_rows: usize, x: &Activations, out: OutRows) {
-        let (nb, xq, sums) = (x.nb, &x.q[..], &x.sums[..]);
-        let own = first * nb..(first + n_rows) * nb;
         let k = best();
-        let tiled = x.rows() >= portable::TILED_MIN_ROWS;
+        // Runs `$kernel` for one type's rows over activation rows `from..to`.
+        macro_rules! part {
+            ($w:expr, $kernel:expr, $from:expr, $to:expr) => {
+                if $from < $to {
+                    let (xq, sums) = x.rows_from($from);
+                    let own = first * x.nb..(first + n_rows) * x.nb;
+                    let xq = &xq[..($to - $from) * x.nb];
+                    $kernel(&$w[own], xq, sums, x.nb, out.at($from, 0))
+                }
+            };
+        }
+        let (n, gemm, tiled) = (x.rows(), x.gemm_rows, x.tiled_rows);
         match self {
             // llama.cpp repacks Q4_K whose rows come in eights (every real
             // model's), and those skip the tiled matmul: `gemm` for whole
             // fours of activation rows, `gemv` for the rest.
             Self::Q4K(w) => {
-                let (head, tail) = xq.split_at(x.gemm_rows * nb);
-                if !head.is_empty() {
-                    (k.q4k_gemm)(&w[own.clone()], head, sums, nb, out);
-                }
-                if !tail.is_empty() {
-                    (k.q4k)(&w[own], tail, &x.tail_sums, nb, out.at(x.gemm_rows, 0));
-                }
+                part!(w, k.q4k_gemm, 0, gemm);
+                part!(w, k.q4k, gemm, n);
             }
-            Self::Q5K(w) if tiled => (k.q5k_tiled)(&w[own], xq, sums, nb, out),
-            Self::Q5K(w) => (k.q5k)(&w[own], xq, sums, nb, out),
-            Self::Q6K(w) if tiled => (k.q6k_tiled)(&w[own], xq, sums, nb, out),
-            Self::Q6K(w) => (k.q6k)(&w[own], xq, sums, nb, out),
+            Self::Q5K(w) => {
+                part!(w, k.q5k_tiled, 0, tiled);
+                part!(w, k.q5k, tiled, n);
+            }
+            Self::Q6K(w) => {
+                part!(w, k.q6k_tiled, 0, tiled);
+                part!(w, k.q6k, tiled, n);
+            }
         }
     }
 }

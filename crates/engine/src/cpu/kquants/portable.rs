@@ -6,7 +6,8 @@
 //! (which differ: see [`q4k_q8k_gemm`]); and
 //! Q5_K and Q6_K as llama.cpp's tiled K-quant matmul (`ggml-cpu/tiled`),
 //! which it takes instead of `vec_dot` once a matmul has at least
-//! [`TILED_MIN_ROWS`] activation rows (a prompt of 8 tokens or more). The
+//! [`TILED_MIN_ROWS`] activation rows (a prompt of 8 tokens or more, see
+//! [`tiled_rows`]). The
 //! SIMD kernels must equal these bit for bit; integer sums are exact, so
 //! only the float steps need ggml's order.
 
@@ -16,6 +17,23 @@ use super::quantize::BlockQ8K;
 /// Activation rows from which llama.cpp multiplies Q5_K and Q6_K weights
 /// with its tiled matmul instead of `vec_dot` (`ggml_tiled_min_batch`).
 pub const TILED_MIN_ROWS: usize = 8;
+
+/// llama.cpp's default physical batch (`n_ubatch`): a longer prompt runs
+/// as matmuls of this many rows and one of the rest.
+pub const UBATCH: usize = 512;
+
+/// The first of a batch's `n` rows that take `vec_dot`'s order rather than
+/// the tiled matmul's, as llama.cpp orders a prompt of `n` tokens: `n`
+/// when every ubatch has at least [`TILED_MIN_ROWS`] rows, else the start
+/// of the short one (the whole batch when `n` itself is short).
+pub fn tiled_rows(n: usize) -> usize {
+    let last = n.saturating_sub(1) / UBATCH * UBATCH;
+    if n - last >= TILED_MIN_ROWS {
+        n
+    } else {
+        last
+    }
+}
 
 /// Lane of value `i` of a block in ggml's 8 x i32 layout.
 #[inline(always)]

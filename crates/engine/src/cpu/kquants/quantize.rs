@@ -113,16 +113,19 @@ pub fn quantize_rows(x: &[f32], cols: usize) -> Vec<BlockQ8K> {
 }
 
 /// A batch's activations as Q8_K with everything the kernels read: the
-/// strip sums of all rows, and of the rows after the Q4_K `gemm` rows on
-/// their own (those start a strip of their own, see
-/// [`super::portable::q4k_gemm_rows`]).
+/// strip sums of all rows, and of the rows from each place where the
+/// float order changes (those rows start strips of their own): after the
+/// Q4_K `gemm` rows and after the Q5_K/Q6_K tiled rows (see
+/// [`super::portable::q4k_gemm_rows`] and [`super::portable::tiled_rows`]).
 pub struct Activations {
     pub q: Vec<BlockQ8K>,
     /// Blocks per row.
     pub nb: usize,
     pub sums: Vec<StripSums>,
     pub gemm_rows: usize,
-    pub tail_sums: Vec<StripSums>,
+    pub tiled_rows: usize,
+    gemm_tail: Vec<StripSums>,
+    tiled_tail: Vec<StripSums>,
 }
 
 impl Activations {
@@ -130,19 +133,37 @@ impl Activations {
     pub fn new(x: &[f32], cols: usize) -> Self {
         let q = quantize_rows(x, cols);
         let nb = cols / QK_K;
-        let gemm_rows = super::portable::q4k_gemm_rows(q.len() / nb);
+        let n = q.len() / nb;
+        let (gemm_rows, tiled_rows) = (
+            super::portable::q4k_gemm_rows(n),
+            super::portable::tiled_rows(n),
+        );
         Self {
             sums: strip_sums(&q, nb),
-            tail_sums: strip_sums(&q[gemm_rows * nb..], nb),
+            gemm_tail: strip_sums(&q[gemm_rows * nb..], nb),
+            tiled_tail: strip_sums(&q[tiled_rows * nb..], nb),
             q,
             nb,
             gemm_rows,
+            tiled_rows,
         }
     }
 
     /// Activation rows.
     pub fn rows(&self) -> usize {
         self.q.len() / self.nb
+    }
+
+    /// Rows `from..` and their strip sums; `from` is 0, `gemm_rows` or
+    /// `tiled_rows`.
+    pub fn rows_from(&self, from: usize) -> (&[BlockQ8K], &[StripSums]) {
+        let sums = match from {
+            0 => &self.sums,
+            f if f == self.gemm_rows => &self.gemm_tail,
+            f if f == self.tiled_rows => &self.tiled_tail,
+            _ => unreachable!("rows from {from}: not a place where the order changes"),
+        };
+        (&self.q[from * self.nb..], sums)
     }
 }
 

@@ -194,6 +194,15 @@ fn q6_k_kernels_equal_ggmls_formula() {
 }
 
 #[test]
+fn tiled_rows_follow_llamacpps_ubatches() {
+    use portable::tiled_rows;
+    assert_eq!(
+        [0, 1, 7, 8, 512, 513, 519, 520, 1031, 1032].map(tiled_rows),
+        [0, 0, 0, 8, 512, 512, 512, 520, 1024, 1032]
+    );
+}
+
+#[test]
 fn q4_k_gemm_kernels_equal_ggmls_formula() {
     check_type::<BlockQ4K>(GgmlDType::Q4K, |k| k.q4k_gemm, portable::q4k_q8k_gemm);
 }
@@ -211,7 +220,8 @@ fn q6_k_tiled_kernels_equal_ggmls_formula() {
 /// A matmul takes `vec_dot`'s order below 8 activation rows and the tiled
 /// matmul's from 8 on, as llama.cpp does; the two orders do differ.
 /// Q4_K takes `gemm`'s order for whole fours of rows and `gemv`'s for the
-/// rest.
+/// rest. A batch longer than llama.cpp's ubatch whose last ubatch is short
+/// (515 rows: 512 + 3) takes `vec_dot`'s order for that one.
 #[test]
 fn matmul_takes_llamacpps_order_for_its_batch_size() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
@@ -221,7 +231,7 @@ fn matmul_takes_llamacpps_order_for_its_batch_size() {
         let bytes = weight_bytes(&mut rng, dtype, rows * nb);
         let m = Matrix::from_bytes("w", dtype, rows, cols, &bytes, Role::Layer).unwrap();
         let mut orders_differ = false;
-        for n in [5, 7, 8, 13] {
+        for n in [5, 7, 8, 13, 515, 520] {
             let x = activations(&mut rng, n, cols);
             let mut out = vec![0f32; n * rows];
             m.matmul(&x, n, &mut out).unwrap();
@@ -248,7 +258,7 @@ fn matmul_takes_llamacpps_order_for_its_batch_size() {
                     };
                     let other = match dtype {
                         GgmlDType::Q4K => t < portable::q4k_gemm_rows(n),
-                        _ => n >= portable::TILED_MIN_ROWS,
+                        _ => t < portable::tiled_rows(n),
                     };
                     let want = if other { tiled } else { plain };
                     orders_differ |= plain.to_bits() != tiled.to_bits();
