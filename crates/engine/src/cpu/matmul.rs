@@ -1,8 +1,8 @@
 //! Weight matrices and `out = x · Wᵀ` for a batch of activation rows.
-//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16 and the K-quants Q4_K, Q5_K,
-//! Q6_K use our kernels (activations quantized or rounded once per call,
-//! each weight row read once for all rows of the batch); every other GGUF
-//! type goes through candle's quantized matmul.
+//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16 and the K-quants Q2_K to Q6_K
+//! use our kernels (activations quantized or rounded once per call, each
+//! weight row read once for all rows of the batch); F32 goes through
+//! candle's matmul.
 
 use candle_core::quantized::{GgmlDType, QuantizedType};
 use candle_core::CpuStorage;
@@ -38,7 +38,7 @@ enum Storage {
     /// one thread): ours are in `half_rows`.
     F16(Vec<half::f16>),
     BF16(Vec<half::bf16>),
-    /// Q4_K, Q5_K, Q6_K (see `kquants`).
+    /// Q2_K to Q6_K (see `kquants`).
     KQuant(kquants::Weights),
     Candle(Box<dyn QuantizedType>),
 }
@@ -133,10 +133,10 @@ impl Matrix {
                     .map(|b| half::bf16::from_le_bytes([b[0], b[1]]))
                     .collect(),
             ),
-            GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => {
+            GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => {
                 Storage::KQuant(kquants::Weights::parse(dtype, bytes).expect("a K-quant type"))
             }
-            GgmlDType::F32 | GgmlDType::Q8K | GgmlDType::Q2K | GgmlDType::Q3K => {
+            GgmlDType::F32 | GgmlDType::Q8K => {
                 Storage::Candle(dtype.from_data(std::borrow::Cow::Borrowed(bytes)))
             }
             GgmlDType::Q8_1 => return Err(EngineError::tensor(name, "Q8_1 is not a weight type")),

@@ -46,6 +46,29 @@ pub struct BlockQ6K {
     pub d: f16,
 }
 
+/// 256 weights in 16 sub-blocks of 16: `d * (scales[j] & 15) * q - dmin *
+/// (scales[j] >> 4)`, q in 0..4 as 2-bit fields of `qs`.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ2K {
+    pub scales: [u8; 16],
+    pub qs: [u8; 64],
+    pub d: f16,
+    pub dmin: f16,
+}
+
+/// 256 weights in 16 sub-blocks of 16: `d * (s[j] - 32) * (q - 4)`, q in
+/// 0..8 as 2 bits in `qs` and a third in `hmask`, 6-bit `s` packed in
+/// `scales`.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ3K {
+    pub hmask: [u8; 32],
+    pub qs: [u8; 64],
+    pub scales: [u8; 12],
+    pub d: f16,
+}
+
 /// A K-quant weight block: its GGUF size, parser and dequantizer.
 pub trait KBlock: Copy + Send + Sync {
     /// Bytes per block in the file.
@@ -122,6 +145,43 @@ impl BlockQ6K {
     }
 }
 
+/// The 2-bit field of weight `i` in a Q2_K/Q3_K `qs`: each half of 128
+/// values is four runs of 32 sharing 32 bytes, run j at bits 2j.
+#[inline(always)]
+fn two_bits(qs: &[u8; 64], i: usize) -> u8 {
+    let (half, run, at) = (i / 128, (i % 128) / 32, i % 32);
+    (qs[half * 32 + at] >> (2 * run)) & 3
+}
+
+impl BlockQ2K {
+    /// Weight `i` (0..256) as its 2-bit integer.
+    #[inline(always)]
+    pub fn q(&self, i: usize) -> u8 {
+        two_bits(&self.qs, i)
+    }
+}
+
+impl BlockQ3K {
+    /// Weight `i` (0..256) as its 3-bit unsigned integer (value + 4): bit
+    /// `i / 32` of `hmask[i % 32]` is the high bit.
+    #[inline(always)]
+    pub fn q(&self, i: usize) -> u8 {
+        two_bits(&self.qs, i) | (((self.hmask[i % 32] >> (i / 32)) & 1) << 2)
+    }
+
+    /// The 16 sub-block scales, 6 bits each less 32, as ggml unpacks them
+    /// (low 4 bits from bytes 0..8, high 2 bits from bytes 8..12).
+    pub fn scales(&self) -> [i8; 16] {
+        let mut out = [0i8; 16];
+        for (j, o) in out.iter_mut().enumerate() {
+            let low = (self.scales[j % 8] >> (4 * (j / 8))) & 0x0f;
+            let high = (self.scales[8 + j % 4] >> (2 * (j / 4))) & 3;
+            *o = (low | (high << 4)) as i8 - 32;
+        }
+        out
+    }
+}
+
 /// A Q4_K/Q5_K block (`q(i)` its weights) as ggml's `dequantize_row_q4_K`
 /// computes it.
 fn dequantize_k4(d: f16, dmin: f16, packed: &[u8; 12], q: impl Fn(usize) -> u8, out: &mut [f32]) {
@@ -194,6 +254,44 @@ impl KBlock for BlockQ6K {
     }
 }
 
+impl KBlock for BlockQ2K {
+    const SIZE: usize = 84;
+    fn parse(b: &[u8]) -> Self {
+        Self {
+            scales: array(b),
+            qs: array(&b[16..]),
+            d: f16_at(b, 80),
+            dmin: f16_at(b, 82),
+        }
+    }
+    fn dequantize(&self, out: &mut [f32]) {
+        let (d, dmin) = (self.d.to_f32(), self.dmin.to_f32());
+        for (i, o) in out[..QK_K].iter_mut().enumerate() {
+            let sc = self.scales[i / 16];
+            let (dl, ml) = (d * (sc & 0x0f) as f32, dmin * (sc >> 4) as f32);
+            *o = dl * self.q(i) as f32 - ml;
+        }
+    }
+}
+
+impl KBlock for BlockQ3K {
+    const SIZE: usize = 110;
+    fn parse(b: &[u8]) -> Self {
+        Self {
+            hmask: array(b),
+            qs: array(&b[32..]),
+            scales: array(&b[96..]),
+            d: f16_at(b, 108),
+        }
+    }
+    fn dequantize(&self, out: &mut [f32]) {
+        let (d, scales) = (self.d.to_f32(), self.scales());
+        for (i, o) in out[..QK_K].iter_mut().enumerate() {
+            *o = d * scales[i / 16] as f32 * (self.q(i) as i32 - 4) as f32;
+        }
+    }
+}
+
 /// Parses a whole tensor's bytes into blocks.
 pub fn parse_blocks<B: KBlock>(bytes: &[u8]) -> Vec<B> {
     bytes.chunks_exact(B::SIZE).map(B::parse).collect()
@@ -228,5 +326,7 @@ mod tests {
         check::<BlockQ4K>(&t, GgmlDType::Q4K);
         check::<BlockQ5K>(&t, GgmlDType::Q5K);
         check::<BlockQ6K>(&t, GgmlDType::Q6K);
+        check::<BlockQ2K>(&t, GgmlDType::Q2K);
+        check::<BlockQ3K>(&t, GgmlDType::Q3K);
     }
 }

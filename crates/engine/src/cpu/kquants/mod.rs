@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use candle_core::quantized::GgmlDType;
 
-use self::blocks::{parse_blocks, BlockQ4K, BlockQ5K, BlockQ6K, KBlock, QK_K};
+use self::blocks::{parse_blocks, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, KBlock, QK_K};
 use self::quantize::{Activations, BlockQ8K, StripSums};
 use super::dot_rows::OutRows;
 
@@ -44,6 +44,9 @@ pub struct Kernels {
     /// batches of [`portable::TILED_MIN_ROWS`] rows and more.
     pub q5k_tiled: Kernel<BlockQ5K>,
     pub q6k_tiled: Kernel<BlockQ6K>,
+    /// Q2_K and Q3_K, in the tiled matmul's order at every batch size.
+    pub q2k: Kernel<BlockQ2K>,
+    pub q3k: Kernel<BlockQ3K>,
 }
 
 /// One [`portable`] dot per (weight, activation) pair. SAFETY (the
@@ -56,6 +59,8 @@ pub const PORTABLE: Kernels = Kernels {
     q6k: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q6k_q8k) },
     q5k_tiled: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q5k_q8k_tiled) },
     q6k_tiled: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q6k_q8k_tiled) },
+    q2k: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q2k_q8k) },
+    q3k: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, portable::q3k_q8k) },
 };
 
 /// # Safety
@@ -91,6 +96,8 @@ pub fn best() -> &'static Kernels {
 
 /// A K-quant weight matrix's blocks, row after row.
 pub enum Weights {
+    Q2K(Vec<BlockQ2K>),
+    Q3K(Vec<BlockQ3K>),
     Q4K(Vec<BlockQ4K>),
     Q5K(Vec<BlockQ5K>),
     Q6K(Vec<BlockQ6K>),
@@ -100,6 +107,8 @@ impl Weights {
     /// The blocks of a `dtype` tensor, or `None` for types not here.
     pub fn parse(dtype: GgmlDType, bytes: &[u8]) -> Option<Self> {
         Some(match dtype {
+            GgmlDType::Q2K => Self::Q2K(parse_blocks(bytes)),
+            GgmlDType::Q3K => Self::Q3K(parse_blocks(bytes)),
             GgmlDType::Q4K => Self::Q4K(parse_blocks(bytes)),
             GgmlDType::Q5K => Self::Q5K(parse_blocks(bytes)),
             GgmlDType::Q6K => Self::Q6K(parse_blocks(bytes)),
@@ -116,6 +125,8 @@ impl Weights {
         }
         let own = r * cols / QK_K..(r + 1) * cols / QK_K;
         match self {
+            Self::Q2K(b) => deq(&b[own], out),
+            Self::Q3K(b) => deq(&b[own], out),
             Self::Q4K(b) => deq(&b[own], out),
             Self::Q5K(b) => deq(&b[own], out),
             Self::Q6K(b) => deq(&b[own], out),
@@ -143,6 +154,8 @@ impl Weights {
         }
         let (n, gemm, tiled) = (x.rows(), x.gemm_rows, x.tiled_rows);
         match self {
+            Self::Q2K(w) => part!(w, k.q2k, 0, n),
+            Self::Q3K(w) => part!(w, k.q3k, 0, n),
             // llama.cpp repacks Q4_K whose rows come in eights (every real
             // model's), and those skip the tiled matmul: `gemm` for whole
             // fours of activation rows, `gemv` for the rest.

@@ -11,7 +11,7 @@
 //! SIMD kernels must equal these bit for bit; integer sums are exact, so
 //! only the float steps need ggml's order.
 
-use super::blocks::{scales_and_mins, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+use super::blocks::{scales_and_mins, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 use super::quantize::BlockQ8K;
 
 /// Activation rows from which llama.cpp multiplies Q5_K and Q6_K weights
@@ -174,6 +174,41 @@ pub fn q6k_q8k_tiled(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
     for (w, x) in w.iter().zip(x) {
         let total: i32 = (0..QK_K)
             .map(|i| w.scales[i / 16] as i32 * (w.q(i) as i32 - 32) * x.qs[i] as i32)
+            .sum();
+        acc = (total as f32 * w.d.to_f32()).mul_add(x.d, acc);
+    }
+    acc
+}
+
+/// One Q2_K row times one Q8_K row, in the tiled matmul's order at every
+/// batch size (llama.cpp's `vec_dot` and repacked orders are not kept for
+/// Q2_K and Q3_K: their results agree to rounding, not bit for bit): per
+/// block the exact scale and mins totals, `f32(s) · d` less `dmin ·
+/// f32(m)` fused, then one FMA with the activation's `d`.
+pub fn q2k_q8k(w: &[BlockQ2K], x: &[BlockQ8K]) -> f32 {
+    let mut acc = 0f32;
+    for (w, x) in w.iter().zip(x) {
+        let total: i32 = (0..QK_K)
+            .map(|i| (w.scales[i / 16] & 0x0f) as i32 * w.q(i) as i32 * x.qs[i] as i32)
+            .sum();
+        let mins: i32 = (0..16)
+            .map(|j| (w.scales[j] >> 4) as i32 * x.bsums[j] as i32)
+            .sum();
+        let block = (-w.dmin.to_f32()).mul_add(mins as f32, total as f32 * w.d.to_f32());
+        acc = block.mul_add(x.d, acc);
+    }
+    acc
+}
+
+/// One Q3_K row times one Q8_K row, in the tiled matmul's order (see
+/// [`q2k_q8k`]): per block the exact total of scale x (q - 4) x x, times
+/// `d`, then one FMA with the activation's `d`.
+pub fn q3k_q8k(w: &[BlockQ3K], x: &[BlockQ8K]) -> f32 {
+    let mut acc = 0f32;
+    for (w, x) in w.iter().zip(x) {
+        let scales = w.scales();
+        let total: i32 = (0..QK_K)
+            .map(|i| scales[i / 16] as i32 * (w.q(i) as i32 - 4) * x.qs[i] as i32)
             .sum();
         acc = (total as f32 * w.d.to_f32()).mul_add(x.d, acc);
     }

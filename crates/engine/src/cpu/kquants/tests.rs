@@ -7,7 +7,9 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 
-use super::blocks::{scales_and_mins, BlockQ4K, BlockQ5K, BlockQ6K, KBlock, QK_K};
+use super::blocks::{
+    scales_and_mins, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, KBlock, QK_K,
+};
 use super::quantize::{quantize_rows, BlockQ8K};
 use super::*;
 use crate::cpu::{Matrix, Role};
@@ -31,10 +33,11 @@ fn weight_bytes(rng: &mut impl Rng, dtype: GgmlDType, blocks: usize) -> Vec<u8> 
         let mut b = vec![0u8; size];
         rng.fill(&mut b[..]);
         // d (and dmin) as small normal f16s, whatever the layout.
-        let d_at = if dtype == GgmlDType::Q6K {
-            vec![208]
-        } else {
-            vec![0, 2]
+        let d_at = match dtype {
+            GgmlDType::Q6K => vec![208],
+            GgmlDType::Q3K => vec![108],
+            GgmlDType::Q2K => vec![80, 82],
+            _ => vec![0, 2],
         };
         for at in d_at {
             let d = half::f16::from_f32(rng.random_range(0.001..0.05));
@@ -98,6 +101,37 @@ impl Exact for BlockQ6K {
         let dot = (0..QK_K).map(|i| sx(i) * (self.q(i) as i64 - 32)).sum();
         let size = (0..QK_K)
             .map(|i| (sx(i) * self.q(i) as i64).abs() + (32 * sx(i)).abs())
+            .sum();
+        ([dot, 0], [size, 0])
+    }
+    fn scales(&self) -> (f64, f64) {
+        (self.d.to_f64(), 0.0)
+    }
+}
+
+impl Exact for BlockQ2K {
+    fn integer_parts(&self, x: &BlockQ8K) -> ([i64; 2], [i64; 2]) {
+        let dot =
+            |i: usize| (self.scales[i / 16] & 0x0f) as i64 * self.q(i) as i64 * x.qs[i] as i64;
+        let offset = |i: usize| (self.scales[i / 16] >> 4) as i64 * x.qs[i] as i64;
+        let sum = |f: &dyn Fn(usize) -> i64| (0..QK_K).map(f).sum::<i64>();
+        (
+            [sum(&dot), sum(&offset)],
+            [sum(&|i| dot(i).abs()), sum(&|i| offset(i).abs())],
+        )
+    }
+    fn scales(&self) -> (f64, f64) {
+        (self.d.to_f64(), self.dmin.to_f64())
+    }
+}
+
+impl Exact for BlockQ3K {
+    fn integer_parts(&self, x: &BlockQ8K) -> ([i64; 2], [i64; 2]) {
+        let scales = self.scales();
+        let sx = |i: usize| scales[i / 16] as i64 * x.qs[i] as i64;
+        let dot = (0..QK_K).map(|i| sx(i) * (self.q(i) as i64 - 4)).sum();
+        let size = (0..QK_K)
+            .map(|i| (sx(i) * self.q(i) as i64).abs() + (4 * sx(i)).abs())
             .sum();
         ([dot, 0], [size, 0])
     }
@@ -191,6 +225,16 @@ fn q5_k_kernels_equal_ggmls_formula() {
 #[test]
 fn q6_k_kernels_equal_ggmls_formula() {
     check_type::<BlockQ6K>(GgmlDType::Q6K, |k| k.q6k, portable::q6k_q8k);
+}
+
+#[test]
+fn q2_k_kernels_equal_the_formula() {
+    check_type::<BlockQ2K>(GgmlDType::Q2K, |k| k.q2k, portable::q2k_q8k);
+}
+
+#[test]
+fn q3_k_kernels_equal_the_formula() {
+    check_type::<BlockQ3K>(GgmlDType::Q3K, |k| k.q3k, portable::q3k_q8k);
 }
 
 #[test]
@@ -327,6 +371,14 @@ fn kernels_agree_with_candles_vec_dot() {
     let w: Vec<BlockQ6K> = blocks::parse_blocks(&bytes);
     let theirs = ck::BlockQ6K::vec_dot(n, &candle_blocks::<ck::BlockQ6K>(&bytes), &cx);
     close(portable::q6k_q8k(&w, &x), theirs, "q6_k");
+    let bytes = weight_bytes(&mut rng, GgmlDType::Q2K, nb);
+    let w: Vec<BlockQ2K> = blocks::parse_blocks(&bytes);
+    let theirs = ck::BlockQ2K::vec_dot(n, &candle_blocks::<ck::BlockQ2K>(&bytes), &cx);
+    close(portable::q2k_q8k(&w, &x), theirs, "q2_k");
+    let bytes = weight_bytes(&mut rng, GgmlDType::Q3K, nb);
+    let w: Vec<BlockQ3K> = blocks::parse_blocks(&bytes);
+    let theirs = ck::BlockQ3K::vec_dot(n, &candle_blocks::<ck::BlockQ3K>(&bytes), &cx);
+    close(portable::q3k_q8k(&w, &x), theirs, "q3_k");
 }
 
 /// Every K-quant through `Matrix` (ours for Q4_K-Q6_K, candle's for Q2_K

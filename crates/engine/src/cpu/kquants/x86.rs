@@ -15,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use super::blocks::{BlockQ4K, BlockQ5K, BlockQ6K, KBlock};
+use super::blocks::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, KBlock};
 use super::quantize::{BlockQ8K, StripSums};
 use super::Kernels;
 use crate::cpu::dot::avx2::hsum;
@@ -37,6 +37,8 @@ pub fn detect() -> Option<Kernels> {
             q6k: q6k_avx2,
             q5k_tiled: q5k_tiled_avx2,
             q6k_tiled: q6k_tiled_avx2,
+            q2k: q2k_avx2,
+            q3k: q3k_avx2,
         }),
         (true, true) => Some(Kernels {
             name: "avx2+vnni",
@@ -46,6 +48,8 @@ pub fn detect() -> Option<Kernels> {
             q6k: q6k_vnni,
             q5k_tiled: q5k_tiled_vnni,
             q6k_tiled: q6k_tiled_vnni,
+            q2k: q2k_vnni,
+            q3k: q3k_vnni,
         }),
     }
 }
@@ -64,6 +68,8 @@ pub fn all() -> Vec<Kernels> {
             q6k: q6k_avx2,
             q5k_tiled: q5k_tiled_avx2,
             q6k_tiled: q6k_tiled_avx2,
+            q2k: q2k_avx2,
+            q3k: q3k_avx2,
         });
     }
     all
@@ -583,26 +589,170 @@ impl<T: TiledType> KType for Tiled<T> {
     ) -> [__m256i; N] {
         T::block_sums::<VNNI, N>(w, p, x, nb)
     }
+    tiled_fold!(T);
+}
+
+/// `finish` and `results` in the tiled matmul's order for a
+/// [`TiledType`] `$t`: one FMA per block with the activations' scales,
+/// lane t of `acc[0]` row t's sum.
+macro_rules! tiled_fold {
+    ($t:ty) => {
+        #[inline(always)]
+        unsafe fn finish<const N: usize>(
+            p: &Self::Prep,
+            x: &[BlockQ8K],
+            nb: usize,
+            sums: &StripSums,
+            sumi: &[__m256i; N],
+            acc: &mut [__m256; N],
+            _: &mut [(); N],
+        ) {
+            let dx = _mm256_load_ps(sums.d.as_ptr());
+            let values = <$t as TiledType>::block_values(p, x, nb, sums, sumi);
+            acc[0] = _mm256_fmadd_ps(values, dx, acc[0]);
+        }
+        #[inline(always)]
+        unsafe fn results<const N: usize>(acc: &[__m256; N], _: &[(); N]) -> [f32; N] {
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), acc[0]);
+            let mut out = [0f32; N];
+            out.copy_from_slice(&lanes[..N]);
+            out
+        }
+    };
+}
+use tiled_fold;
+
+/// A decoded Q2_K/Q3_K block: its 16 sub-block scales as bytes (for
+/// picking a run's two) and as i16, what the offsets multiply (Q2_K's
+/// mins, Q3_K's scales), and its f32 scales.
+#[derive(Clone, Copy)]
+struct PrepSmall {
+    scales: __m128i,
+    offsets16: __m256i,
+    d: __m256,
+    dmin: __m256,
+}
+
+/// The 2-bit fields of run `c` (values 32c..32c + 32) of a Q2_K/Q3_K `qs`.
+#[inline(always)]
+unsafe fn two_bits_run(qs: &[u8; 64], c: usize) -> __m256i {
+    let bits = _mm256_loadu_si256(qs.as_ptr().add(32 * (c / 4)) as *const __m256i);
+    let bits = _mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * (c % 4) as i32));
+    _mm256_and_si256(bits, _mm256_set1_epi8(3))
+}
+
+/// Run `c`'s two sub-block scales (2c, 2c + 1) as i16, one per 128-bit
+/// half, from 16 scale bytes.
+#[inline(always)]
+unsafe fn run_scales(scales: __m128i, c: usize) -> __m256i {
+    let pick = _mm_set_epi64x(
+        0x0101_0101_0101_0101 * (2 * c as i64 + 1),
+        0x0101_0101_0101_0101 * (2 * c as i64),
+    );
+    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick))
+}
+
+/// Per strip row t: the dot of `x[t * nb]`'s 16 sub-block sums with
+/// `offsets16`, exact, in lane t.
+#[inline(always)]
+unsafe fn offset_totals<const N: usize>(offsets16: __m256i, x: &[BlockQ8K], nb: usize) -> __m256i {
+    let mut per_row = [_mm256_setzero_si256(); N];
+    for t in 0..N {
+        let bsums = _mm256_load_si256(x.get_unchecked(t * nb).bsums.as_ptr() as *const __m256i);
+        per_row[t] = _mm256_madd_epi16(bsums, offsets16);
+    }
+    totals(&per_row)
+}
+
+struct Q2K;
+
+impl KType for Q2K {
+    type W = BlockQ2K;
+    type Prep = PrepSmall;
+    type Extra = ();
     #[inline(always)]
-    unsafe fn finish<const N: usize>(
-        p: &T::Prep,
-        x: &[BlockQ8K],
-        nb: usize,
-        sums: &StripSums,
-        sumi: &[__m256i; N],
-        acc: &mut [__m256; N],
-        _: &mut [(); N],
-    ) {
-        let dx = _mm256_load_ps(sums.d.as_ptr());
-        acc[0] = _mm256_fmadd_ps(T::block_values(p, x, nb, sums, sumi), dx, acc[0]);
+    fn zero() {}
+    #[inline(always)]
+    unsafe fn prepare(w: &BlockQ2K) -> PrepSmall {
+        let packed = _mm_loadu_si128(w.scales.as_ptr() as *const __m128i);
+        let low = _mm_set1_epi8(0x0f);
+        let f = |h: half::f16| _mm256_cvtph_ps(_mm_set1_epi16(h.to_bits() as i16));
+        PrepSmall {
+            scales: _mm_and_si128(packed, low),
+            offsets16: _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), low)),
+            d: f(w.d),
+            dmin: f(w.dmin),
+        }
     }
     #[inline(always)]
-    unsafe fn results<const N: usize>(acc: &[__m256; N], _: &[(); N]) -> [f32; N] {
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), acc[0]);
-        let mut out = [0f32; N];
-        out.copy_from_slice(&lanes[..N]);
-        out
+    unsafe fn run(w: &BlockQ2K, p: &PrepSmall, c: usize) -> (__m256i, __m256i) {
+        (two_bits_run(&w.qs, c), run_scales(p.scales, c))
+    }
+    tiled_fold!(Q2K);
+}
+
+impl TiledType for Q2K {
+    #[inline(always)]
+    unsafe fn block_values<const N: usize>(
+        p: &PrepSmall,
+        x: &[BlockQ8K],
+        nb: usize,
+        _: &StripSums,
+        sumi: &[__m256i; N],
+    ) -> __m256 {
+        let total = _mm256_cvtepi32_ps(totals(sumi));
+        let mins = _mm256_cvtepi32_ps(offset_totals::<N>(p.offsets16, x, nb));
+        _mm256_fnmadd_ps(p.dmin, mins, _mm256_mul_ps(total, p.d))
+    }
+}
+
+struct Q3K;
+
+impl KType for Q3K {
+    type W = BlockQ3K;
+    type Prep = PrepSmall;
+    type Extra = ();
+    #[inline(always)]
+    fn zero() {}
+    #[inline(always)]
+    unsafe fn prepare(w: &BlockQ3K) -> PrepSmall {
+        let scales = _mm_loadu_si128(w.scales().as_ptr() as *const __m128i);
+        let d = _mm256_cvtph_ps(_mm_set1_epi16(w.d.to_bits() as i16));
+        PrepSmall {
+            scales,
+            offsets16: _mm256_cvtepi8_epi16(scales),
+            d,
+            dmin: d,
+        }
+    }
+    /// Unsigned q = value + 4: the 2-bit field and `hmask`'s bit c above.
+    #[inline(always)]
+    unsafe fn run(w: &BlockQ3K, p: &PrepSmall, c: usize) -> (__m256i, __m256i) {
+        let hm = _mm256_loadu_si256(w.hmask.as_ptr() as *const __m256i);
+        let high = _mm256_and_si256(
+            _mm256_srl_epi16(hm, _mm_cvtsi32_si128(c as i32)),
+            _mm256_set1_epi8(1),
+        );
+        let q = _mm256_or_si256(two_bits_run(&w.qs, c), _mm256_slli_epi16(high, 2));
+        (q, run_scales(p.scales, c))
+    }
+    tiled_fold!(Q3K);
+}
+
+impl TiledType for Q3K {
+    /// The unsigned q's excess 4 · Σ scale · x, taken back per row.
+    #[inline(always)]
+    unsafe fn block_values<const N: usize>(
+        p: &PrepSmall,
+        x: &[BlockQ8K],
+        nb: usize,
+        _: &StripSums,
+        sumi: &[__m256i; N],
+    ) -> __m256 {
+        let offsets = _mm256_slli_epi32(offset_totals::<N>(p.offsets16, x, nb), 2);
+        let total = _mm256_sub_epi32(totals(sumi), offsets);
+        _mm256_mul_ps(_mm256_cvtepi32_ps(total), p.d)
     }
 }
 
@@ -755,6 +905,8 @@ kernel!(q5k_avx2, "avx2,fma,f16c", Q5K, false);
 kernel!(q6k_avx2, "avx2,fma,f16c", Q6K, false);
 kernel!(q5k_tiled_avx2, "avx2,fma,f16c", Tiled<Q5K>, false);
 kernel!(q6k_tiled_avx2, "avx2,fma,f16c", Tiled<Q6K>, false);
+kernel!(q2k_avx2, "avx2,fma,f16c", Q2K, false);
+kernel!(q3k_avx2, "avx2,fma,f16c", Q3K, false);
 kernel!(
     q4k_vnni,
     "avx2,fma,f16c,avx512vnni,avx512vl",
@@ -781,3 +933,5 @@ kernel!(
     Tiled<Q6K>,
     true
 );
+kernel!(q2k_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Q2K, true);
+kernel!(q3k_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Q3K, true);
