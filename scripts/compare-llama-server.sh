@@ -2,7 +2,7 @@
 # servebench's server next to llama.cpp's llama-server: same GGUF, same thread
 # count, both driven by `servebench bench` over the same API
 # (openai-completions, streaming) with the same load: the study's prompt,
-# 64 new tokens with ignore_eos, at 1, 5 and 20 concurrent requests. Rounds
+# 64 new tokens (NEW_TOKENS) with ignore_eos, at 1, 5 and 20 concurrent requests. Rounds
 # alternate A/B/A/B (llama.cpp first, then servebench, per level) so that
 # the box's drifting load hits both alike. Prints, per level and metric, the
 # median over rounds of each server and the ratio servebench / llama.cpp,
@@ -11,8 +11,11 @@
 #   (defaults 2, 3, 4); LEVELS="1 5 20" overrides the levels, MODEL=FILE.gguf the
 #   model (default: the shipped SmolLM2), LLAMA_CTX llama-server's total context
 #   (default 40960 = 20 slots x 2048; a 7B's f16 KV needs 0.5 MiB per token, so
-#   give it e.g. 4096 there). Also prints each server's load time (start to
-#   /health answering, one server at a time) and file size.
+#   give it e.g. 4096 there), NEW_TOKENS the new tokens per request (default
+#   64) and TIMEOUT bench's per-request limit (default 60s; a 7B on 2 threads
+#   at 20 streams needs minutes, e.g. NEW_TOKENS=16 TIMEOUT=900s). Each level
+#   result is printed as it is measured. Also prints each server's load time
+#   (start to /health answering, one server at a time) and file size.
 # Needs the llama.cpp peer (../shared/peers/llama-server.sh builds it once into
 # ~/.cache/servebench-peers, about 10 minutes on 2 cores).
 set -euo pipefail
@@ -21,6 +24,8 @@ THREADS=${1:-2}
 ROUNDS=${2:-3}
 PER_STREAM=${3:-4}
 LEVELS=${LEVELS:-1 5 20}
+NEW_TOKENS=${NEW_TOKENS:-64}
+TIMEOUT=${TIMEOUT:-60s}
 PEERS=${SERVEBENCH_PEERS_SCRIPT:-../shared/peers/llama-server.sh}
 cargo build --release --quiet -p servebench
 BIN=target/release/servebench
@@ -54,8 +59,11 @@ for r in $(seq "$ROUNDS"); do
       port=$PORT_L; [ "$who" = servebench ] && port=$PORT_S
       "$BIN" bench --url "http://127.0.0.1:$port" --api openai-completions --model-name smollm2 \
         --concurrency "$c" --requests $((c * PER_STREAM)) --warmup "$c" --pause 1s \
-        --max-new-tokens 64 --ignore-eos --out "$DIR/$who-r$r-c$c" >/dev/null 2>&1 \
+        --max-new-tokens "$NEW_TOKENS" --ignore-eos --timeout "$TIMEOUT" \
+        --out "$DIR/$who-r$r-c$c" >/dev/null 2>&1 \
         || { echo "bench against $who at c=$c failed; see $DIR/$who-r$r-c$c" >&2; exit 1; }
+      python3 -c 'import json, sys; l = json.load(open(sys.argv[1]))["levels"][0]; print("round %s c=%s %s: %.2f output tokens/s" % (*sys.argv[2:5], l["output_throughput_tok_s"]))' \
+        "$DIR/$who-r$r-c$c/summary.json" "$r" "$c" "$who"
     done
   done
 done
