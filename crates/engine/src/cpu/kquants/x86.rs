@@ -422,6 +422,47 @@ impl KType for Q6K {
             d: _mm256_cvtph_ps(_mm_set1_epi16(w.d.to_bits() as i16)),
         }
     }
+    /// `run` for each half's four runs at once, without its per-run
+    /// branches (for large N the compiler keeps the run loop rolled and
+    /// took them at run time, half the kernel's time at batch 8): the
+    /// same vectors, the same lanes.
+    #[inline(always)]
+    unsafe fn block_sums<const V: bool, const N: usize>(
+        w: &BlockQ6K,
+        p: &PrepQ6K,
+        x: &[BlockQ8K],
+        nb: usize,
+    ) -> [__m256i; N] {
+        let (m4, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for half in 0..2 {
+            let ql0 = _mm256_loadu_si256(w.ql.as_ptr().add(64 * half) as *const __m256i);
+            let ql1 = _mm256_loadu_si256(w.ql.as_ptr().add(64 * half + 32) as *const __m256i);
+            let qh = _mm256_loadu_si256(w.qh.as_ptr().add(32 * half) as *const __m256i);
+            let high = |h: __m256i| _mm256_and_si256(h, m30);
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(ql0, m4), high(_mm256_slli_epi16(qh, 4))),
+                _mm256_or_si256(_mm256_and_si256(ql1, m4), high(_mm256_slli_epi16(qh, 2))),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), high(qh)),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                    high(_mm256_srli_epi16(qh, 2)),
+                ),
+            ];
+            let mut sc = [_mm256_setzero_si256(); 4];
+            for run in 0..4 {
+                sc[run] = q6k_scale(p, 4 * half + run);
+            }
+            for t in 0..N {
+                let qs = x.get_unchecked(t * nb).qs.as_ptr().add(128 * half);
+                for run in 0..4 {
+                    let qx = _mm256_load_si256(qs.add(32 * run) as *const __m256i);
+                    sumi[t] = mul_add_scaled::<V>(sumi[t], q[run], qx, sc[run]);
+                }
+            }
+        }
+        sumi
+    }
     #[inline(always)]
     unsafe fn run(w: &BlockQ6K, p: &PrepQ6K, c: usize) -> (__m256i, __m256i) {
         let (half, run) = (c / 4, c % 4);
@@ -441,13 +482,7 @@ impl KType for Q6K {
             _ => _mm256_srli_epi16(qh, 2),
         };
         let high = _mm256_and_si256(high, _mm256_set1_epi8(0x30));
-        // Each run spans two sub-blocks of 16: scales 2c and 2c + 1.
-        let pick = _mm_set_epi64x(
-            0x0101_0101_0101_0101 * (2 * c as i64 + 1),
-            0x0101_0101_0101_0101 * (2 * c as i64),
-        );
-        let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(p.scales, pick));
-        (_mm256_or_si256(low, high), scale)
+        (_mm256_or_si256(low, high), q6k_scale(p, c))
     }
     per_row!(
         |p: &PrepQ6K, x: &BlockQ8K, sumi, acc: &mut __m256, _: &mut ()| {
@@ -457,6 +492,17 @@ impl KType for Q6K {
         },
         |acc, _| hsum(acc)
     );
+}
+
+/// Run `c`'s scales of a Q6_K block: a run spans two sub-blocks of 16,
+/// scales 2c and 2c + 1, each in the i16 lanes of its half.
+#[inline(always)]
+unsafe fn q6k_scale(p: &PrepQ6K, c: usize) -> __m256i {
+    let pick = _mm_set_epi64x(
+        0x0101_0101_0101_0101 * (2 * c as i64 + 1),
+        0x0101_0101_0101_0101 * (2 * c as i64),
+    );
+    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(p.scales, pick))
 }
 
 /// Unsigned weight bytes `q` times signed activation bytes `x`, each i16
@@ -534,10 +580,14 @@ unsafe fn tile<T: KType, const VNNI: bool, const R: usize, const N: usize>(
     }
 }
 
-/// Covers `w` (rows x nb) times `x` (n x nb) with tiles: panels of 16
-/// weight rows (they stay in L1 while every strip of up to 8 activation
-/// rows passes over them), each strip with as many weight rows per tile as
-/// the registers hold.
+/// Weight rows per panel: `tiled` takes them against every strip in turn
+/// (they stay in L2 meanwhile).
+const PANEL: usize = 16;
+
+/// Covers `w` (rows x nb) times `x` (n x nb): panels of [`PANEL`] weight
+/// rows against every strip of up to 8 activation rows; strips of 5 or
+/// more by [`panel`], smaller ones (whose weights stream from memory, row
+/// after row) with as many weight rows per tile as the registers hold.
 #[inline(always)]
 unsafe fn tiled<T: KType, const VNNI: bool>(
     w: &[T::W],
@@ -546,7 +596,6 @@ unsafe fn tiled<T: KType, const VNNI: bool>(
     nb: usize,
     out: OutRows,
 ) {
-    const PANEL: usize = 16;
     let n = x.len() / nb;
     for (p, w) in w.chunks(PANEL * nb).enumerate() {
         let mut t = 0;
@@ -556,16 +605,53 @@ unsafe fn tiled<T: KType, const VNNI: bool>(
             let sums = &sums[(t / STRIP) * nb..(t / STRIP + 1) * nb];
             let out = out.at(t, p * PANEL);
             match strip {
-                8 => rows_by::<T, VNNI, 1, 8>(w, x, sums, nb, out),
-                7 => rows_by::<T, VNNI, 1, 7>(w, x, sums, nb, out),
-                6 => rows_by::<T, VNNI, 1, 6>(w, x, sums, nb, out),
-                5 => rows_by::<T, VNNI, 1, 5>(w, x, sums, nb, out),
+                8 => panel::<T, VNNI, 8>(w, x, sums, nb, out),
+                7 => panel::<T, VNNI, 7>(w, x, sums, nb, out),
+                6 => panel::<T, VNNI, 6>(w, x, sums, nb, out),
+                5 => panel::<T, VNNI, 5>(w, x, sums, nb, out),
                 4 => rows_by::<T, VNNI, 2, 4>(w, x, sums, nb, out),
                 3 => rows_by::<T, VNNI, 2, 3>(w, x, sums, nb, out),
                 2 => rows_by::<T, VNNI, 4, 2>(w, x, sums, nb, out),
                 _ => rows_by::<T, VNNI, 1, 1>(w, x, sums, nb, out),
             }
             t += strip;
+        }
+    }
+}
+
+/// A panel's weight rows (at most `PANEL`) against one strip of N
+/// activation rows, block column by block column: the strip's blocks
+/// (N x 576 bytes) stay in L1 while every row of the panel uses them,
+/// where row-by-row tiles would read the whole strip (up to 200 KB for a
+/// 11008-wide row) from L2 once per weight row. Each (row, activation
+/// row) still folds its blocks in order, so the floats are the tiles'.
+#[inline(always)]
+unsafe fn panel<T: KType, const VNNI: bool, const N: usize>(
+    w: &[T::W],
+    x: &[BlockQ8K],
+    sums: &[StripSums],
+    nb: usize,
+    out: OutRows,
+) {
+    let rows = w.len() / nb;
+    debug_assert!(rows <= PANEL);
+    let mut acc = [[_mm256_setzero_ps(); N]; PANEL];
+    let mut extra = [[T::zero(); N]; PANEL];
+    for b in 0..nb {
+        let xb = x.get_unchecked(b..);
+        let sb = sums.get_unchecked(b);
+        for r in 0..rows {
+            let wb = w.get_unchecked(r * nb + b);
+            prefetch_ahead(wb);
+            let prep = T::prepare(wb);
+            let sumi = T::block_sums::<VNNI, N>(wb, &prep, xb, nb);
+            let (acc, extra) = (acc.get_unchecked_mut(r), extra.get_unchecked_mut(r));
+            T::finish(&prep, xb, nb, sb, &sumi, acc, extra);
+        }
+    }
+    for r in 0..rows {
+        for (t, v) in T::results(&acc[r], &extra[r]).into_iter().enumerate() {
+            out.write(t, r, v);
         }
     }
 }
