@@ -560,20 +560,38 @@ unsafe fn tile<T: KType, const VNNI: bool, const R: usize, const N: usize>(
     nb: usize,
     out: OutRows,
 ) {
-    let mut acc = [[_mm256_setzero_ps(); N]; R];
-    let mut extra = [[T::zero(); N]; R];
+    columns::<T, VNNI, R, N>(w, x, sums, nb, R, out)
+}
+
+/// `rows` (at most CAP) weight rows against N activation rows, block
+/// column by block column: each block of the N rows (N x 576 bytes) stays
+/// in L1 while every weight row uses it, and each (weight row, activation
+/// row) folds its blocks in order.
+#[inline(always)]
+unsafe fn columns<T: KType, const VNNI: bool, const CAP: usize, const N: usize>(
+    w: &[T::W],
+    x: &[BlockQ8K],
+    sums: &[StripSums],
+    nb: usize,
+    rows: usize,
+    out: OutRows,
+) {
+    debug_assert!(rows <= CAP);
+    let mut acc = [[_mm256_setzero_ps(); N]; CAP];
+    let mut extra = [[T::zero(); N]; CAP];
     for b in 0..nb {
         let xb = x.get_unchecked(b..);
-        for r in 0..R {
+        let sb = sums.get_unchecked(b);
+        for r in 0..rows {
             let wb = w.get_unchecked(r * nb + b);
             prefetch_ahead(wb);
             let prep = T::prepare(wb);
             let sumi = T::block_sums::<VNNI, N>(wb, &prep, xb, nb);
-            let sb = sums.get_unchecked(b);
-            T::finish(&prep, xb, nb, sb, &sumi, &mut acc[r], &mut extra[r]);
+            let (acc, extra) = (acc.get_unchecked_mut(r), extra.get_unchecked_mut(r));
+            T::finish(&prep, xb, nb, sb, &sumi, acc, extra);
         }
     }
-    for r in 0..R {
+    for r in 0..rows {
         for (t, v) in T::results(&acc[r], &extra[r]).into_iter().enumerate() {
             out.write(t, r, v);
         }
@@ -586,8 +604,10 @@ const PANEL: usize = 16;
 
 /// Covers `w` (rows x nb) times `x` (n x nb): panels of [`PANEL`] weight
 /// rows against every strip of up to 8 activation rows; strips of 5 or
-/// more by [`panel`], smaller ones (whose weights stream from memory, row
-/// after row) with as many weight rows per tile as the registers hold.
+/// more by [`columns`] over the whole panel (where row-by-row tiles would
+/// read the strip, up to 200 KB for 11008-wide rows, from L2 once per
+/// weight row), smaller ones (whose weights stream from memory, row after
+/// row) with as many weight rows per tile as the registers hold.
 #[inline(always)]
 unsafe fn tiled<T: KType, const VNNI: bool>(
     w: &[T::W],
@@ -605,53 +625,16 @@ unsafe fn tiled<T: KType, const VNNI: bool>(
             let sums = &sums[(t / STRIP) * nb..(t / STRIP + 1) * nb];
             let out = out.at(t, p * PANEL);
             match strip {
-                8 => panel::<T, VNNI, 8>(w, x, sums, nb, out),
-                7 => panel::<T, VNNI, 7>(w, x, sums, nb, out),
-                6 => panel::<T, VNNI, 6>(w, x, sums, nb, out),
-                5 => panel::<T, VNNI, 5>(w, x, sums, nb, out),
+                8 => columns::<T, VNNI, PANEL, 8>(w, x, sums, nb, w.len() / nb, out),
+                7 => columns::<T, VNNI, PANEL, 7>(w, x, sums, nb, w.len() / nb, out),
+                6 => columns::<T, VNNI, PANEL, 6>(w, x, sums, nb, w.len() / nb, out),
+                5 => columns::<T, VNNI, PANEL, 5>(w, x, sums, nb, w.len() / nb, out),
                 4 => rows_by::<T, VNNI, 2, 4>(w, x, sums, nb, out),
                 3 => rows_by::<T, VNNI, 2, 3>(w, x, sums, nb, out),
                 2 => rows_by::<T, VNNI, 4, 2>(w, x, sums, nb, out),
                 _ => rows_by::<T, VNNI, 1, 1>(w, x, sums, nb, out),
             }
             t += strip;
-        }
-    }
-}
-
-/// A panel's weight rows (at most `PANEL`) against one strip of N
-/// activation rows, block column by block column: the strip's blocks
-/// (N x 576 bytes) stay in L1 while every row of the panel uses them,
-/// where row-by-row tiles would read the whole strip (up to 200 KB for a
-/// 11008-wide row) from L2 once per weight row. Each (row, activation
-/// row) still folds its blocks in order, so the floats are the tiles'.
-#[inline(always)]
-unsafe fn panel<T: KType, const VNNI: bool, const N: usize>(
-    w: &[T::W],
-    x: &[BlockQ8K],
-    sums: &[StripSums],
-    nb: usize,
-    out: OutRows,
-) {
-    let rows = w.len() / nb;
-    debug_assert!(rows <= PANEL);
-    let mut acc = [[_mm256_setzero_ps(); N]; PANEL];
-    let mut extra = [[T::zero(); N]; PANEL];
-    for b in 0..nb {
-        let xb = x.get_unchecked(b..);
-        let sb = sums.get_unchecked(b);
-        for r in 0..rows {
-            let wb = w.get_unchecked(r * nb + b);
-            prefetch_ahead(wb);
-            let prep = T::prepare(wb);
-            let sumi = T::block_sums::<VNNI, N>(wb, &prep, xb, nb);
-            let (acc, extra) = (acc.get_unchecked_mut(r), extra.get_unchecked_mut(r));
-            T::finish(&prep, xb, nb, sb, &sumi, acc, extra);
-        }
-    }
-    for r in 0..rows {
-        for (t, v) in T::results(&acc[r], &extra[r]).into_iter().enumerate() {
-            out.write(t, r, v);
         }
     }
 }
