@@ -1,9 +1,10 @@
 //! Throughput of `Matrix::matmul` alone (no model, no threads but rayon's):
 //! a random `[rows, cols]` weight matrix of each kernel type against
-//! batches of 1..=20 activation rows; prints the fastest of 30 runs in
+//! batches of 1..=20 activation rows; prints the fastest of RUNS (30) runs in
 //! GMAC/s per batch size. `TYPES=q5_0,f16` picks the weight types (default
 //! q4_1 and the Q8_0 output projection; also q4_0, q5_0, q5_1, q8_0 (a
-//! layer), f16, bf16).
+//! layer), f16, bf16; q4_k, q5_k, q6_k in a Llama-2-7B's 11008x4096 and
+//! 4096x11008 shapes; SHAPE=512x4096 for another).
 //!   RAYON_NUM_THREADS=1 [BATCHES=1,8] [COPIES=40] [TYPES=q5_0] cargo run --release -p servebench-engine --example matmul_bench
 use std::time::Instant;
 
@@ -19,6 +20,10 @@ fn random_matrix(dtype: GgmlDType, rows: usize, cols: usize, role: Role) -> Matr
         GgmlDType::Q8_0 => (34, 1),
         // One "block" of 32 values, every one a small scale-like number.
         GgmlDType::F16 | GgmlDType::BF16 => (64, 32),
+        // K-quants: 256 values per block; Q6_K's scale is its last field.
+        GgmlDType::Q4K => (144, 2),
+        GgmlDType::Q5K => (176, 2),
+        GgmlDType::Q6K => (210, 0),
         _ => unreachable!(),
     };
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -28,9 +33,14 @@ fn random_matrix(dtype: GgmlDType, rows: usize, cols: usize, role: Role) -> Matr
         seed ^= seed << 17;
         seed
     };
-    let blocks = rows * cols / 32;
+    let blocks = rows * cols / dtype.block_size();
     let mut bytes = Vec::with_capacity(blocks * block_bytes);
     for _ in 0..blocks {
+        if dtype == GgmlDType::Q6K {
+            bytes.extend((0..block_bytes - 2).map(|_| next() as u8));
+            bytes.extend_from_slice(&half::f16::from_f32(0.001).to_le_bytes());
+            continue;
+        }
         for s in 0..scales {
             let v = if s == 0 { 0.01 } else { -0.05 };
             match dtype {
@@ -64,15 +74,29 @@ fn main() {
             "bf16" => (GgmlDType::BF16, Role::Layer),
             // Q8_0 stored as the model stores its output projection.
             "output" => (GgmlDType::Q8_0, Role::OutputProjection),
+            // The K-quants in a Llama-2-7B's shapes (see below).
+            "q4_k" => (GgmlDType::Q4K, Role::Layer),
+            "q5_k" => (GgmlDType::Q5K, Role::Layer),
+            "q6_k" => (GgmlDType::Q6K, Role::Layer),
             other => panic!("TYPES: unknown type {other}"),
         };
         if role == Role::OutputProjection {
             shapes.push((dtype, role, 8192, 576));
+        } else if let Ok(shape) = std::env::var("SHAPE") {
+            // SHAPE=ROWSxCOLS instead of the type's usual shapes.
+            let (rows, cols) = shape.split_once('x').expect("SHAPE: ROWSxCOLS");
+            let dim = |d: &str| d.parse::<usize>().expect("SHAPE: ROWSxCOLS");
+            shapes.push((dtype, role, dim(rows), dim(cols)));
+        } else if dtype.block_size() == 256 {
+            shapes.push((dtype, role, 11008, 4096));
+            shapes.push((dtype, role, 4096, 11008));
         } else {
             shapes.push((dtype, role, 1536, 576));
             shapes.push((dtype, role, 576, 1536));
         }
     }
+    // RUNS: how many timed runs to take the fastest of.
+    let runs: usize = std::env::var("RUNS").map_or(30, |c| c.parse().expect("RUNS"));
     for (dtype, role, rows, cols) in shapes {
         // COPIES > 1 cycles through that many copies (e.g. 40: ~22 MB of
         // Q4_1) so the weights stream from memory as in a model's forward.
@@ -86,7 +110,7 @@ fn main() {
                 .collect();
             let mut out = vec![0f32; batch * rows];
             let mut times = Vec::new();
-            for _ in 0..30 {
+            for _ in 0..runs {
                 let reps = 20 * copies;
                 let start = Instant::now();
                 for i in 0..reps {

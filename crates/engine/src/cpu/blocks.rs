@@ -187,7 +187,8 @@ impl FromBytes for BlockQ8_0 {
 
 /// Parses a whole tensor's bytes into blocks.
 pub fn parse_blocks<B: FromBytes>(bytes: &[u8]) -> Vec<B> {
-    bytes.chunks_exact(B::SIZE).map(B::parse).collect()
+    let n = bytes.len() / B::SIZE;
+    super::huge_pages::collect(n, bytes.chunks_exact(B::SIZE).map(B::parse))
 }
 
 /// Block `i` of `bytes`.

@@ -9,6 +9,17 @@
 pub const LANES: usize = 16;
 pub const STEP: usize = 64;
 
+/// ggml's `nearest_int`: `x` rounded to nearest, ties to even, for |x| <
+/// 2^22. Adding 1.5 * 2^23 leaves the integer in the mantissa, so this is
+/// `x.round_ties_even() as i32` in float adds and bit operations the
+/// compiler vectorizes (without SSE4.1's `roundps` a `round_ties_even`
+/// is a call to libm's `rintf` per value).
+#[inline(always)]
+pub fn nearest_int(x: f32) -> i32 {
+    let v = x + 12_582_912.0;
+    (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
 /// One lane of ggml's `ggml_v_expf` (AVX-512 version). Needs hardware FMA
 /// to be fast; `mul_add` keeps the fused rounding either way.
 #[inline(always)]
@@ -254,6 +265,16 @@ pub(crate) mod fma {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearest_int_rounds_ties_to_even() {
+        for i in -2000..=2000 {
+            for x in [i as f32 * 0.25, i as f32 * 0.1, i as f32 * 0.0625 + 1e-3] {
+                assert_eq!(nearest_int(x), x.round_ties_even() as i32, "{x}");
+            }
+        }
+        assert_eq!((nearest_int(2.5), nearest_int(-3.5)), (2, -4));
+    }
 
     #[test]
     fn log_sum_exp_matches_the_f64_definition() {

@@ -70,15 +70,13 @@ impl Interleave for Q8_0x8 {
 pub fn pack_rows<I: Interleave>(rows: usize, nb: usize, block: impl Fn(usize) -> I::Row) -> Vec<I> {
     debug_assert!(rows.is_multiple_of(GROUP));
     let block = &block;
-    (0..rows / GROUP)
-        .flat_map(|g| {
-            (0..nb).map(move |b| {
-                let column: [I::Row; GROUP] =
-                    std::array::from_fn(|j| block((g * GROUP + j) * nb + b));
-                I::pack(column.each_ref())
-            })
+    let packed = (0..rows / GROUP).flat_map(|g| {
+        (0..nb).map(move |b| {
+            let column: [I::Row; GROUP] = std::array::from_fn(|j| block((g * GROUP + j) * nb + b));
+            I::pack(column.each_ref())
         })
-        .collect()
+    });
+    super::huge_pages::collect(rows / GROUP * nb, packed)
 }
 
 /// Row `r`'s blocks out of [`pack_rows`]'s layout.

@@ -396,15 +396,13 @@ impl Pack16 for Q8_0x16 {
 pub fn pack_rows<P: Pack16>(rows: usize, nb: usize, block: impl Fn(usize) -> P::Row) -> Vec<P> {
     debug_assert!(rows.is_multiple_of(ROWS));
     let block = &block;
-    (0..rows / ROWS)
-        .flat_map(|g| {
-            (0..nb).map(move |b| {
-                let column: [P::Row; ROWS] =
-                    std::array::from_fn(|j| block((g * ROWS + j) * nb + b));
-                P::pack(column.each_ref())
-            })
+    let packed = (0..rows / ROWS).flat_map(|g| {
+        (0..nb).map(move |b| {
+            let column: [P::Row; ROWS] = std::array::from_fn(|j| block((g * ROWS + j) * nb + b));
+            P::pack(column.each_ref())
         })
-        .collect()
+    });
+    super::huge_pages::collect(rows / ROWS * nb, packed)
 }
 
 /// Row `r`'s blocks out of [`pack_rows`]'s layout.

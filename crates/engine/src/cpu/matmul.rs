@@ -14,6 +14,7 @@ use super::blocks::{
 };
 use super::dot_rows::{self, ActScales, OutRows, RowsKernel};
 use super::half_rows::{self, Half};
+use super::huge_pages;
 use super::interleaved::{self, pack_rows, unpack_row, GroupAct, GroupKernel, Q8_0x8, GROUP};
 use super::kquants;
 use super::legacy16::{self, Kernel16, Pack16, Q4_0x16, Q4_1x16, Q5_0x16, Q5_1x16, Q8_0x16};
@@ -121,18 +122,18 @@ impl Matrix {
             }
             GgmlDType::Q8_0 if interleaves16(rows) => Storage::Q8_0x16(pack16(rows, nb, bytes)),
             GgmlDType::Q8_0 => Storage::Q8_0(parse_blocks(bytes)),
-            GgmlDType::F16 => Storage::F16(
+            GgmlDType::F16 => Storage::F16(huge_pages::collect(
+                bytes.len() / 2,
                 bytes
                     .chunks_exact(2)
-                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
-                    .collect(),
-            ),
-            GgmlDType::BF16 => Storage::BF16(
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]])),
+            )),
+            GgmlDType::BF16 => Storage::BF16(huge_pages::collect(
+                bytes.len() / 2,
                 bytes
                     .chunks_exact(2)
-                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]))
-                    .collect(),
-            ),
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]])),
+            )),
             GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => {
                 Storage::KQuant(kquants::Weights::parse(dtype, bytes).expect("a K-quant type"))
             }

@@ -294,7 +294,8 @@ impl KBlock for BlockQ3K {
 
 /// Parses a whole tensor's bytes into blocks.
 pub fn parse_blocks<B: KBlock>(bytes: &[u8]) -> Vec<B> {
-    bytes.chunks_exact(B::SIZE).map(B::parse).collect()
+    let n = bytes.len() / B::SIZE;
+    crate::cpu::huge_pages::collect(n, bytes.chunks_exact(B::SIZE).map(B::parse))
 }
 
 #[cfg(test)]

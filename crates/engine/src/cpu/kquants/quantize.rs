@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::blocks::QK_K;
 use crate::cpu::dot_rows::STRIP;
+use crate::cpu::ggml_numerics::nearest_int;
 
 /// 256 activations as `d * q`, q in -127..=127, with the sums the K-quant
 /// kernels fold their offsets with.
@@ -53,7 +54,7 @@ pub fn quantize_block(x: &[f32]) -> BlockQ8K {
     }
     let iscale = -127.0 / max;
     for (q, &v) in out.qs.iter_mut().zip(x) {
-        *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+        *q = nearest_int(iscale * v).min(127) as i8;
     }
     for (s, run) in out.bsums.iter_mut().zip(out.qs.chunks_exact(16)) {
         *s = run.iter().map(|&q| q as i16).sum();
