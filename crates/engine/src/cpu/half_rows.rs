@@ -49,7 +49,7 @@ impl Half for bf16 {
 }
 
 /// Columns per accumulator step (lanes).
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 /// ggml's per-pair formula as scalar code: the reference of the kernels
 /// and the kernel on CPUs without AVX512. `x` is already rounded.
@@ -66,17 +66,22 @@ pub fn dot_ggml<H: Half>(w: &[H], x: &[f32]) -> f32 {
 pub fn dot_ggml_dpbf16(w: &[bf16], x: &[f32]) -> f32 {
     let mut lanes = [0f32; LANES];
     for (i, (w, x)) in w.chunks(2).zip(x.chunks(2)).enumerate() {
-        let lane = &mut lanes[i % LANES];
-        if w.len() == 2 {
-            *lane += w[1].to_f32() * x[1];
-        }
-        *lane += w[0].to_f32() * x[0];
+        lanes[i % LANES] = dpbf16_pair(lanes[i % LANES], w, x);
     }
     reduce16(lanes)
 }
 
+/// One lane of `vdpbf16ps`: `acc` plus the products of a pair of columns
+/// (or the one column left at a row's end), the odd one added first.
+pub(super) fn dpbf16_pair(mut acc: f32, w: &[bf16], x: &[f32]) -> f32 {
+    if w.len() == 2 {
+        acc += w[1].to_f32() * x[1];
+    }
+    acc + w[0].to_f32() * x[0]
+}
+
 /// `_mm512_reduce_add_ps`'s order on 16 lanes.
-fn reduce16(a: [f32; LANES]) -> f32 {
+pub(super) fn reduce16(a: [f32; LANES]) -> f32 {
     let h: [f32; 8] = std::array::from_fn(|i| a[i + 8] + a[i]);
     let q: [f32; 4] = std::array::from_fn(|i| h[i + 4] + h[i]);
     (q[0] + q[2]) + (q[1] + q[3])
@@ -94,6 +99,10 @@ pub fn round_rows<H: Half>(x: &[f32]) -> Vec<f32> {
 /// As `dot_rows::RowsKernel`: `out` is valid for writes at every (t, r)
 /// and nobody else touches those places meanwhile.
 pub unsafe fn rows<H: Half>(w: &[H], x: &[f32], cols: usize, out: OutRows) {
+    // llama.cpp takes this path from 2 activation rows on.
+    if x.len() == cols {
+        return super::half_vec::row(w, x, out);
+    }
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
         return avx512::rows(w, x, cols, out);
@@ -103,6 +112,23 @@ pub unsafe fn rows<H: Half>(w: &[H], x: &[f32], cols: usize, out: OutRows) {
             out.write(t, r, dot_ggml(wr, xr));
         }
     }
+}
+
+/// Whether this CPU runs the AVX512 kernels (of this module and
+/// `half_vec`).
+#[cfg(target_arch = "x86_64")]
+pub(super) fn avx512_available() -> bool {
+    avx512::available()
+}
+
+/// [`reduce16`] on a vector.
+///
+/// # Safety
+/// On a CPU where [`avx512_available`] holds.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn reduce_vector(a: std::arch::x86_64::__m512) -> f32 {
+    avx512::reduce(a)
 }
 
 /// Whether BF16 takes the `vdpbf16ps` form ([`dot_ggml_dpbf16`]) here.
@@ -330,7 +356,7 @@ mod avx512 {
 
     /// [`reduce16`] on a vector.
     #[inline(always)]
-    unsafe fn reduce(a: __m512) -> f32 {
+    pub(super) unsafe fn reduce(a: __m512) -> f32 {
         let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
         let h = _mm256_add_ps(high, _mm512_castps512_ps256(a));
         let q = _mm_add_ps(_mm256_extractf128_ps::<1>(h), _mm256_castps256_ps128(h));
@@ -340,13 +366,18 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::cpu::{Matrix, Role};
     use candle_core::quantized::GgmlDType;
     use rand::{Rng, SeedableRng};
 
-    fn random_matrix(rng: &mut impl Rng, dtype: GgmlDType, rows: usize, cols: usize) -> Vec<u8> {
+    pub(in crate::cpu) fn random_matrix(
+        rng: &mut impl Rng,
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+    ) -> Vec<u8> {
         (0..rows * cols)
             .flat_map(|_| {
                 let v: f32 = rng.random_range(-0.5..0.5);
@@ -359,7 +390,7 @@ mod tests {
     }
 
     /// `Matrix::matmul` for F16 and BF16 against the scalar formula bit for
-    /// bit (batches 1..=20, row counts that do not fill tiles, a column
+    /// bit (batches 2..=20, row counts that do not fill tiles, a column
     /// count that does not fill vectors), the formula against candle's
     /// f32 matmul of the same rounded values, and embedding rows.
     #[test]
@@ -401,7 +432,8 @@ mod tests {
                         (xr, want)
                     }
                 };
-                for n in 1..=20 {
+                // One row takes `half_vec`'s form (tested there).
+                for n in 2..=20 {
                     let mut out = vec![0f32; n * rows];
                     m.matmul(&x[..n * cols], n, &mut out).unwrap();
                     for (i, (got, want)) in out.iter().zip(&want).enumerate() {
