@@ -89,7 +89,17 @@ pub(super) fn reduce16(a: [f32; LANES]) -> f32 {
 
 /// `x` (rows of `cols` values) rounded to `H`, as f32.
 pub fn round_rows<H: Half>(x: &[f32]) -> Vec<f32> {
-    x.iter().map(|&v| H::round(v)).collect()
+    let mut out: Vec<f32> = x.to_vec();
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: AVX512 is available.
+        done = unsafe { avx512::round_in_place(&mut out, H::BF16) };
+    }
+    for v in &mut out[done..] {
+        *v = H::round(*v);
+    }
+    out
 }
 
 /// `dot(w[r], x[t])` into `out` at (t, r) for the weight rows in `w` and
@@ -166,6 +176,37 @@ mod avx512 {
     pub fn dpbf16() -> bool {
         static OK: OnceLock<bool> = OnceLock::new();
         *OK.get_or_init(|| is_x86_feature_detected!("avx512bf16"))
+    }
+
+    /// Rounds `x` to F16 or BF16 in place, 16 at a time as far as whole
+    /// vectors go, and says how far that is. F16: `vcvtps2ph` to nearest
+    /// (ggml's `ggml_cpu_fp32_to_fp16`). BF16: ggml's integer formula (to
+    /// nearest, ties to even; NaN kept quiet), which `vcvtneps2bf16` is not
+    /// (it flushes subnormals).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    pub unsafe fn round_in_place(x: &mut [f32], bf16: bool) -> usize {
+        let whole = x.len() - x.len() % LANES;
+        for v in x[..whole].chunks_exact_mut(LANES) {
+            let p = v.as_mut_ptr();
+            let r = if bf16 {
+                let u = _mm512_castps_si512(_mm512_loadu_ps(p));
+                let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(u), _mm512_set1_epi32(1));
+                let up = _mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
+                let magnitude = _mm512_and_si512(u, _mm512_set1_epi32(0x7fff_ffff));
+                let nan = _mm512_cmpgt_epu32_mask(magnitude, _mm512_set1_epi32(0x7f80_0000));
+                let quiet = _mm512_or_si512(u, _mm512_set1_epi32(0x0040_0000));
+                let bits = _mm512_mask_blend_epi32(nan, up, quiet);
+                let top = _mm512_and_si512(bits, _mm512_set1_epi32(0xffff_0000u32 as i32));
+                _mm512_castsi512_ps(top)
+            } else {
+                let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm512_loadu_ps(p),
+                );
+                _mm512_cvtph_ps(h)
+            };
+            _mm512_storeu_ps(p, r);
+        }
+        whole
     }
 
     /// Activation rows per block: 48 rows of 576 f32 (~110 KB) stay in L2
@@ -387,6 +428,41 @@ pub(super) mod tests {
                 }
             })
             .collect()
+    }
+
+    /// The vector rounding equals ggml's scalar one (`Half::round`) bit for
+    /// bit: random bit patterns (NaNs, infinities, subnormals, values that
+    /// overflow F16 included) and ties.
+    #[test]
+    fn round_rows_equals_scalar_rounding() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        let mut x: Vec<f32> = (0..4099).map(|_| f32::from_bits(rng.random())).collect();
+        x.extend((0..1000).map(|_| rng.random_range(-70000.0f32..70000.0)));
+        x.extend((0..1000).map(|_| rng.random_range(-1e-6f32..1e-6)));
+        // Exactly between two F16 (1 + 2^-11) and two BF16 (1 + 2^-8)
+        // values, and their neighbours.
+        for base in [
+            1.0 + 1.0 / 2048.0,
+            1.0 + 3.0 / 2048.0,
+            1.0 + 1.0 / 256.0,
+            1.0 + 3.0 / 256.0,
+        ] {
+            let b = f32::to_bits(base);
+            x.extend([b - 1, b, b + 1].map(f32::from_bits));
+        }
+        fn check<H: Half>(x: &[f32]) {
+            for (i, (got, v)) in round_rows::<H>(x).iter().zip(x).enumerate() {
+                let want = H::round(*v);
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "BF16 {} at {i}: {v:e} ({:#x}) -> {got:e} vs {want:e}",
+                    H::BF16,
+                    v.to_bits()
+                );
+            }
+        }
+        check::<f16>(&x);
+        check::<bf16>(&x);
     }
 
     /// `Matrix::matmul` for F16 and BF16 against the scalar formula bit for
