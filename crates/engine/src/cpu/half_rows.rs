@@ -89,16 +89,13 @@ pub(super) fn reduce16(a: [f32; LANES]) -> f32 {
 
 /// `x` (rows of `cols` values) rounded to `H`, as f32.
 pub fn round_rows<H: Half>(x: &[f32]) -> Vec<f32> {
-    let mut out: Vec<f32> = x.to_vec();
-    let mut done = 0;
+    let mut out = Vec::with_capacity(x.len());
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
         // SAFETY: AVX512 is available.
-        done = unsafe { avx512::round_in_place(&mut out, H::BF16) };
+        unsafe { avx512::round_into(x, &mut out, H::BF16) };
     }
-    for v in &mut out[done..] {
-        *v = H::round(*v);
-    }
+    out.extend(x[out.len()..].iter().map(|&v| H::round(v)));
     out
 }
 
@@ -178,16 +175,18 @@ mod avx512 {
         *OK.get_or_init(|| is_x86_feature_detected!("avx512bf16"))
     }
 
-    /// Rounds `x` to F16 or BF16 in place, 16 at a time as far as whole
-    /// vectors go, and says how far that is. F16: `vcvtps2ph` to nearest
+    /// Appends `x` rounded to F16 or BF16 to the empty `out` (with room
+    /// for `x`), 16 at a time as far as whole vectors go. F16: `vcvtps2ph` to nearest
     /// (ggml's `ggml_cpu_fp32_to_fp16`). BF16: ggml's integer formula (to
     /// nearest, ties to even; NaN kept quiet), which `vcvtneps2bf16` is not
     /// (it flushes subnormals).
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-    pub unsafe fn round_in_place(x: &mut [f32], bf16: bool) -> usize {
+    pub unsafe fn round_into(x: &[f32], out: &mut Vec<f32>, bf16: bool) {
         let whole = x.len() - x.len() % LANES;
-        for v in x[..whole].chunks_exact_mut(LANES) {
-            let p = v.as_mut_ptr();
+        assert!(out.is_empty() && out.capacity() >= whole);
+        let dst = out.as_mut_ptr();
+        for (i, v) in x[..whole].chunks_exact(LANES).enumerate() {
+            let p = v.as_ptr();
             let r = if bf16 {
                 let u = _mm512_castps_si512(_mm512_loadu_ps(p));
                 let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(u), _mm512_set1_epi32(1));
@@ -204,9 +203,9 @@ mod avx512 {
                 );
                 _mm512_cvtph_ps(h)
             };
-            _mm512_storeu_ps(p, r);
+            _mm512_storeu_ps(dst.add(i * LANES), r);
         }
-        whole
+        out.set_len(whole);
     }
 
     /// Activation rows per block: 48 rows of 576 f32 (~110 KB) stay in L2
@@ -370,14 +369,7 @@ mod avx512 {
         out: OutRows,
     ) {
         let mut acc = [[_mm512_setzero_ps(); RN]; RM];
-        let mut c = 0;
-        while c < cols {
-            let left = cols - c;
-            let mask: u32 = if left >= F::STEP {
-                !0
-            } else {
-                (1u32 << left) - 1
-            };
+        let mut step = |c: usize, mask: u32| {
             let wv: [F::W; RM] =
                 std::array::from_fn(|i| F::weights(w.as_ptr().add(i * cols + c), mask));
             for j in 0..RN {
@@ -386,7 +378,15 @@ mod avx512 {
                     acc[i][j] = F::madd(acc[i][j], wv[i], xv);
                 }
             }
-            c += F::STEP;
+        };
+        // Whole steps with constant masks (the loads then need none), the
+        // partial one after them.
+        let whole = cols - cols % F::STEP;
+        for c in (0..whole).step_by(F::STEP) {
+            step(c, !0);
+        }
+        if whole < cols {
+            step(whole, (1u32 << (cols - whole)) - 1);
         }
         for i in 0..RM {
             for j in 0..RN {
