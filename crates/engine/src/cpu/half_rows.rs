@@ -413,13 +413,15 @@ pub(super) mod tests {
     use candle_core::quantized::GgmlDType;
     use rand::{Rng, SeedableRng};
 
+    /// A random F16 or BF16 `[rows, cols]` matrix: its file bytes, the
+    /// loaded matrix and its values.
     pub(in crate::cpu) fn random_matrix(
         rng: &mut impl Rng,
         dtype: GgmlDType,
         rows: usize,
         cols: usize,
-    ) -> Vec<u8> {
-        (0..rows * cols)
+    ) -> (Vec<u8>, Matrix, Vec<f32>) {
+        let bytes: Vec<u8> = (0..rows * cols)
             .flat_map(|_| {
                 let v: f32 = rng.random_range(-0.5..0.5);
                 match dtype {
@@ -427,7 +429,13 @@ pub(super) mod tests {
                     _ => bf16::from_f32(v).to_le_bytes(),
                 }
             })
-            .collect()
+            .collect();
+        let m = Matrix::from_bytes("w", dtype, rows, cols, &bytes, Role::Layer).unwrap();
+        let mut values = vec![0f32; rows * cols];
+        for (r, out) in values.chunks_exact_mut(cols).enumerate() {
+            m.row(r, out).unwrap();
+        }
+        (bytes, m, values)
     }
 
     /// The vector rounding equals ggml's scalar one (`Half::round`) bit for
@@ -474,15 +482,10 @@ pub(super) mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(8);
         for dtype in [GgmlDType::F16, GgmlDType::BF16] {
             for (rows, cols) in [(16, 64), (13, 576), (5, 40), (6, 50)] {
-                let bytes = random_matrix(&mut rng, dtype, rows, cols);
-                let m = Matrix::from_bytes("w", dtype, rows, cols, &bytes, Role::Layer).unwrap();
+                let (bytes, m, values) = random_matrix(&mut rng, dtype, rows, cols);
                 let x: Vec<f32> = (0..20 * cols)
                     .map(|_| rng.random_range(-4.0..4.0))
                     .collect();
-                let mut values = vec![0f32; rows * cols];
-                for (r, out) in values.chunks_exact_mut(cols).enumerate() {
-                    m.row(r, out).unwrap();
-                }
                 let (xr, want): (Vec<f32>, Vec<f32>) = match dtype {
                     GgmlDType::F16 => {
                         let w: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();

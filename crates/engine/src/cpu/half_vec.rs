@@ -133,12 +133,31 @@ mod avx512 {
     use half::{bf16, f16};
     use std::arch::x86_64::*;
 
+    /// `out[r]` = `sum(row r)` (the whole steps' part, as f64) plus row
+    /// r's leftover columns past `whole`, for each row of `w`.
+    #[inline(always)]
+    unsafe fn each_row<H: half_rows::Half>(
+        w: &[u16],
+        x: &[f32],
+        whole: usize,
+        out: OutRows,
+        mut sum: impl FnMut(&[u16]) -> f64,
+    ) {
+        let cols = x.len();
+        for (r, wr) in w.chunks_exact(cols).enumerate() {
+            // `H` is `f16` or `bf16`, both 16 bits like the `u16` storage.
+            let tail: &[H] =
+                std::slice::from_raw_parts(wr.as_ptr().add(whole).cast(), cols - whole);
+            out.write(0, r, with_leftovers(sum(wr), tail, &x[whole..]));
+        }
+    }
+
     /// [`super::dot_f16`] for each row.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     pub unsafe fn f16_row(w: &[u16], x: &[f32], out: OutRows) {
         let cols = x.len();
         let whole = cols - cols % (4 * LANES);
-        for (r, wr) in w.chunks_exact(cols).enumerate() {
+        each_row::<f16>(w, x, whole, out, |wr| {
             let mut acc = [_mm512_setzero_ps(); 4];
             for c in (0..whole).step_by(4 * LANES) {
                 for (j, a) in acc.iter_mut().enumerate() {
@@ -149,11 +168,8 @@ mod avx512 {
             }
             let folded =
                 _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
-            let tail: &[f16] =
-                std::slice::from_raw_parts(wr.as_ptr().add(whole).cast(), cols - whole);
-            let v = with_leftovers(half_rows::reduce_vector(folded) as f64, tail, &x[whole..]);
-            out.write(0, r, v);
-        }
+            half_rows::reduce_vector(folded) as f64
+        });
     }
 
     /// [`super::dot_bf16_pairs`] for each row.
@@ -172,19 +188,15 @@ mod avx512 {
                 )
             })
             .collect();
-        for (r, wr) in w.chunks_exact(cols).enumerate() {
+        each_row::<bf16>(w, x, whole, out, |wr| {
             let mut acc = [_mm512_setzero_ps(); 2];
             for (k, xv) in xb.iter().enumerate() {
                 let wv: __m512bh =
                     std::mem::transmute(_mm512_loadu_si512(wr.as_ptr().add(k * 2 * LANES).cast()));
                 acc[k % 2] = _mm512_dpbf16_ps(acc[k % 2], wv, *xv);
             }
-            let sum =
-                half_rows::reduce_vector(acc[0]) as f64 + half_rows::reduce_vector(acc[1]) as f64;
-            let tail: &[bf16] =
-                std::slice::from_raw_parts(wr.as_ptr().add(whole).cast(), cols - whole);
-            out.write(0, r, with_leftovers(sum, tail, &x[whole..]));
-        }
+            half_rows::reduce_vector(acc[0]) as f64 + half_rows::reduce_vector(acc[1]) as f64
+        });
     }
 
     /// [`super::dot_bf16`] for each row.
@@ -192,7 +204,7 @@ mod avx512 {
     pub unsafe fn bf16_row(w: &[u16], x: &[f32], out: OutRows) {
         let cols = x.len();
         let whole = cols - cols % (2 * LANES);
-        for (r, wr) in w.chunks_exact(cols).enumerate() {
+        each_row::<bf16>(w, x, whole, out, |wr| {
             let mut acc = [_mm512_setzero_ps(); 2];
             for c in (0..whole).step_by(2 * LANES) {
                 for (j, a) in acc.iter_mut().enumerate() {
@@ -204,12 +216,8 @@ mod avx512 {
                     *a = _mm512_add_ps(p, *a);
                 }
             }
-            let sum =
-                half_rows::reduce_vector(acc[0]) as f64 + half_rows::reduce_vector(acc[1]) as f64;
-            let tail: &[bf16] =
-                std::slice::from_raw_parts(wr.as_ptr().add(whole).cast(), cols - whole);
-            out.write(0, r, with_leftovers(sum, tail, &x[whole..]));
-        }
+            half_rows::reduce_vector(acc[0]) as f64 + half_rows::reduce_vector(acc[1]) as f64
+        });
     }
 }
 
@@ -217,7 +225,6 @@ mod avx512 {
 mod tests {
     use super::*;
     use crate::cpu::half_rows::tests::random_matrix;
-    use crate::cpu::{Matrix, Role};
     use candle_core::quantized::GgmlDType;
     use rand::{Rng, SeedableRng};
 
@@ -230,13 +237,8 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         for dtype in [GgmlDType::F16, GgmlDType::BF16] {
             for (rows, cols) in [(16, 64), (13, 576), (7, 1536), (5, 40), (6, 50), (3, 130)] {
-                let bytes = random_matrix(&mut rng, dtype, rows, cols);
-                let m = Matrix::from_bytes("w", dtype, rows, cols, &bytes, Role::Layer).unwrap();
+                let (_, m, values) = random_matrix(&mut rng, dtype, rows, cols);
                 let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-4.0..4.0)).collect();
-                let mut values = vec![0f32; rows * cols];
-                for (r, out) in values.chunks_exact_mut(cols).enumerate() {
-                    m.row(r, out).unwrap();
-                }
                 let (xr, want): (Vec<f32>, Vec<f32>) = match dtype {
                     GgmlDType::F16 => {
                         let w: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
