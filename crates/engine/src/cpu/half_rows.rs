@@ -253,9 +253,11 @@ mod avx512 {
         const STEP: usize;
         type W: Copy;
         type X: Copy;
+        /// How the activations are stored for this form.
+        type Stored: Copy;
         /// `mask`: which of the `STEP` columns exist.
         unsafe fn weights(p: *const u16, mask: u32) -> Self::W;
-        unsafe fn acts(p: *const f32, mask: u32) -> Self::X;
+        unsafe fn acts(p: *const Self::Stored, mask: u32) -> Self::X;
         unsafe fn madd(acc: __m512, w: Self::W, x: Self::X) -> __m512;
     }
 
@@ -268,6 +270,7 @@ mod avx512 {
         const STEP: usize = LANES;
         type W = __m512;
         type X = __m512;
+        type Stored = f32;
         #[inline(always)]
         unsafe fn weights(p: *const u16, mask: u32) -> __m512 {
             T::widen(_mm256_maskz_loadu_epi16(mask as u16, p as *const i16))
@@ -286,6 +289,8 @@ mod avx512 {
         const STEP: usize = 2 * LANES;
         type W = __m512bh;
         type X = __m512bh;
+        /// bf16 bits, packed once per call ([`bf16_bits`]).
+        type Stored = u16;
         #[inline(always)]
         unsafe fn weights(p: *const u16, mask: u32) -> __m512bh {
             std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(
@@ -293,14 +298,9 @@ mod avx512 {
                 p as *const i16,
             ))
         }
-        /// The activations are already bf16 values: packing is exact.
         #[inline(always)]
-        unsafe fn acts(p: *const f32, mask: u32) -> __m512bh {
-            let (lo, hi) = (mask as u16, (mask >> 16) as u16);
-            _mm512_cvtne2ps_pbh(
-                _mm512_maskz_loadu_ps(hi, p.add(16)),
-                _mm512_maskz_loadu_ps(lo, p),
-            )
+        unsafe fn acts(p: *const u16, mask: u32) -> __m512bh {
+            Self::weights(p, mask)
         }
         #[inline(always)]
         unsafe fn madd(acc: __m512, w: __m512bh, x: __m512bh) -> __m512 {
@@ -315,13 +315,33 @@ mod avx512 {
 
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")]
     unsafe fn rows_dpbf16(w: &[u16], x: &[f32], cols: usize, out: OutRows) {
-        blocks::<DotPairs>(w, x, cols, out)
+        blocks::<DotPairs>(w, &bf16_bits(x), cols, out)
+    }
+
+    /// The activations (bf16 values already) as bf16 bits, exactly: each
+    /// converted once per call rather than once per tile of 4 weight rows
+    /// (measured, `matmul_bench` one thread, BF16 1536x576 at batch 512:
+    /// ~60 -> ~84 GMAC/s).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    unsafe fn bf16_bits(x: &[f32]) -> Vec<u16> {
+        let mut out: Vec<u16> = Vec::with_capacity(x.len());
+        let whole = x.len() - x.len() % LANES;
+        for (i, v) in x[..whole].chunks_exact(LANES).enumerate() {
+            let bits = _mm512_srli_epi32::<16>(_mm512_castps_si512(_mm512_loadu_ps(v.as_ptr())));
+            _mm256_storeu_si256(
+                out.as_mut_ptr().add(i * LANES).cast(),
+                _mm512_cvtepi32_epi16(bits),
+            );
+        }
+        out.set_len(whole);
+        out.extend(x[whole..].iter().map(|v| (v.to_bits() >> 16) as u16));
+        out
     }
 
     /// Covers (weight rows) x (activation rows) with tiles of up to 4 by 6,
     /// activation rows in blocks of [`X_BLOCK`].
     #[inline(always)]
-    unsafe fn blocks<F: Form>(w: &[u16], x: &[f32], cols: usize, out: OutRows) {
+    unsafe fn blocks<F: Form>(w: &[u16], x: &[F::Stored], cols: usize, out: OutRows) {
         let (rows, n) = (w.len() / cols, x.len() / cols);
         let mut t0 = 0;
         while t0 < n {
@@ -364,7 +384,7 @@ mod avx512 {
     #[inline(always)]
     unsafe fn tile<F: Form, const RM: usize, const RN: usize>(
         w: &[u16],
-        x: &[f32],
+        x: &[F::Stored],
         cols: usize,
         out: OutRows,
     ) {
