@@ -179,15 +179,15 @@ mod avx512 {
         let whole = cols - cols % (4 * LANES);
         // The activations as bf16 pairs once (they are bf16 values
         // already: packing is exact).
-        let xb: Vec<__m512bh> = (0..whole)
-            .step_by(2 * LANES)
-            .map(|c| {
-                _mm512_cvtne2ps_pbh(
-                    _mm512_loadu_ps(x.as_ptr().add(c + LANES)),
-                    _mm512_loadu_ps(x.as_ptr().add(c)),
-                )
-            })
-            .collect();
+        // (A plain loop: a closure passed to `collect` would be compiled
+        // without this function's target features.)
+        let mut xb: Vec<__m512bh> = Vec::with_capacity(whole / (2 * LANES));
+        for c in (0..whole).step_by(2 * LANES) {
+            xb.push(_mm512_cvtne2ps_pbh(
+                _mm512_loadu_ps(x.as_ptr().add(c + LANES)),
+                _mm512_loadu_ps(x.as_ptr().add(c)),
+            ));
+        }
         each_row::<bf16>(w, x, whole, out, |wr| {
             let mut acc = [_mm512_setzero_ps(); 2];
             for (k, xv) in xb.iter().enumerate() {
