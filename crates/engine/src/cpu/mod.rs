@@ -8,6 +8,7 @@ pub mod dot;
 pub mod dot_rows;
 pub mod ggml_numerics;
 pub mod half_rows;
+pub mod half_vec;
 pub mod huge_pages;
 pub mod interleaved;
 pub mod kquants;
