@@ -587,13 +587,11 @@ impl TiledType for Q6K {
         _: &StripSums,
         sumi: &[__m256i; N],
     ) -> __m256 {
-        let mut exact = *sumi;
-        for t in 0..N {
-            let bsums = _mm256_load_si256(x.get_unchecked(t * nb).bsums.as_ptr() as *const __m256i);
-            let offset = _mm256_slli_epi32(_mm256_madd_epi16(bsums, p.scales16), 5);
-            exact[t] = _mm256_sub_epi32(sumi[t], offset);
-        }
-        _mm256_mul_ps(_mm256_cvtepi32_ps(totals(&exact)), p.d)
+        // The unsigned q's excess 32 · Σ scale · x, taken back per row
+        // (exact integers, so per total rather than per lane as `vec_dot`).
+        let offsets = _mm256_slli_epi32(offset_totals::<N>(p.scales16, x, nb), 5);
+        let total = _mm256_sub_epi32(totals(sumi), offsets);
+        _mm256_mul_ps(_mm256_cvtepi32_ps(total), p.d)
     }
 }
 
