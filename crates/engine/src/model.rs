@@ -7,7 +7,9 @@ use candle_core::quantized::GgmlDType;
 use rayon::prelude::*;
 
 use crate::config::{LlamaConfig, RopeScaling};
-use crate::cpu::attention::{attend_group, AttentionShape, GroupInput, Order, Scratch};
+use crate::cpu::attention::{
+    attend_group, attend_rows, AttentionShape, GroupInput, Order, RowsInput, RowsScratch, Scratch,
+};
 use crate::cpu::ops::{add_assign, rms_norm, swiglu, Rope};
 use crate::cpu::{Matrix, Role};
 use crate::error::{EngineError, Result};
@@ -249,10 +251,6 @@ impl Llama {
             row_pos.extend(start..start + s.tokens.len());
         }
         let t = row_seq.len();
-        let prefill_order: Vec<bool> = steps
-            .iter()
-            .map(|s| s.prefill_order || s.tokens.len() > 1)
-            .collect();
 
         let mut x = vec![0f32; t * h];
         for (row, tok) in x
@@ -286,6 +284,7 @@ impl Llama {
             head_dim: hd,
         };
         let group = c.n_head / c.n_kv_head;
+        let pieces = attention_pieces(steps, c.n_kv_head);
 
         let result = (|| -> Result<()> {
             for (li, layer) in self.layers.iter().enumerate() {
@@ -318,31 +317,39 @@ impl Llama {
                     first += n;
                 }
                 let caches: Vec<&KvCache> = steps.iter().map(|s| &*s.cache).collect();
-                attn.par_chunks_mut(group * hd).enumerate().for_each_init(
-                    Scratch::default,
-                    |scratch, (i, out)| {
-                        let (r, kv_head) = (i / c.n_kv_head, i % c.n_kv_head);
-                        let n_pos = row_pos[r] + 1;
-                        let order = if prefill_order[row_seq[r]] {
-                            Order::Prefill
-                        } else {
-                            Order::Decode
-                        };
-                        let (keys, values) = caches[row_seq[r]].layer(li);
-                        let heads = r * qd + kv_head * group * hd;
-                        attend_group(
-                            shape,
-                            &GroupInput {
+                let mut outs = Vec::with_capacity(pieces.len());
+                let mut rest = &mut attn[..];
+                for piece in &pieces {
+                    let (out, tail) = rest.split_at_mut(piece.len(qd, group * hd));
+                    outs.push((piece, out));
+                    rest = tail;
+                }
+                outs.into_par_iter().for_each_init(
+                    || (Scratch::default(), RowsScratch::default()),
+                    |(scratch, rows_scratch), (piece, out)| match *piece {
+                        AttentionPiece::Rows { first, n } => {
+                            let (keys, values) = caches[row_seq[first]].layer(li);
+                            let input = RowsInput {
+                                q: &q[first * qd..(first + n) * qd],
+                                keys,
+                                values,
+                                first_n_pos: row_pos[first] + 1,
+                            };
+                            attend_rows(shape, &input, rows_scratch, out);
+                        }
+                        AttentionPiece::Group { row, kv_head } => {
+                            let (keys, values) = caches[row_seq[row]].layer(li);
+                            let heads = row * qd + kv_head * group * hd;
+                            let input = GroupInput {
                                 q: &q[heads..heads + group * hd],
                                 keys,
                                 values,
                                 kv_head,
-                                n_pos,
-                                order,
-                            },
-                            scratch,
-                            out,
-                        );
+                                n_pos: row_pos[row] + 1,
+                                order: Order::Decode,
+                            };
+                            attend_group(shape, &input, scratch, out);
+                        }
                     },
                 );
                 layer.wo.matmul(&attn, t, &mut o)?;
@@ -388,4 +395,53 @@ impl Llama {
             .matmul(&normed, n, &mut logits)?;
         Ok(logits)
     }
+}
+
+/// Work of one step's attention that runs in parallel with the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttentionPiece {
+    /// `n` consecutive rows of one sequence in the prefill order, every KV
+    /// head: the rows share the cache's f16 conversions.
+    Rows { first: usize, n: usize },
+    /// One decode-order row's query heads of one KV head.
+    Group { row: usize, kv_head: usize },
+}
+
+impl AttentionPiece {
+    /// Its output values: `q_dim` per row, `group_dim` per KV head's group.
+    fn len(&self, q_dim: usize, group_dim: usize) -> usize {
+        match self {
+            Self::Rows { n, .. } => n * q_dim,
+            Self::Group { .. } => group_dim,
+        }
+    }
+}
+
+/// The step's attention pieces in row order (their outputs tile the
+/// packed rows' output in that order). A prefill-order sequence's rows go
+/// in blocks of up to 16, small enough that every worker gets several
+/// (the last rows of a causal prefill see the most positions); a
+/// decode-order row splits by KV head, so that even one sequence's decode
+/// step uses every worker.
+fn attention_pieces(steps: &[SeqStep<'_>], n_kv_head: usize) -> Vec<AttentionPiece> {
+    let workers = rayon::current_num_threads();
+    let mut pieces = Vec::new();
+    let mut first = 0;
+    for s in steps {
+        let n = s.tokens.len();
+        if s.prefill_order || n > 1 {
+            let block = (n / (4 * workers)).clamp(1, 16);
+            for start in (first..first + n).step_by(block) {
+                let n = block.min(first + n - start);
+                pieces.push(AttentionPiece::Rows { first: start, n });
+            }
+        } else {
+            pieces.extend((0..n_kv_head).map(|kv_head| AttentionPiece::Group {
+                row: first,
+                kv_head,
+            }));
+        }
+        first += n;
+    }
+    pieces
 }

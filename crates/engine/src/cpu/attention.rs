@@ -10,6 +10,8 @@ use half::slice::HalfFloatSliceExt;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_rows;
 
 use super::ggml_numerics::{self as g, LANES, STEP};
 use crate::kv_cache::KvRows;
@@ -78,6 +80,61 @@ pub fn attend_group(
         return;
     }
     attend::<false>(shape, input, scratch, out);
+}
+
+/// Consecutive query rows of one sequence that attend in the prefill
+/// order: row `i` sees cached positions `0..first_n_pos + i`.
+pub struct RowsInput<'a> {
+    /// The rows' query heads, `n_head * head_dim` values per row.
+    pub q: &'a [f32],
+    pub keys: KvRows<'a>,
+    pub values: KvRows<'a>,
+    /// Cached positions visible to the first row.
+    pub first_n_pos: usize,
+}
+
+/// Reusable buffers of [`attend_rows`].
+#[derive(Default)]
+pub struct RowsScratch {
+    q16: Vec<f32>,
+    scores: Vec<f32>,
+    tile: Vec<f32>,
+    rows: Scratch,
+}
+
+/// Every query head of every row in `input` (all KV heads), as
+/// [`attend_group`] with [`Order::Prefill`] gives each row and group
+/// alone, bit for bit; `out` has the rows' `n_head * head_dim` values.
+/// With AVX-512 the rows share the f16 cache's conversions.
+pub fn attend_rows(
+    shape: AttentionShape,
+    input: &RowsInput<'_>,
+    scratch: &mut RowsScratch,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available(shape.head_dim) {
+        // SAFETY: `available` checked the CPU and the head size.
+        unsafe { avx512_rows::attend_rows(shape, input, scratch, out) };
+        return;
+    }
+    let group_len = shape.n_head / shape.n_kv_head * shape.head_dim;
+    let heads = input
+        .q
+        .chunks_exact(group_len)
+        .zip(out.chunks_exact_mut(group_len));
+    for (i, (q, out)) in heads.enumerate() {
+        let (row, kv_head) = (i / shape.n_kv_head, i % shape.n_kv_head);
+        let group_input = GroupInput {
+            q,
+            keys: input.keys,
+            values: input.values,
+            kv_head,
+            n_pos: input.first_n_pos + row,
+            order: Order::Prefill,
+        };
+        attend_group(shape, &group_input, &mut scratch.rows, out);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -31,15 +31,17 @@ pub(super) fn available(head_dim: usize) -> bool {
 }
 
 /// 16 f16 at `p` as 16 f32.
-#[inline(always)]
-unsafe fn load16(p: *const half::f16) -> __m512 {
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub(super) unsafe fn load16(p: *const half::f16) -> __m512 {
     _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
 }
 
 /// Each f32 lane rounded to f16 and back (round to nearest even, as
 /// `half`'s conversion).
-#[inline(always)]
-unsafe fn round_f16(v: __m512) -> __m512 {
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub(super) unsafe fn round_f16(v: __m512) -> __m512 {
     _mm512_cvtph_ps(_mm512_cvtps_ph::<
         { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
     >(v))
@@ -48,8 +50,9 @@ unsafe fn round_f16(v: __m512) -> __m512 {
 /// `reduce16` of each of 16 vectors, lane i of the result from `v[i]`:
 /// the same pairs added in the same tree (halves, quarters, then pairs),
 /// two vectors per shuffle.
-#[inline(always)]
-unsafe fn reduce16_x16(v: &[__m512; 16]) -> __m512 {
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub(super) unsafe fn reduce16_x16(v: &[__m512; 16]) -> __m512 {
     // Halves: w[k] = [t3 of v[2k] | t3 of v[2k + 1]].
     let w: [__m512; 8] = std::array::from_fn(|k| {
         let (a, b) = (v[2 * k], v[2 * k + 1]);
@@ -88,7 +91,8 @@ unsafe fn reduce16_x16(v: &[__m512; 16]) -> __m512 {
 /// (4x16 accumulators chained over 64-value steps, combined as
 /// `GGML_F32x16_REDUCE` does before its last sum) or tinyBLAS's one
 /// 16-lane accumulator.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
 unsafe fn score_lanes(q: &[__m512; 16], k: *const half::f16, d16: usize, order: Order) -> __m512 {
     match order {
         Order::Decode => {
@@ -155,18 +159,7 @@ pub(super) unsafe fn attend(
             _mm512_storeu_ps(dst.add(first), s);
         }
         scores.set_len(n_pos);
-        g::softmax(scores);
-        // Each weight rounded to f16, as the following f16 matmul does.
-        let w = scores.as_mut_ptr();
-        for first in (0..n_pos).step_by(16) {
-            let m: __mmask16 = if n_pos - first >= 16 {
-                0xffff
-            } else {
-                (1 << (n_pos - first)) - 1
-            };
-            let v = _mm512_maskz_loadu_ps(m, w.add(first));
-            _mm512_mask_storeu_ps(w.add(first), m, round_f16(v));
-        }
+        softmax_f16(scores);
         weighted_values(scores, |p| row(&values, p), d, order, oh);
     }
 }
@@ -175,7 +168,8 @@ pub(super) unsafe fn attend(
 /// go to lane p % 64 (`ggml_vec_dot_f16`'s 4x16 accumulators) or p % 16
 /// (tinyBLAS), chained in position order, then reduced as
 /// [`super::reduce_lanes`] does; 64 values of the row at a time.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
 unsafe fn weighted_values(
     w: &[f32],
     value: impl Fn(usize) -> *const half::f16,
@@ -210,31 +204,56 @@ unsafe fn weighted_values(
                 }
             }
         }
-        // reduce16 over the 16 rows: halves, quarters, then pairs.
-        for (width, shift) in [(8, 8), (4, 4)] {
-            for k in 0..width {
-                let high = x0[k + shift];
-                for (a, b) in x0[k].iter_mut().zip(high) {
-                    *a = _mm512_add_ps(*a, b);
-                }
+        store_reduced(&mut x0, out.as_mut_ptr().add(c));
+    }
+}
+
+/// ggml's `soft_max` over one row of scores, then each weight rounded to
+/// f16, as the following f16 matmul does.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub(super) unsafe fn softmax_f16(scores: &mut [f32]) {
+    g::softmax(scores);
+    let n_pos = scores.len();
+    let w = scores.as_mut_ptr();
+    for first in (0..n_pos).step_by(16) {
+        let m: __mmask16 = if n_pos - first >= 16 {
+            0xffff
+        } else {
+            (1 << (n_pos - first)) - 1
+        };
+        let v = _mm512_maskz_loadu_ps(m, w.add(first));
+        _mm512_mask_storeu_ps(w.add(first), m, round_f16(v));
+    }
+}
+
+/// `reduce16` over the 16 lane rows of 64 values (halves, quarters, then
+/// pairs), written to `out[0..64]`; `x0` is scratch afterwards.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub(super) unsafe fn store_reduced(x0: &mut [[__m512; 4]; 16], out: *mut f32) {
+    for (width, shift) in [(8, 8), (4, 4)] {
+        for k in 0..width {
+            let high = x0[k + shift];
+            for (a, b) in x0[k].iter_mut().zip(high) {
+                *a = _mm512_add_ps(*a, b);
             }
         }
-        let sums: [__m512; 4] = std::array::from_fn(|j| {
-            _mm512_add_ps(
-                _mm512_add_ps(x0[0][j], x0[2][j]),
-                _mm512_add_ps(x0[1][j], x0[3][j]),
-            )
-        });
-        for (j, v) in sums.iter().enumerate() {
-            _mm512_storeu_ps(out.as_mut_ptr().add(c + 16 * j), *v);
-        }
+    }
+    for j in 0..4 {
+        let sum = _mm512_add_ps(
+            _mm512_add_ps(x0[0][j], x0[2][j]),
+            _mm512_add_ps(x0[1][j], x0[3][j]),
+        );
+        _mm512_storeu_ps(out.add(16 * j), sum);
     }
 }
 
 /// `acc += w · v[0..64]` (`v`: 64 f16 of a value row), one fused
 /// multiply-add per value.
-#[inline(always)]
-unsafe fn add_weighted(acc: &mut [__m512; 4], w: f32, v: *const half::f16) {
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub(super) unsafe fn add_weighted(acc: &mut [__m512; 4], w: f32, v: *const half::f16) {
     let w = _mm512_set1_ps(w);
     for (j, a) in acc.iter_mut().enumerate() {
         *a = _mm512_fmadd_ps(w, load16(v.add(16 * j)), *a);
