@@ -240,11 +240,9 @@ pub(super) unsafe fn store_reduced(x0: &mut [[__m512; 4]; 16], out: *mut f32) {
             }
         }
     }
-    for j in 0..4 {
-        let sum = _mm512_add_ps(
-            _mm512_add_ps(x0[0][j], x0[2][j]),
-            _mm512_add_ps(x0[1][j], x0[3][j]),
-        );
+    let [a0, a1, a2, a3, ..] = *x0;
+    for (j, (((v0, v1), v2), v3)) in a0.into_iter().zip(a1).zip(a2).zip(a3).enumerate() {
+        let sum = _mm512_add_ps(_mm512_add_ps(v0, v2), _mm512_add_ps(v1, v3));
         _mm512_storeu_ps(out.add(16 * j), sum);
     }
 }
