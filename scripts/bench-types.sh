@@ -5,8 +5,10 @@
 # weights from `make-model`, quantized the same way). Rounds alternate
 # servebench and llama-bench; medians and ratios are printed, with the 7B's
 # decode against this machine's memory-bandwidth bound (read bandwidth from
-# `servebench probe --threads THREADS`, divided by the weight bytes read per
-# token).
+# `servebench probe --threads THREADS` run right before each decode run,
+# divided by the weight bytes read per token; the VM's share of the host's
+# bandwidth moves, so each round's decode is held to its own probe and the
+# median of those ratios is printed).
 #   bash scripts/bench-types.sh [THREADS] [ROUNDS]     (default 2 threads, 3 rounds)
 #   TYPES="Q4_K_M Q8_0" SKIP_7B=1 bash scripts/bench-types.sh
 # Files are made once under ~/.cache/servebench/models/types (the 7B one needs
@@ -46,20 +48,20 @@ if [ -z "${SKIP_7B:-}" ]; then
   files+=("$f")
 fi
 
-probe=$($SB probe --threads "$THREADS" 2>/dev/null)
-bandwidth=$(sed -n 's/^memory_bandwidth_gb_s = { value = \([0-9.]*\).*/\1/p' <<<"$probe")
 out=$(mktemp -d)
 for ((r = 1; r <= ROUNDS; r++)); do
   for f in "${files[@]}"; do
     n=$(basename "$f" .gguf)
+    $SB probe --threads "$THREADS" 2>/dev/null \
+      | sed -n 's/^memory_bandwidth_gb_s = { value = \([0-9.]*\).*/\1/p' >"$out/$n.probe.$r"
     $SB engine-bench --model "$f" --threads "$THREADS" -p 512 -n 64 -r 1 --json >"$out/$n.ours.$r"
     "$BIN/llama-bench" -m "$f" -t "$THREADS" -p 512 -n 64 -r 1 -o json >"$out/$n.theirs.$r" 2>/dev/null
   done
 done
 echo "$(date -u +%F), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), commit $(git rev-parse --short HEAD), $THREADS threads, $ROUNDS alternating rounds, medians"
-python3 - "$out" "$GGUF_PY" "$bandwidth" "${files[@]}" <<'PY'
+python3 - "$out" "$GGUF_PY" "${files[@]}" <<'PY'
 import json, os, statistics, sys
-out, gguf_py, bandwidth = sys.argv[1], sys.argv[2], float(sys.argv[3])
+out, gguf_py = sys.argv[1], sys.argv[2]
 sys.path.insert(0, gguf_py)
 from gguf import GGUFReader
 
@@ -70,9 +72,9 @@ def bytes_per_token(path):
     untied = any(t.name == "output.weight" for t in ts)
     return sum(t.n_bytes for t in ts if not (untied and t.name == "token_embd.weight"))
 
-print(f"read bandwidth {bandwidth:.1f} GB/s; tg/bound = decode tokens/s over bandwidth / weight bytes read per token")
-print(f"{'file':<36}{'pp512 ours/theirs':>22}{'ratio':>7}{'tg64 ours/theirs':>20}{'ratio':>7}{'tg/bound':>10}")
-for path in sys.argv[4:]:
+print("tg/bound = decode tokens/s over (read bandwidth probed just before / weight bytes read per token), median over rounds")
+print(f"{'file':<36}{'pp512 ours/theirs':>22}{'ratio':>7}{'tg64 ours/theirs':>20}{'ratio':>7}{'tg/bound':>10}{'GB/s probed':>16}")
+for path in sys.argv[3:]:
     n = os.path.basename(path)[:-5]
     rounds = sorted({f.rsplit(".", 1)[1] for f in os.listdir(out) if f.startswith(n + ".ours.")})
     ours = [json.load(open(f"{out}/{n}.ours.{r}")) for r in rounds]
@@ -81,7 +83,10 @@ for path in sys.argv[4:]:
     tg = statistics.median(o["tg_tok_s"] for o in ours)
     tpp = statistics.median(x["avg_ts"] for t in theirs for x in t if x["n_prompt"])
     ttg = statistics.median(x["avg_ts"] for t in theirs for x in t if x["n_gen"])
-    bound = bandwidth * 1e9 / bytes_per_token(path)
-    print(f"{n:<36}{pp:>11.1f} /{tpp:>8.1f}{pp / tpp:>7.2f}{tg:>11.1f} /{ttg:>6.1f}{tg / ttg:>7.2f}{tg / bound:>9.0%}")
+    probes = [float(open(f"{out}/{n}.probe.{r}").read()) for r in rounds]
+    per_token = bytes_per_token(path)
+    of_bound = statistics.median(o["tg_tok_s"] * per_token / (b * 1e9) for o, b in zip(ours, probes))
+    print(f"{n:<36}{pp:>11.1f} /{tpp:>8.1f}{pp / tpp:>7.2f}{tg:>11.1f} /{ttg:>6.1f}{tg / ttg:>7.2f}"
+          f"{of_bound:>9.0%}{min(probes):>9.1f}-{max(probes):.1f}")
 PY
 rm -rf "$out"
