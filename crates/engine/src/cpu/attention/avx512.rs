@@ -90,14 +90,19 @@ pub(super) unsafe fn reduce16_x16(v: &[__m512; 16]) -> __m512 {
 /// One position's 16 lanes before `reduce16`: ggml's `ggml_vec_dot_f16`
 /// (4x16 accumulators chained over 64-value steps, combined as
 /// `GGML_F32x16_REDUCE` does before its last sum) or tinyBLAS's one
-/// 16-lane accumulator.
+/// 16-lane accumulator. The head size is a constant so that the query
+/// stays in registers.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-unsafe fn score_lanes(q: &[__m512; 16], k: *const half::f16, d16: usize, order: Order) -> __m512 {
+unsafe fn score_lanes<const D16: usize>(
+    q: &[__m512; D16],
+    k: *const half::f16,
+    order: Order,
+) -> __m512 {
     match order {
         Order::Decode => {
             let mut acc = [_mm512_setzero_ps(); 4];
-            for s in (0..d16).step_by(4) {
+            for s in (0..D16).step_by(4) {
                 for (j, a) in acc.iter_mut().enumerate() {
                     *a = _mm512_fmadd_ps(load16(k.add(16 * (s + j))), q[s + j], *a);
                 }
@@ -106,11 +111,35 @@ unsafe fn score_lanes(q: &[__m512; 16], k: *const half::f16, d16: usize, order: 
         }
         Order::Prefill => {
             let mut acc = _mm512_setzero_ps();
-            for (c, qc) in q.iter().enumerate().take(d16) {
+            for (c, qc) in q.iter().enumerate() {
                 acc = _mm512_fmadd_ps(load16(k.add(16 * c)), *qc, acc);
             }
             acc
         }
+    }
+}
+
+/// One query head's scaled scores over positions `0..n_pos` (`key(p)`:
+/// its head row) into `dst`, 16 positions reduced together.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn scores<const D16: usize>(
+    qh: *const f32,
+    key: impl Fn(usize) -> *const half::f16,
+    n_pos: usize,
+    order: Order,
+    dst: *mut f32,
+) {
+    let scale = _mm512_set1_ps(1.0 / ((16 * D16) as f32).sqrt());
+    // ggml converts the query to the cache's type before Q·K.
+    let q16: [__m512; D16] = std::array::from_fn(|c| round_f16(_mm512_loadu_ps(qh.add(16 * c))));
+    for first in (0..n_pos).step_by(16) {
+        let mut lanes = [_mm512_setzero_ps(); 16];
+        for (i, l) in lanes.iter_mut().enumerate().take(n_pos - first) {
+            *l = score_lanes(&q16, key(first + i), order);
+        }
+        let s = _mm512_mul_ps(reduce16_x16(&lanes), scale);
+        _mm512_storeu_ps(dst.add(first), s);
     }
 }
 
@@ -134,29 +163,20 @@ pub(super) unsafe fn attend(
         order,
     } = *input;
     let d = shape.head_dim;
-    let d16 = d / 16;
     assert!(keys.capacity() >= n_pos && values.capacity() >= n_pos);
     assert!(keys.row(0).len() >= (kv_head + 1) * d && values.row(0).len() >= (kv_head + 1) * d);
     // Positions below n_pos only (checked above), `d` values from
     // `kv_head * d` on, within each row (checked above).
     let row = |cache: &KvRows<'_>, p: usize| cache.row_ptr(p).add(kv_head * d);
-    let scale = _mm512_set1_ps(1.0 / (d as f32).sqrt());
     for (qh, oh) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        // ggml converts the query to the cache's type before Q·K.
-        let mut q16 = [_mm512_setzero_ps(); 16];
-        for (c, v) in q16.iter_mut().enumerate().take(d16) {
-            *v = round_f16(_mm512_loadu_ps(qh.as_ptr().add(16 * c)));
-        }
         scores.clear();
         scores.reserve(n_pos.next_multiple_of(16));
-        let dst = scores.as_mut_ptr();
-        for first in (0..n_pos).step_by(16) {
-            let mut lanes = [_mm512_setzero_ps(); 16];
-            for (i, l) in lanes.iter_mut().enumerate().take(n_pos - first) {
-                *l = score_lanes(&q16, row(&keys, first + i), d16, order);
-            }
-            let s = _mm512_mul_ps(reduce16_x16(&lanes), scale);
-            _mm512_storeu_ps(dst.add(first), s);
+        let (qh, key, dst) = (qh.as_ptr(), |p| row(&keys, p), scores.as_mut_ptr());
+        match d / 16 {
+            4 => self::scores::<4>(qh, key, n_pos, order, dst),
+            8 => self::scores::<8>(qh, key, n_pos, order, dst),
+            12 => self::scores::<12>(qh, key, n_pos, order, dst),
+            _ => self::scores::<16>(qh, key, n_pos, order, dst),
         }
         scores.set_len(n_pos);
         softmax_f16(scores);
