@@ -29,6 +29,8 @@
 
 use std::sync::OnceLock;
 
+use rayon::prelude::*;
+
 use half::f16;
 
 use super::blocks::{
@@ -428,25 +430,29 @@ pub struct XScales16 {
     pub block_bias: i32,
 }
 
-/// The scales of every block of `x` for weights of type `P`.
+/// The scales of every block of `x` for weights of type `P`, blocks spread
+/// over the pool (a prefill's activations are thousands of blocks, and
+/// every matmul of the batch waits for them).
 pub fn x_scales<P: Pack16>(x: &[P::Act]) -> Vec<XScales16> {
-    x.iter()
-        .map(|b| {
-            let bias: [i32; 8] = std::array::from_fn(|g| {
-                -P::BIAS
-                    * b.qs()[4 * g..4 * g + 4]
-                        .iter()
-                        .map(|&q| q as i32)
-                        .sum::<i32>()
-            });
-            XScales16 {
-                d: b.d().to_f32(),
-                s: b.s().to_f32(),
-                bias,
-                block_bias: bias.iter().sum(),
-            }
-        })
-        .collect()
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+        // SAFETY: the CPU has the features `block_scales_vnni` enables.
+        return x.par_iter().map(|b| unsafe { vnni::block_scales::<P>(b) }).collect();
+    }
+    x.par_iter().map(block_scales::<P>).collect()
+}
+
+/// [`XScales16`] of one activation block.
+fn block_scales<P: Pack16>(b: &P::Act) -> XScales16 {
+    let bias: [i32; 8] = std::array::from_fn(|g| {
+        -P::BIAS * b.qs()[4 * g..4 * g + 4].iter().map(|&q| q as i32).sum::<i32>()
+    });
+    XScales16 {
+        d: b.d().to_f32(),
+        s: b.s().to_f32(),
+        bias,
+        block_bias: bias.iter().sum(),
+    }
 }
 
 /// `dot(w[r], x[t])` into `out` at (t, r) for the groups of 16 weight rows
@@ -494,6 +500,23 @@ mod vnni {
     use super::*;
     use crate::cpu::interleaved::vnni::{features, prefetch_block};
     use std::arch::x86_64::*;
+
+    /// [`super::block_scales`]: the 8 four-byte sums in one `vpdpbusd`
+    /// against ones.
+    #[target_feature(enable = "avx2,avx512vnni,avx512vl,f16c")]
+    pub(super) unsafe fn block_scales<P: Pack16>(b: &P::Act) -> XScales16 {
+        let q = _mm256_loadu_si256(b.qs().as_ptr() as *const __m256i);
+        let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), q);
+        let bias = _mm256_mullo_epi32(sums, _mm256_set1_epi32(-P::BIAS));
+        let mut out = XScales16 {
+            d: b.d().to_f32(),
+            s: b.s().to_f32(),
+            ..Default::default()
+        };
+        _mm256_storeu_si256(out.bias.as_mut_ptr() as *mut __m256i, bias);
+        out.block_bias = out.bias.iter().sum();
+        out
+    }
 
     /// Handing these out only on CPUs with every feature they enable is what
     /// makes calling them sound (with `Kernel16`'s contract for `out`).

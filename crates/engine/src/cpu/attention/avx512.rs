@@ -228,23 +228,56 @@ unsafe fn weighted_values(
     }
 }
 
-/// ggml's `soft_max` over one row of scores, then each weight rounded to
-/// f16, as the following f16 matmul does.
+/// ggml's `soft_max` over one row of scores (as [`g::softmax`]: 16-lane
+/// chunks of `expf`, each chunk's `reduce16` summed in f64, scaled by the
+/// f32 inverse), then each weight rounded to f16, as the following f16
+/// matmul does; in registers, without the portable routine's copies.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 pub(super) unsafe fn softmax_f16(scores: &mut [f32]) {
-    g::softmax(scores);
     let n_pos = scores.len();
     let w = scores.as_mut_ptr();
-    for first in (0..n_pos).step_by(16) {
-        let m: __mmask16 = if n_pos - first >= 16 {
+    let mask = |first: usize| -> __mmask16 {
+        if n_pos - first >= 16 {
             0xffff
         } else {
             (1 << (n_pos - first)) - 1
-        };
-        let v = _mm512_maskz_loadu_ps(m, w.add(first));
-        _mm512_mask_storeu_ps(w.add(first), m, round_f16(v));
+        }
+    };
+    let minus_inf = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut m = minus_inf;
+    for first in (0..n_pos).step_by(16) {
+        m = _mm512_max_ps(m, _mm512_mask_loadu_ps(minus_inf, mask(first), w.add(first)));
     }
+    let max = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+    let mut sum = 0f64;
+    for first in (0..n_pos).step_by(16) {
+        // Lanes past the row hold -inf, whose `expf` is +0.0.
+        let v = _mm512_sub_ps(_mm512_mask_loadu_ps(minus_inf, mask(first), w.add(first)), max);
+        let (low, high) = (_mm512_castps512_ps256(v), upper_half(v));
+        let e = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castps_pd(_mm512_castps256_ps512(g::fma::expf8(low))),
+            _mm256_castps_pd(g::fma::expf8(high)),
+        ));
+        _mm512_mask_storeu_ps(w.add(first), mask(first), e);
+        // reduce16: halves, quarters, then (t6[0] + t6[2]) + (t6[1] + t6[3]).
+        let t3 = _mm256_add_ps(upper_half(e), _mm512_castps512_ps256(e));
+        let t6 = _mm_add_ps(_mm256_extractf128_ps::<1>(t3), _mm256_castps256_ps128(t3));
+        let t = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
+        sum += _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t))) as f64;
+    }
+    let inv = _mm512_set1_ps((1.0 / sum) as f32);
+    for first in (0..n_pos).step_by(16) {
+        let v = _mm512_maskz_loadu_ps(mask(first), w.add(first));
+        _mm512_mask_storeu_ps(w.add(first), mask(first), round_f16(_mm512_mul_ps(v, inv)));
+    }
+}
+
+/// Lanes 8..16 (AVX-512F's form of `_mm512_extractf32x8_ps`).
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn upper_half(v: __m512) -> __m256 {
+    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))
 }
 
 /// `reduce16` over the 16 lane rows of 64 values (halves, quarters, then

@@ -63,10 +63,14 @@ pub(super) unsafe fn attend_rows(
         }
         s.q16.set_len(n_queries * d);
 
-        s.scores.clear();
-        s.scores.resize(n_queries * stride, 0.0);
-        s.tile.clear();
-        s.tile.resize(16 * d, 0.0);
+        // Only grown (zeroing a block's scores was a pass over them per KV
+        // head); every score read below was written first.
+        if s.scores.len() < n_queries * stride {
+            s.scores.resize(n_queries * stride, 0.0);
+        }
+        if s.tile.len() < 16 * d {
+            s.tile.resize(16 * d, 0.0);
+        }
         let tile = s.tile.as_mut_ptr();
         for first in (0..n_last).step_by(16) {
             let in_tile = (n_last - first).min(16);
