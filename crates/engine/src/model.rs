@@ -286,9 +286,13 @@ impl Llama {
         let group = c.n_head / c.n_kv_head;
         let pieces = attention_pieces(steps, c.n_kv_head);
 
+        let angles: Vec<(&[f32], &[f32])> =
+            cos.chunks_exact(half).zip(sin.chunks_exact(half)).collect();
         let result = (|| -> Result<()> {
             for (li, layer) in self.layers.iter().enumerate() {
-                rms_norm(&x, &layer.attn_norm, c.rms_eps, &mut xn);
+                rows_apart(&mut xn, h, &x, h, |o, x| {
+                    rms_norm(x, &layer.attn_norm, c.rms_eps, o)
+                });
                 Matrix::matmul_each(
                     &mut [
                         (&layer.wq, &mut q),
@@ -298,14 +302,16 @@ impl Llama {
                     &xn,
                     t,
                 )?;
-                for r in 0..t {
-                    let (cs, sn) = (
-                        &cos[r * half..(r + 1) * half],
-                        &sin[r * half..(r + 1) * half],
-                    );
-                    self.rope.apply(&mut q[r * qd..(r + 1) * qd], hd, cs, sn);
-                    self.rope.apply(&mut k[r * kvd..(r + 1) * kvd], hd, cs, sn);
-                }
+                rows_apart(&mut q, qd, &angles, 1, |q, a| {
+                    for (q, (cs, sn)) in q.chunks_exact_mut(qd).zip(a) {
+                        self.rope.apply(q, hd, cs, sn);
+                    }
+                });
+                rows_apart(&mut k, kvd, &angles, 1, |k, a| {
+                    for (k, (cs, sn)) in k.chunks_exact_mut(kvd).zip(a) {
+                        self.rope.apply(k, hd, cs, sn);
+                    }
+                });
                 let mut first = 0;
                 for s in steps.iter_mut() {
                     let n = s.tokens.len();
@@ -353,9 +359,11 @@ impl Llama {
                     },
                 );
                 layer.wo.matmul(&attn, t, &mut o)?;
-                add_assign(&mut x, &o);
+                rows_apart(&mut x, h, &o, h, add_assign);
 
-                rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut xn);
+                rows_apart(&mut xn, h, &x, h, |o, x| {
+                    rms_norm(x, &layer.ffn_norm, c.rms_eps, o)
+                });
                 Matrix::matmul_each(
                     &mut [(&layer.w_gate, &mut gate), (&layer.w_up, &mut up)],
                     &xn,
@@ -365,7 +373,7 @@ impl Llama {
                     .zip(up.par_chunks(c.ffn))
                     .for_each(|(g, u)| swiglu(g, u));
                 layer.w_down.matmul(&gate, t, &mut o)?;
-                add_assign(&mut x, &o);
+                rows_apart(&mut x, h, &o, h, add_assign);
             }
             Ok(())
         })();
@@ -444,4 +452,26 @@ fn attention_pieces(steps: &[SeqStep<'_>], n_kv_head: usize) -> Vec<AttentionPie
         first += n;
     }
     pieces
+}
+
+/// `f(rows of out, the same rows of x)` over a batch's rows (`out_row` and
+/// `x_row` values per row), in parallel blocks of rows once the batch is
+/// a prefill's size: row by row these passes were serial steps between
+/// the parallel matmuls.
+fn rows_apart<A: Sync, B: Send>(
+    out: &mut [B],
+    out_row: usize,
+    x: &[A],
+    x_row: usize,
+    f: impl Fn(&mut [B], &[A]) + Sync,
+) {
+    const BLOCK: usize = 16;
+    let rows = out.len() / out_row;
+    if rows < 2 * BLOCK {
+        f(out, x);
+        return;
+    }
+    out.par_chunks_mut(BLOCK * out_row)
+        .zip(x.par_chunks(BLOCK * x_row))
+        .for_each(|(o, x)| f(o, x));
 }

@@ -437,7 +437,10 @@ pub fn x_scales<P: Pack16>(x: &[P::Act]) -> Vec<XScales16> {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
         // SAFETY: the CPU has the features `block_scales_vnni` enables.
-        return x.par_iter().map(|b| unsafe { vnni::block_scales::<P>(b) }).collect();
+        return x
+            .par_iter()
+            .map(|b| unsafe { vnni::block_scales::<P>(b) })
+            .collect();
     }
     x.par_iter().map(block_scales::<P>).collect()
 }
@@ -445,7 +448,11 @@ pub fn x_scales<P: Pack16>(x: &[P::Act]) -> Vec<XScales16> {
 /// [`XScales16`] of one activation block.
 fn block_scales<P: Pack16>(b: &P::Act) -> XScales16 {
     let bias: [i32; 8] = std::array::from_fn(|g| {
-        -P::BIAS * b.qs()[4 * g..4 * g + 4].iter().map(|&q| q as i32).sum::<i32>()
+        -P::BIAS
+            * b.qs()[4 * g..4 * g + 4]
+                .iter()
+                .map(|&q| q as i32)
+                .sum::<i32>()
     });
     XScales16 {
         d: b.d().to_f32(),

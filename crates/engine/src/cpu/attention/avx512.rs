@@ -247,13 +247,19 @@ pub(super) unsafe fn softmax_f16(scores: &mut [f32]) {
     let minus_inf = _mm512_set1_ps(f32::NEG_INFINITY);
     let mut m = minus_inf;
     for first in (0..n_pos).step_by(16) {
-        m = _mm512_max_ps(m, _mm512_mask_loadu_ps(minus_inf, mask(first), w.add(first)));
+        m = _mm512_max_ps(
+            m,
+            _mm512_mask_loadu_ps(minus_inf, mask(first), w.add(first)),
+        );
     }
     let max = _mm512_set1_ps(_mm512_reduce_max_ps(m));
     let mut sum = 0f64;
     for first in (0..n_pos).step_by(16) {
         // Lanes past the row hold -inf, whose `expf` is +0.0.
-        let v = _mm512_sub_ps(_mm512_mask_loadu_ps(minus_inf, mask(first), w.add(first)), max);
+        let v = _mm512_sub_ps(
+            _mm512_mask_loadu_ps(minus_inf, mask(first), w.add(first)),
+            max,
+        );
         let (low, high) = (_mm512_castps512_ps256(v), upper_half(v));
         let e = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
             _mm512_castps_pd(_mm512_castps256_ps512(g::fma::expf8(low))),
