@@ -330,9 +330,8 @@ impl Llama {
                     outs.push((piece, out));
                     rest = tail;
                 }
-                outs.into_par_iter().for_each_init(
-                    || (Scratch::default(), RowsScratch::default()),
-                    |(scratch, rows_scratch), (piece, out)| match *piece {
+                outs.into_par_iter().for_each(|(piece, out)| {
+                    ATTENTION_SCRATCH.with_borrow_mut(|(scratch, rows_scratch)| match *piece {
                         AttentionPiece::Rows { first, n } => {
                             let (keys, values) = caches[row_seq[first]].layer(li);
                             let input = RowsInput {
@@ -356,8 +355,8 @@ impl Llama {
                             };
                             attend_group(shape, &input, scratch, out);
                         }
-                    },
-                );
+                    })
+                });
                 layer.wo.matmul(&attn, t, &mut o)?;
                 rows_apart(&mut x, h, &o, h, add_assign);
 
@@ -403,6 +402,14 @@ impl Llama {
             .matmul(&normed, n, &mut logits)?;
         Ok(logits)
     }
+}
+
+thread_local! {
+    /// Each worker's attention buffers, kept across layers and steps
+    /// (they only grow; a fresh set per parallel split zeroed its scores
+    /// again).
+    static ATTENTION_SCRATCH: std::cell::RefCell<(Scratch, RowsScratch)> =
+        std::cell::RefCell::new((Scratch::default(), RowsScratch::default()));
 }
 
 /// Work of one step's attention that runs in parallel with the rest.
