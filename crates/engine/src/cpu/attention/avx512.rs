@@ -260,11 +260,7 @@ pub(super) unsafe fn softmax_f16(scores: &mut [f32]) {
             _mm512_mask_loadu_ps(minus_inf, mask(first), w.add(first)),
             max,
         );
-        let (low, high) = (_mm512_castps512_ps256(v), upper_half(v));
-        let e = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-            _mm512_castps_pd(_mm512_castps256_ps512(g::fma::expf8(low))),
-            _mm256_castps_pd(g::fma::expf8(high)),
-        ));
+        let e = g::avx512::expf16(v);
         _mm512_mask_storeu_ps(w.add(first), mask(first), e);
         // reduce16: halves, quarters, then (t6[0] + t6[2]) + (t6[1] + t6[3]).
         let t3 = _mm256_add_ps(upper_half(e), _mm512_castps512_ps256(e));
