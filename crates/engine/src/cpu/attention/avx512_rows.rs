@@ -135,13 +135,20 @@ unsafe fn scores16<const D16: usize>(
 ) {
     let q: [__m512; D16] = std::array::from_fn(|c| _mm512_loadu_ps(q16.add(16 * c)));
     let mut lanes = [_mm512_setzero_ps(); 16];
-    for (t, l) in lanes.iter_mut().enumerate().take(seen) {
+    let lane = |t: usize| {
         let key = tile.add(t * 16 * D16);
         let mut acc = _mm512_setzero_ps();
         for (c, qc) in q.iter().enumerate() {
             acc = _mm512_fmadd_ps(_mm512_loadu_ps(key.add(16 * c)), *qc, acc);
         }
-        *l = acc;
+        acc
+    };
+    if seen == 16 {
+        lanes = std::array::from_fn(lane);
+    } else {
+        for (t, l) in lanes.iter_mut().enumerate().take(seen) {
+            *l = lane(t);
+        }
     }
     _mm512_storeu_ps(dst, _mm512_mul_ps(reduce16_x16(&lanes), scale));
 }
