@@ -906,6 +906,47 @@ unsafe fn columns<T: KType, const VNNI: bool, const CAP: usize, const N: usize>(
     }
 }
 
+/// [`columns`] for two whole strips at once (16 activation rows, `x` and
+/// each strip's sums): each weight block is unpacked, and its scales
+/// decoded, once for both, and each strip folds its half of the lanes as
+/// `columns` does.
+#[inline(always)]
+unsafe fn columns2<T: KType, const VNNI: bool>(
+    w: &[T::W],
+    x: &[BlockQ8K],
+    sums: [&[StripSums]; 2],
+    nb: usize,
+    rows: usize,
+    out: OutRows,
+) {
+    debug_assert!(rows <= PANEL);
+    let mut acc = [[[_mm256_setzero_ps(); STRIP]; 2]; PANEL];
+    let mut extra = [[[T::zero(); STRIP]; 2]; PANEL];
+    for b in 0..nb {
+        let xb = [x.get_unchecked(b..), x.get_unchecked(STRIP * nb + b..)];
+        let sb = [sums[0].get_unchecked(b), sums[1].get_unchecked(b)];
+        for r in 0..rows {
+            let wb = w.get_unchecked(r * nb + b);
+            prefetch_next(w.as_ptr().wrapping_add(r * nb + b + 1));
+            let prep = T::prepare(wb);
+            let sumi = T::block_sums::<VNNI, { 2 * STRIP }>(wb, &prep, xb[0], nb);
+            let (acc, extra) = (acc.get_unchecked_mut(r), extra.get_unchecked_mut(r));
+            for h in 0..2 {
+                let mut half = [_mm256_setzero_si256(); STRIP];
+                half.copy_from_slice(&sumi[STRIP * h..STRIP * (h + 1)]);
+                T::finish(&prep, xb[h], nb, sb[h], &half, &mut acc[h], &mut extra[h]);
+            }
+        }
+    }
+    for r in 0..rows {
+        for h in 0..2 {
+            for (t, v) in T::results(&acc[r][h], &extra[r][h]).into_iter().enumerate() {
+                out.write(STRIP * h + t, r, v);
+            }
+        }
+    }
+}
+
 /// Weight rows per panel: `tiled` takes them against every strip in turn
 /// (they stay in L2 meanwhile).
 const PANEL: usize = 16;
@@ -928,10 +969,17 @@ unsafe fn tiled<T: KType, const VNNI: bool>(
     for (p, w) in w.chunks(PANEL * nb).enumerate() {
         let mut t = 0;
         while t < n {
+            let out = out.at(t, p * PANEL);
+            if n - t >= 2 * STRIP {
+                let x = &x[t * nb..(t + 2 * STRIP) * nb];
+                let s = |i: usize| &sums[(t / STRIP + i) * nb..(t / STRIP + i + 1) * nb];
+                columns2::<T, VNNI>(w, x, [s(0), s(1)], nb, w.len() / nb, out);
+                t += 2 * STRIP;
+                continue;
+            }
             let strip = (n - t).min(STRIP);
             let x = &x[t * nb..(t + strip) * nb];
             let sums = &sums[(t / STRIP) * nb..(t / STRIP + 1) * nb];
-            let out = out.at(t, p * PANEL);
             match strip {
                 8 => columns::<T, VNNI, PANEL, 8>(w, x, sums, nb, w.len() / nb, out),
                 7 => columns::<T, VNNI, PANEL, 7>(w, x, sums, nb, w.len() / nb, out),
