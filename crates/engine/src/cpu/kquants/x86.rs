@@ -40,19 +40,22 @@ pub fn detect() -> Option<Kernels> {
             q2k: q2k_avx2,
             q3k: q3k_avx2,
         }),
-        (true, true) => Some(Kernels {
-            name: "avx2+vnni",
-            q4k: q4k_vnni,
-            q4k_gemm: q4k_gemm_vnni,
-            q5k: q5k_vnni,
-            q6k: q6k_vnni,
-            q5k_tiled: q5k_tiled_vnni,
-            q6k_tiled: q6k_tiled_vnni,
-            q2k: q2k_vnni,
-            q3k: q3k_vnni,
-        }),
+        (true, true) => Some(VNNI),
     }
 }
+
+/// The 256-bit VNNI kernels.
+const VNNI: Kernels = Kernels {
+    name: "avx2+vnni",
+    q4k: q4k_vnni,
+    q4k_gemm: q4k_gemm_vnni,
+    q5k: q5k_vnni,
+    q6k: q6k_vnni,
+    q5k_tiled: q5k_tiled_vnni,
+    q6k_tiled: q6k_tiled_vnni,
+    q2k: q2k_vnni,
+    q3k: q3k_vnni,
+};
 
 /// Every kernel set this CPU runs (the AVX2 one as well as the VNNI
 /// one), so tests cover both.
@@ -353,15 +356,19 @@ impl<const VNNI: bool, const GEMM: bool> KType for Q4K<VNNI, GEMM> {
             q[k] = _mm256_and_si256(bits, low);
         }
         let scales = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(p.scales));
+        // k outside, rows inside: consecutive dot products belong to
+        // independent chains, so the scheduler is not filled with
+        // instructions waiting on the one before.
         let mut sumi = [_mm256_setzero_si256(); N];
-        for t in 0..N {
-            let qt = x.get_unchecked(t * nb).qt.as_ptr();
-            let mut acc = _mm256_setzero_si256();
-            for k in 0..8 {
+        for k in 0..8 {
+            for t in 0..N {
+                let qt = x.get_unchecked(t * nb).qt.as_ptr();
                 let xk = _mm256_load_si256(qt.add(32 * k) as *const __m256i);
-                acc = dot_u8_i8::<V>(acc, q[k], xk);
+                sumi[t] = dot_u8_i8::<V>(sumi[t], q[k], xk);
             }
-            sumi[t] = _mm256_mullo_epi32(acc, scales);
+        }
+        for t in 0..N {
+            sumi[t] = _mm256_mullo_epi32(sumi[t], scales);
         }
         sumi
     }
@@ -507,9 +514,10 @@ impl KType for Q6K {
             for run in 0..4 {
                 sc[run] = run_scales(p.scales, 4 * half + run);
             }
-            for t in 0..N {
-                let qs = x.get_unchecked(t * nb).qs.as_ptr().add(128 * half);
-                for run in 0..4 {
+            // Runs outside, rows inside, as in `Q4K::block_sums`.
+            for run in 0..4 {
+                for t in 0..N {
+                    let qs = x.get_unchecked(t * nb).qs.as_ptr().add(128 * half);
                     let qx = _mm256_load_si256(qs.add(32 * run) as *const __m256i);
                     sumi[t] = mul_add_scaled::<V>(sumi[t], q[run], qx, sc[run]);
                 }
@@ -835,6 +843,16 @@ unsafe fn prefetch_ahead<B: KBlock>(block: &B) {
     }
 }
 
+/// Asks for every cache line of the block at `block` into L1 (a hint:
+/// the address need not be valid).
+#[inline(always)]
+unsafe fn prefetch_next<B: KBlock>(block: *const B) {
+    let at = block as *const u8;
+    for line in (0..B::SIZE).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line) as *const i8);
+    }
+}
+
 /// `dot(w[r], x[t])` into `out` at (t, r) for `r < R`, `t < N`.
 #[inline(always)]
 unsafe fn tile<T: KType, const VNNI: bool, const R: usize, const N: usize>(
@@ -868,7 +886,13 @@ unsafe fn columns<T: KType, const VNNI: bool, const CAP: usize, const N: usize>(
         let sb = sums.get_unchecked(b);
         for r in 0..rows {
             let wb = w.get_unchecked(r * nb + b);
-            prefetch_ahead(wb);
+            if CAP == PANEL {
+                // The panel is read again for every strip: its next block
+                // column, from L2 into L1, a whole panel pass ahead.
+                prefetch_next(w.as_ptr().wrapping_add(r * nb + b + 1));
+            } else {
+                prefetch_ahead(wb);
+            }
             let prep = T::prepare(wb);
             let sumi = T::block_sums::<VNNI, N>(wb, &prep, xb, nb);
             let (acc, extra) = (acc.get_unchecked_mut(r), extra.get_unchecked_mut(r));
@@ -878,6 +902,47 @@ unsafe fn columns<T: KType, const VNNI: bool, const CAP: usize, const N: usize>(
     for r in 0..rows {
         for (t, v) in T::results(&acc[r], &extra[r]).into_iter().enumerate() {
             out.write(t, r, v);
+        }
+    }
+}
+
+/// [`columns`] for two whole strips at once (16 activation rows, `x` and
+/// each strip's sums): each weight block is unpacked, and its scales
+/// decoded, once for both, and each strip folds its half of the lanes as
+/// `columns` does.
+#[inline(always)]
+unsafe fn columns2<T: KType, const VNNI: bool>(
+    w: &[T::W],
+    x: &[BlockQ8K],
+    sums: [&[StripSums]; 2],
+    nb: usize,
+    rows: usize,
+    out: OutRows,
+) {
+    debug_assert!(rows <= PANEL);
+    let mut acc = [[[_mm256_setzero_ps(); STRIP]; 2]; PANEL];
+    let mut extra = [[[T::zero(); STRIP]; 2]; PANEL];
+    for b in 0..nb {
+        let xb = [x.get_unchecked(b..), x.get_unchecked(STRIP * nb + b..)];
+        let sb = [sums[0].get_unchecked(b), sums[1].get_unchecked(b)];
+        for r in 0..rows {
+            let wb = w.get_unchecked(r * nb + b);
+            prefetch_next(w.as_ptr().wrapping_add(r * nb + b + 1));
+            let prep = T::prepare(wb);
+            let sumi = T::block_sums::<VNNI, { 2 * STRIP }>(wb, &prep, xb[0], nb);
+            let (acc, extra) = (acc.get_unchecked_mut(r), extra.get_unchecked_mut(r));
+            for h in 0..2 {
+                let mut half = [_mm256_setzero_si256(); STRIP];
+                half.copy_from_slice(&sumi[STRIP * h..STRIP * (h + 1)]);
+                T::finish(&prep, xb[h], nb, sb[h], &half, &mut acc[h], &mut extra[h]);
+            }
+        }
+    }
+    for r in 0..rows {
+        for h in 0..2 {
+            for (t, v) in T::results(&acc[r][h], &extra[r][h]).into_iter().enumerate() {
+                out.write(STRIP * h + t, r, v);
+            }
         }
     }
 }
@@ -904,10 +969,17 @@ unsafe fn tiled<T: KType, const VNNI: bool>(
     for (p, w) in w.chunks(PANEL * nb).enumerate() {
         let mut t = 0;
         while t < n {
+            let out = out.at(t, p * PANEL);
+            if n - t >= 2 * STRIP {
+                let x = &x[t * nb..(t + 2 * STRIP) * nb];
+                let s = |i: usize| &sums[(t / STRIP + i) * nb..(t / STRIP + i + 1) * nb];
+                columns2::<T, VNNI>(w, x, [s(0), s(1)], nb, w.len() / nb, out);
+                t += 2 * STRIP;
+                continue;
+            }
             let strip = (n - t).min(STRIP);
             let x = &x[t * nb..(t + strip) * nb];
             let sums = &sums[(t / STRIP) * nb..(t / STRIP + 1) * nb];
-            let out = out.at(t, p * PANEL);
             match strip {
                 8 => columns::<T, VNNI, PANEL, 8>(w, x, sums, nb, w.len() / nb, out),
                 7 => columns::<T, VNNI, PANEL, 7>(w, x, sums, nb, w.len() / nb, out),
