@@ -447,8 +447,11 @@ fn attention_pieces(steps: &[SeqStep<'_>], n_kv_head: usize) -> Vec<AttentionPie
         if s.prefill_order || n > 1 {
             let block = (n / (4 * workers)).clamp(1, 16);
             for start in (first..first + n).step_by(block) {
-                let n = block.min(first + n - start);
-                pieces.push(AttentionPiece::Rows { first: start, n });
+                let rows = block.min(first + n - start);
+                pieces.push(AttentionPiece::Rows {
+                    first: start,
+                    n: rows,
+                });
             }
         } else {
             pieces.extend((0..n_kv_head).map(|kv_head| AttentionPiece::Group {

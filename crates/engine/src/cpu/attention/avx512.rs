@@ -199,32 +199,29 @@ unsafe fn weighted_values(
 ) {
     let n_pos = w.len();
     for c in (0..d).step_by(64) {
-        // x0 of reduce_lanes: one row (4 vectors) per lane 0..16.
+        let dst = out.as_mut_ptr().add(c);
+        if order == Order::Prefill {
+            // A block of prefill rows' routine, for one head.
+            let head = |_| (w.as_ptr(), n_pos);
+            super::avx512_rows::weighted_values::<1>(head, |p| value(p).add(c), |_| dst);
+            continue;
+        }
+        // x0 of reduce_lanes: one row (4 vectors) per lane 0..16; lanes
+        // l, 16 + l, 32 + l, 48 + l, then (a0 + a2) + (a1 + a3).
         let mut x0 = [[_mm512_setzero_ps(); 4]; 16];
         for (l, x) in x0.iter_mut().enumerate().take(n_pos) {
-            match order {
-                Order::Decode => {
-                    // Lanes l, 16 + l, 32 + l, 48 + l, then
-                    // (a0 + a2) + (a1 + a3).
-                    let mut a = [[_mm512_setzero_ps(); 4]; 4];
-                    for (m, p) in (l..n_pos).step_by(16).enumerate() {
-                        add_weighted(&mut a[m % 4], w[p], value(p).add(c));
-                    }
-                    *x = std::array::from_fn(|j| {
-                        _mm512_add_ps(
-                            _mm512_add_ps(a[0][j], a[2][j]),
-                            _mm512_add_ps(a[1][j], a[3][j]),
-                        )
-                    });
-                }
-                Order::Prefill => {
-                    for p in (l..n_pos).step_by(16) {
-                        add_weighted(x, w[p], value(p).add(c));
-                    }
-                }
+            let mut a = [[_mm512_setzero_ps(); 4]; 4];
+            for (m, p) in (l..n_pos).step_by(16).enumerate() {
+                add_weighted(&mut a[m % 4], w[p], value(p).add(c));
             }
+            *x = std::array::from_fn(|j| {
+                _mm512_add_ps(
+                    _mm512_add_ps(a[0][j], a[2][j]),
+                    _mm512_add_ps(a[1][j], a[3][j]),
+                )
+            });
         }
-        store_reduced(&mut x0, out.as_mut_ptr().add(c));
+        store_reduced(&mut x0, dst);
     }
 }
 
@@ -306,7 +303,7 @@ pub(super) unsafe fn store_reduced(x0: &mut [[__m512; 4]; 16], out: *mut f32) {
 /// multiply-add per value.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub(super) unsafe fn add_weighted(acc: &mut [__m512; 4], w: f32, v: *const half::f16) {
+unsafe fn add_weighted(acc: &mut [__m512; 4], w: f32, v: *const half::f16) {
     let w = _mm512_set1_ps(w);
     for (j, a) in acc.iter_mut().enumerate() {
         *a = _mm512_fmadd_ps(w, load16(v.add(16 * j)), *a);

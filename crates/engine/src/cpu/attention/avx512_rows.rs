@@ -161,7 +161,7 @@ unsafe fn scores16<const D16: usize>(
 /// position, so its chains are exactly the ones it had alone.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-unsafe fn weighted_values<const Q: usize>(
+pub(super) unsafe fn weighted_values<const Q: usize>(
     head: impl Fn(usize) -> (*const f32, usize),
     value: impl Fn(usize) -> *const half::f16,
     dst: impl Fn(usize) -> *mut f32,
@@ -173,6 +173,7 @@ unsafe fn weighted_values<const Q: usize>(
     for l in 0..16.min(seen_by_any) {
         let mut acc = [[_mm512_setzero_ps(); 4]; Q];
         let mut p = l;
+        // Positions every head sees first, without a check per head.
         while p < seen_by_all {
             let v: [__m512; 4] = std::array::from_fn(|j| load16(value(p).add(16 * j)));
             for (a, (w, _)) in acc.iter_mut().zip(&heads) {
