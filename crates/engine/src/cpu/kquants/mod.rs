@@ -94,6 +94,11 @@ pub fn best() -> &'static Kernels {
     })
 }
 
+/// Weight rows the two parts of a Q4_K batch (see [`Weights::rows_times`])
+/// take in turn: 32 rows of a Llama-2-7B's widest matrix (43 blocks of
+/// 144 bytes a row) are ~200 KB, well inside a core's L2.
+const Q4K_PANEL_ROWS: usize = 32;
+
 /// A K-quant weight matrix's blocks, row after row.
 pub enum Weights {
     Q2K(Vec<BlockQ2K>),
@@ -141,14 +146,18 @@ impl Weights {
     /// As [`Kernel`] for `out` and those rows.
     pub unsafe fn rows_times(&self, first: usize, n_rows: usize, x: &Activations, out: OutRows) {
         let k = best();
-        // Runs `$kernel` for one type's rows over activation rows `from..to`.
+        // Runs `$kernel` for weight rows `first + r..first + r + rows` over
+        // activation rows `from..to`.
         macro_rules! part {
             ($w:expr, $kernel:expr, $from:expr, $to:expr) => {
+                part!($w, $kernel, $from, $to, 0, n_rows)
+            };
+            ($w:expr, $kernel:expr, $from:expr, $to:expr, $r:expr, $rows:expr) => {
                 if $from < $to {
                     let (xq, sums) = x.rows_from($from);
-                    let own = first * x.nb..(first + n_rows) * x.nb;
+                    let own = (first + $r) * x.nb..(first + $r + $rows) * x.nb;
                     let xq = &xq[..($to - $from) * x.nb];
-                    $kernel(&$w[own], xq, sums, x.nb, out.at($from, 0))
+                    $kernel(&$w[own], xq, sums, x.nb, out.at($from, $r))
                 }
             };
         }
@@ -158,10 +167,21 @@ impl Weights {
             Self::Q3K(w) => part!(w, k.q3k, 0, n),
             // llama.cpp repacks Q4_K whose rows come in eights (every real
             // model's), and those skip the tiled matmul: `gemm` for whole
-            // fours of activation rows, `gemv` for the rest.
+            // fours of activation rows, `gemv` for the rest. Where a batch
+            // has both (a decode step of 5, 6, 7, 9 ... sequences), both
+            // run on one panel of weight rows before the next, so the
+            // second reads the panel from L2 rather than from memory.
             Self::Q4K(w) => {
-                part!(w, k.q4k_gemm, 0, gemm);
-                part!(w, k.q4k, gemm, n);
+                let step = if 0 < gemm && gemm < n {
+                    Q4K_PANEL_ROWS
+                } else {
+                    n_rows.max(1)
+                };
+                for r in (0..n_rows).step_by(step) {
+                    let rows = step.min(n_rows - r);
+                    part!(w, k.q4k_gemm, 0, gemm, r, rows);
+                    part!(w, k.q4k, gemm, n, r, rows);
+                }
             }
             Self::Q5K(w) => {
                 part!(w, k.q5k_tiled, 0, tiled);

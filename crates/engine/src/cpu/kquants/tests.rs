@@ -181,7 +181,8 @@ fn check_type<B: KBlock + Exact>(
     single: fn(&[B], &[BlockQ8K]) -> f32,
 ) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(dtype as u64);
-    for (nb, rows) in [(1, 1), (2, 7), (3, 19), (1, 17), (4, 5)] {
+    // 44 blocks: strips of 2 rows and more too wide for L1 (`fits_l1`).
+    for (nb, rows) in [(1, 1), (2, 7), (3, 19), (1, 17), (4, 5), (44, 3)] {
         let w: Vec<B> = blocks::parse_blocks(&weight_bytes(&mut rng, dtype, rows * nb));
         for n in 1..=20 {
             let x = quantize_rows(&activations(&mut rng, n, nb * QK_K), nb * QK_K);
@@ -264,39 +265,44 @@ fn q6_k_tiled_kernels_equal_ggmls_formula() {
 /// A matmul takes `vec_dot`'s order below 8 activation rows and the tiled
 /// matmul's from 8 on, as llama.cpp does; the two orders do differ.
 /// Q4_K takes `gemm`'s order for whole fours of rows and `gemv`'s for the
-/// rest. A batch longer than llama.cpp's ubatch whose last ubatch is short
-/// (515 rows: 512 + 3) takes `vec_dot`'s order for that one.
+/// rest (the two in turn on panels of rows: one thread's 34 rows here
+/// span two). A batch longer than llama.cpp's ubatch whose last ubatch is
+/// short (515 rows: 512 + 3) takes `vec_dot`'s order for that one.
 #[test]
 fn matmul_takes_llamacpps_order_for_its_batch_size() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
-    let (rows, nb) = (16, 6);
+    let (rows, nb) = (136, 6);
     let cols = nb * QK_K;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
         let bytes = weight_bytes(&mut rng, dtype, rows * nb);
         let m = Matrix::from_bytes("w", dtype, rows, cols, &bytes, Role::Layer).unwrap();
+        let (q4k, q5k, q6k): (Vec<BlockQ4K>, Vec<BlockQ5K>, Vec<BlockQ6K>) = match dtype {
+            GgmlDType::Q4K => (blocks::parse_blocks(&bytes), vec![], vec![]),
+            GgmlDType::Q5K => (vec![], blocks::parse_blocks(&bytes), vec![]),
+            _ => (vec![], vec![], blocks::parse_blocks(&bytes)),
+        };
         let mut orders_differ = false;
         for n in [5, 7, 8, 13, 515, 520] {
             let x = activations(&mut rng, n, cols);
             let mut out = vec![0f32; n * rows];
-            m.matmul(&x, n, &mut out).unwrap();
+            pool.install(|| m.matmul(&x, n, &mut out)).unwrap();
             let xq = quantize_rows(&x, cols);
             for r in 0..rows {
+                let own = r * nb..(r + 1) * nb;
                 for t in 0..n {
                     let xr = &xq[t * nb..(t + 1) * nb];
                     let (plain, tiled) = match dtype {
                         GgmlDType::Q4K => {
-                            let w: Vec<BlockQ4K> = blocks::parse_blocks(&bytes);
-                            let wr = &w[r * nb..(r + 1) * nb];
+                            let wr = &q4k[own.clone()];
                             (portable::q4k_q8k(wr, xr), portable::q4k_q8k_gemm(wr, xr))
                         }
                         GgmlDType::Q5K => {
-                            let w: Vec<BlockQ5K> = blocks::parse_blocks(&bytes);
-                            let wr = &w[r * nb..(r + 1) * nb];
+                            let wr = &q5k[own.clone()];
                             (portable::q5k_q8k(wr, xr), portable::q5k_q8k_tiled(wr, xr))
                         }
                         _ => {
-                            let w: Vec<BlockQ6K> = blocks::parse_blocks(&bytes);
-                            let wr = &w[r * nb..(r + 1) * nb];
+                            let wr = &q6k[own.clone()];
                             (portable::q6k_q8k(wr, xr), portable::q6k_q8k_tiled(wr, xr))
                         }
                     };

@@ -985,6 +985,18 @@ unsafe fn tiled<T: KType, const VNNI: bool>(
                 7 => columns::<T, VNNI, PANEL, 7>(w, x, sums, nb, w.len() / nb, out),
                 6 => columns::<T, VNNI, PANEL, 6>(w, x, sums, nb, w.len() / nb, out),
                 5 => columns::<T, VNNI, PANEL, 5>(w, x, sums, nb, w.len() / nb, out),
+                // Strips too wide for L1 (rows of 11008 values) by panel
+                // too: row-by-row tiles would read them from L2 again for
+                // every pair of weight rows.
+                4 if !fits_l1(4, nb) => {
+                    columns::<T, VNNI, PANEL, 4>(w, x, sums, nb, w.len() / nb, out)
+                }
+                3 if !fits_l1(3, nb) => {
+                    columns::<T, VNNI, PANEL, 3>(w, x, sums, nb, w.len() / nb, out)
+                }
+                2 if !fits_l1(2, nb) => {
+                    columns::<T, VNNI, PANEL, 2>(w, x, sums, nb, w.len() / nb, out)
+                }
                 4 => rows_by::<T, VNNI, 2, 4>(w, x, sums, nb, out),
                 3 => rows_by::<T, VNNI, 2, 3>(w, x, sums, nb, out),
                 2 => rows_by::<T, VNNI, 4, 2>(w, x, sums, nb, out),
@@ -993,6 +1005,14 @@ unsafe fn tiled<T: KType, const VNNI: bool>(
             t += strip;
         }
     }
+}
+
+/// Whether a strip of `n` activation rows `nb` blocks long stays in a
+/// 32 KiB L1 beside the weights streaming past: the kernels read ~300
+/// bytes of each `BlockQ8K` (`qt`, the sums and `d`), and ~24 KiB of
+/// strip leaves room for the rest.
+fn fits_l1(n: usize, nb: usize) -> bool {
+    n * nb * 300 <= 24 * 1024
 }
 
 /// All weight rows against one strip of N activation rows, R at a time.
