@@ -273,7 +273,10 @@ fn matmul_takes_llamacpps_order_for_its_batch_size() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
     let (rows, nb) = (136, 6);
     let cols = nb * QK_K;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
         let bytes = weight_bytes(&mut rng, dtype, rows * nb);
         let m = Matrix::from_bytes("w", dtype, rows, cols, &bytes, Role::Layer).unwrap();
