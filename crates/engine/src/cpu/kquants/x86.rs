@@ -468,6 +468,26 @@ struct PrepQ6K {
     d: __m256,
 }
 
+/// The four 32-value runs of a Q6_K block's half (128 values) as unsigned
+/// 6-bit bytes.
+#[inline(always)]
+unsafe fn q6k_half_runs(w: &BlockQ6K, half: usize) -> [__m256i; 4] {
+    let (m4, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
+    let ql0 = _mm256_loadu_si256(w.ql.as_ptr().add(64 * half) as *const __m256i);
+    let ql1 = _mm256_loadu_si256(w.ql.as_ptr().add(64 * half + 32) as *const __m256i);
+    let qh = _mm256_loadu_si256(w.qh.as_ptr().add(32 * half) as *const __m256i);
+    let high = |h: __m256i| _mm256_and_si256(h, m30);
+    [
+        _mm256_or_si256(_mm256_and_si256(ql0, m4), high(_mm256_slli_epi16(qh, 4))),
+        _mm256_or_si256(_mm256_and_si256(ql1, m4), high(_mm256_slli_epi16(qh, 2))),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), high(qh)),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+            high(_mm256_srli_epi16(qh, 2)),
+        ),
+    ]
+}
+
 impl KType for Q6K {
     type W = BlockQ6K;
     type Prep = PrepQ6K;
@@ -494,22 +514,9 @@ impl KType for Q6K {
         x: &[BlockQ8K],
         nb: usize,
     ) -> [__m256i; N] {
-        let (m4, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
         let mut sumi = [_mm256_setzero_si256(); N];
         for half in 0..2 {
-            let ql0 = _mm256_loadu_si256(w.ql.as_ptr().add(64 * half) as *const __m256i);
-            let ql1 = _mm256_loadu_si256(w.ql.as_ptr().add(64 * half + 32) as *const __m256i);
-            let qh = _mm256_loadu_si256(w.qh.as_ptr().add(32 * half) as *const __m256i);
-            let high = |h: __m256i| _mm256_and_si256(h, m30);
-            let q = [
-                _mm256_or_si256(_mm256_and_si256(ql0, m4), high(_mm256_slli_epi16(qh, 4))),
-                _mm256_or_si256(_mm256_and_si256(ql1, m4), high(_mm256_slli_epi16(qh, 2))),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), high(qh)),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                    high(_mm256_srli_epi16(qh, 2)),
-                ),
-            ];
+            let q = q6k_half_runs(w, half);
             let mut sc = [_mm256_setzero_si256(); 4];
             for run in 0..4 {
                 sc[run] = run_scales(p.scales, 4 * half + run);
@@ -559,6 +566,17 @@ impl KType for Q6K {
 /// A type whose blocks llama.cpp's tiled matmul also takes (see
 /// `portable::q5k_q8k_tiled`).
 trait TiledType: KType {
+    /// Integer lanes whose totals are the block's exact sums (only totals
+    /// reach this order's floats, so the lanes may differ from `vec_dot`'s).
+    #[inline(always)]
+    unsafe fn tiled_block_sums<const VNNI: bool, const N: usize>(
+        w: &Self::W,
+        p: &Self::Prep,
+        x: &[BlockQ8K],
+        nb: usize,
+    ) -> [__m256i; N] {
+        Self::block_sums::<VNNI, N>(w, p, x, nb)
+    }
     /// Lane t: the block's value for activation row t (`x[t * nb]`) before
     /// the activation's scale, from the exact integer totals of `sumi`.
     unsafe fn block_values<const N: usize>(
@@ -587,6 +605,65 @@ impl TiledType for Q5K {
 }
 
 impl TiledType for Q6K {
+    /// With VNNI, one `vpdpbusd` per run leaves each 4 values' sum in a
+    /// lane (at most 4 x 63 x 127, an i16), lanes 0-3 in the run's first
+    /// sub-block and 4-7 in its second; two runs' lanes packed to i16
+    /// meet their scales in one `vpdpwssd`: 12 multiplies a block and row
+    /// instead of `vec_dot`'s 16 (`maddubs`, then `vpdpwssd` per run).
+    #[inline(always)]
+    unsafe fn tiled_block_sums<const VNNI: bool, const N: usize>(
+        w: &BlockQ6K,
+        p: &PrepQ6K,
+        x: &[BlockQ8K],
+        nb: usize,
+    ) -> [__m256i; N] {
+        if !VNNI {
+            return Self::block_sums::<VNNI, N>(w, p, x, nb);
+        }
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for half in 0..2 {
+            let q = q6k_half_runs(w, half);
+            // Runs 2k and 2k + 1 packed: i16 lanes 0-3 run 2k's first
+            // sub-block, 4-7 run 2k + 1's first, 8-11 and 12-15 their
+            // second ones.
+            let mut sc = [_mm256_setzero_si256(); 2];
+            for (k, sc) in sc.iter_mut().enumerate() {
+                let a = (2 * (4 * half + 2 * k)) as i8;
+                let b = a + 2;
+                let pick = _mm_setr_epi8(
+                    a,
+                    a,
+                    a,
+                    a,
+                    b,
+                    b,
+                    b,
+                    b,
+                    a + 1,
+                    a + 1,
+                    a + 1,
+                    a + 1,
+                    b + 1,
+                    b + 1,
+                    b + 1,
+                    b + 1,
+                );
+                *sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(p.scales, pick));
+            }
+            for t in 0..N {
+                let qs = x.get_unchecked(t * nb).qs.as_ptr().add(128 * half);
+                let fours = |run: usize| {
+                    let qx = _mm256_load_si256(qs.add(32 * run) as *const __m256i);
+                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), q[run], qx)
+                };
+                let p01 = _mm256_packs_epi32(fours(0), fours(1));
+                let p23 = _mm256_packs_epi32(fours(2), fours(3));
+                sumi[t] = _mm256_dpwssd_epi32(sumi[t], p01, sc[0]);
+                sumi[t] = _mm256_dpwssd_epi32(sumi[t], p23, sc[1]);
+            }
+        }
+        sumi
+    }
     #[inline(always)]
     unsafe fn block_values<const N: usize>(
         p: &PrepQ6K,
@@ -628,7 +705,7 @@ impl<T: TiledType> KType for Tiled<T> {
         x: &[BlockQ8K],
         nb: usize,
     ) -> [__m256i; N] {
-        T::block_sums::<VNNI, N>(w, p, x, nb)
+        T::tiled_block_sums::<VNNI, N>(w, p, x, nb)
     }
     tiled_fold!(T);
 }
