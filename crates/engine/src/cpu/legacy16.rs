@@ -436,17 +436,17 @@ pub struct XScales16 {
 pub fn x_scales<P: Pack16>(x: &[P::Act]) -> Vec<XScales16> {
     // A decode step's few blocks cost less than handing them to the pool.
     const PARALLEL_FROM_BLOCKS: usize = 1024;
+    let mut one: fn(&P::Act) -> XScales16 = block_scales::<P>;
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
         // SAFETY: the CPU has the features `block_scales` enables.
-        let one = |b: &P::Act| unsafe { vnni::block_scales::<P>(b) };
-        return if x.len() < PARALLEL_FROM_BLOCKS {
-            x.iter().map(one).collect()
-        } else {
-            x.par_iter().map(one).collect()
-        };
+        one = |b| unsafe { vnni::block_scales::<P>(b) };
     }
-    x.iter().map(block_scales::<P>).collect()
+    if x.len() < PARALLEL_FROM_BLOCKS {
+        x.iter().map(one).collect()
+    } else {
+        x.par_iter().map(one).collect()
+    }
 }
 
 /// [`XScales16`] of one activation block.

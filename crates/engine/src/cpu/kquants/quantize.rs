@@ -100,11 +100,13 @@ pub fn strip_sums(x: &[BlockQ8K], nb: usize) -> Vec<StripSums> {
 pub fn quantize_rows(x: &[f32], cols: usize) -> Vec<BlockQ8K> {
     let bpr = cols / QK_K;
     let mut out = vec![BlockQ8K::default(); x.len() / QK_K];
+    #[cfg(target_arch = "x86_64")]
+    let simd = crate::cpu::dot::best().fma;
     out.par_chunks_exact_mut(bpr)
         .zip(x.par_chunks_exact(cols))
         .for_each(|(q, row)| {
             #[cfg(target_arch = "x86_64")]
-            if crate::cpu::dot::best().fma {
+            if simd {
                 // SAFETY: the CPU has AVX2 and FMA (`dot::best`).
                 return unsafe { quantize_row_avx2(row, q) };
             }

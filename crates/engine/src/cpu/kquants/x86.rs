@@ -625,30 +625,13 @@ impl TiledType for Q6K {
             let q = q6k_half_runs(w, half);
             // Runs 2k and 2k + 1 packed: i16 lanes 0-3 run 2k's first
             // sub-block, 4-7 run 2k + 1's first, 8-11 and 12-15 their
-            // second ones.
+            // second ones: 32-bit lanes 2, 3, 6 and 7 from run 2k + 1's
+            // scales, the rest from run 2k's.
             let mut sc = [_mm256_setzero_si256(); 2];
             for (k, sc) in sc.iter_mut().enumerate() {
-                let a = (2 * (4 * half + 2 * k)) as i8;
-                let b = a + 2;
-                let pick = _mm_setr_epi8(
-                    a,
-                    a,
-                    a,
-                    a,
-                    b,
-                    b,
-                    b,
-                    b,
-                    a + 1,
-                    a + 1,
-                    a + 1,
-                    a + 1,
-                    b + 1,
-                    b + 1,
-                    b + 1,
-                    b + 1,
-                );
-                *sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(p.scales, pick));
+                let run = 4 * half + 2 * k;
+                let (even, odd) = (run_scales(p.scales, run), run_scales(p.scales, run + 1));
+                *sc = _mm256_blend_epi32::<0b1100_1100>(even, odd);
             }
             for t in 0..N {
                 let qs = x.get_unchecked(t * nb).qs.as_ptr().add(128 * half);
