@@ -7,6 +7,8 @@
 
 pub mod blocks;
 pub mod portable;
+#[cfg(target_arch = "x86_64")]
+mod q4k16;
 pub mod quantize;
 #[cfg(target_arch = "x86_64")]
 mod x86;

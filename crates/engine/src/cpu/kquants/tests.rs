@@ -181,8 +181,9 @@ fn check_type<B: KBlock + Exact>(
     single: fn(&[B], &[BlockQ8K]) -> f32,
 ) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(dtype as u64);
-    // 44 blocks: strips of 2 rows and more too wide for L1 (`fits_l1`).
-    for (nb, rows) in [(1, 1), (2, 7), (3, 19), (1, 17), (4, 5), (44, 3)] {
+    // 44 blocks: strips of 2 rows and more too wide for L1 (`fits_l1`);
+    // 40 rows: two groups of 16 and a rest (`q4k16`).
+    for (nb, rows) in [(1, 1), (2, 7), (3, 19), (1, 17), (4, 5), (44, 3), (2, 40)] {
         let w: Vec<B> = blocks::parse_blocks(&weight_bytes(&mut rng, dtype, rows * nb));
         for n in 1..=20 {
             let x = quantize_rows(&activations(&mut rng, n, nb * QK_K), nb * QK_K);

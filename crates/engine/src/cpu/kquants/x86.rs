@@ -17,7 +17,7 @@ use std::arch::x86_64::*;
 
 use super::blocks::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, KBlock};
 use super::quantize::{BlockQ8K, StripSums};
-use super::Kernels;
+use super::{q4k16, Kernels};
 use crate::cpu::dot::avx2::hsum;
 use crate::cpu::dot_rows::{OutRows, STRIP};
 
@@ -27,6 +27,9 @@ use crate::cpu::dot_rows::{OutRows, STRIP};
 /// them sound (with [`super::Kernel`]'s contract for `out`).
 pub fn detect() -> Option<Kernels> {
     use crate::cpu::dot::avx2::{has_avx2_fma_f16c, has_vnni_vl};
+    if crate::cpu::interleaved::vnni::features() {
+        return Some(AVX512);
+    }
     match (has_avx2_fma_f16c(), has_vnni_vl()) {
         (false, _) => None,
         (true, false) => Some(Kernels {
@@ -57,12 +60,22 @@ const VNNI: Kernels = Kernels {
     q3k: q3k_vnni,
 };
 
-/// Every kernel set this CPU runs (the AVX2 one as well as the VNNI
-/// one), so tests cover both.
+/// The VNNI kernels with Q4_K prefill sixteen rows per 512-bit vector.
+const AVX512: Kernels = Kernels {
+    name: "avx512+vnni",
+    q4k_gemm: q4k_gemm_avx512,
+    ..VNNI
+};
+
+/// Every kernel set this CPU runs (the AVX2 and VNNI ones as well as the
+/// AVX-512 one), so tests cover each.
 #[cfg(test)]
 pub fn all() -> Vec<Kernels> {
     let mut all: Vec<Kernels> = detect().into_iter().collect();
-    if all.first().is_some_and(|k| k.name == "avx2+vnni") {
+    if all.first().is_some_and(|k| k.name == "avx512+vnni") {
+        all.push(VNNI);
+    }
+    if all.iter().any(|k| k.name == "avx2+vnni") {
         all.push(Kernels {
             name: "avx2",
             q4k: q4k_avx2,
@@ -1236,6 +1249,30 @@ macro_rules! q4k_kernel {
     };
 }
 q4k_kernel!(q4k_avx2, q4k_tiled_avx2, "avx2,fma,f16c", false);
+
+/// Q4_K in `gemm`'s order: whole groups of 16 rows by `q4k16` once the
+/// batch pays for its transposition, the rest by the 256-bit tiles.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni,avx512vl")]
+unsafe fn q4k_gemm_avx512(
+    w: &[BlockQ4K],
+    x: &[BlockQ8K],
+    sums: &[StripSums],
+    nb: usize,
+    out: OutRows,
+) {
+    let rows = w.len() / nb;
+    let grouped = if x.len() / nb >= q4k16::MIN_BATCH {
+        rows - rows % q4k16::ROWS
+    } else {
+        0
+    };
+    if grouped > 0 {
+        q4k16::gemm(&w[..grouped * nb], x, nb, out);
+    }
+    if grouped < rows {
+        q4k_gemm_vnni(&w[grouped * nb..], x, sums, nb, out.at(0, grouped));
+    }
+}
 q4k_kernel!(
     q4k_vnni,
     q4k_tiled_vnni,
