@@ -7,9 +7,9 @@
 
 pub mod blocks;
 pub mod portable;
-#[cfg(target_arch = "x86_64")]
-mod q4k16;
 pub mod quantize;
+#[cfg(target_arch = "x86_64")]
+mod rows16;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

@@ -17,7 +17,8 @@ use std::arch::x86_64::*;
 
 use super::blocks::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, KBlock};
 use super::quantize::{BlockQ8K, StripSums};
-use super::{q4k16, Kernels};
+use super::rows16::{self, Q4K16, Q6K16};
+use super::Kernels;
 use crate::cpu::dot::avx2::hsum;
 use crate::cpu::dot_rows::{OutRows, STRIP};
 
@@ -60,10 +61,12 @@ const VNNI: Kernels = Kernels {
     q3k: q3k_vnni,
 };
 
-/// The VNNI kernels with Q4_K prefill sixteen rows per 512-bit vector.
+/// The VNNI kernels with Q4_K and Q6_K prefill sixteen rows per 512-bit
+/// vector.
 const AVX512: Kernels = Kernels {
     name: "avx512+vnni",
     q4k_gemm: q4k_gemm_avx512,
+    q6k_tiled: q6k_tiled_avx512,
     ..VNNI
 };
 
@@ -1250,29 +1253,35 @@ macro_rules! q4k_kernel {
 }
 q4k_kernel!(q4k_avx2, q4k_tiled_avx2, "avx2,fma,f16c", false);
 
-/// Q4_K in `gemm`'s order: whole groups of 16 rows by `q4k16` once the
-/// batch pays for its transposition, the rest by the 256-bit tiles.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni,avx512vl")]
-unsafe fn q4k_gemm_avx512(
-    w: &[BlockQ4K],
-    x: &[BlockQ8K],
-    sums: &[StripSums],
-    nb: usize,
-    out: OutRows,
-) {
-    let rows = w.len() / nb;
-    let grouped = if x.len() / nb >= q4k16::MIN_BATCH {
-        rows - rows % q4k16::ROWS
-    } else {
-        0
+/// An AVX-512 entry point: whole groups of 16 rows by `rows16` once the
+/// batch pays for their transposition, the rest by `$rest`.
+macro_rules! rows16_kernel {
+    ($name:ident, $ty:ty, $rest:ident) => {
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni,avx512vl")]
+        unsafe fn $name(
+            w: &[<$ty as rows16::Rows16>::W],
+            x: &[BlockQ8K],
+            sums: &[StripSums],
+            nb: usize,
+            out: OutRows,
+        ) {
+            let rows = w.len() / nb;
+            let grouped = if x.len() / nb >= rows16::MIN_BATCH {
+                rows - rows % rows16::ROWS
+            } else {
+                0
+            };
+            if grouped > 0 {
+                rows16::gemm::<$ty>(&w[..grouped * nb], x, nb, out);
+            }
+            if grouped < rows {
+                $rest(&w[grouped * nb..], x, sums, nb, out.at(0, grouped));
+            }
+        }
     };
-    if grouped > 0 {
-        q4k16::gemm(&w[..grouped * nb], x, nb, out);
-    }
-    if grouped < rows {
-        q4k_gemm_vnni(&w[grouped * nb..], x, sums, nb, out.at(0, grouped));
-    }
 }
+rows16_kernel!(q4k_gemm_avx512, Q4K16, q4k_gemm_vnni);
+rows16_kernel!(q6k_tiled_avx512, Q6K16, q6k_tiled_vnni);
 q4k_kernel!(
     q4k_vnni,
     q4k_tiled_vnni,
