@@ -44,6 +44,11 @@ const _: () = assert!(STRIP == 4, "`gemm` has a case for each shorter strip");
 const VALUES: usize = 64;
 
 /// One weight type's transposition and per-block arithmetic.
+///
+/// # Safety (of each method)
+/// The CPU has the features [`gemm`] names; `to` and `u` hold
+/// [`Self::PER_BLOCK`] vectors; `wg` holds 16 rows of `nb` blocks and `x`
+/// N rows of `nb` blocks from the one passed, with `acc` N entries.
 pub trait Rows16 {
     type W;
     /// Vectors per block in the buffer.
@@ -72,7 +77,7 @@ pub trait Rows16 {
 #[inline(always)]
 pub unsafe fn gemm<T: Rows16>(w: &[T::W], x: &[BlockQ8K], nb: usize, out: OutRows) {
     let n = x.len() / nb;
-    // Block by block, so one block of the group (5 KiB transposed) stays
+    // Block by block, so one block of the group (5-6 KiB transposed) stays
     // in L1 while every activation row passes; the accumulators wait in
     // memory between blocks.
     let mut u = vec![_mm512_setzero_si512(); T::PER_BLOCK];
