@@ -14,7 +14,7 @@
 //! Each block of a group of 16 rows is transposed (gathers, and the scales
 //! unpacked 16 rows per instruction) into an L1 buffer once per matmul, and
 //! every strip of activation rows reads it there, so the path pays only
-//! from [`MIN_BATCH`] activation rows on.
+//! from [`Rows16::MIN_BATCH`] activation rows on.
 // Accumulators are indexed by activation row; the const-bounded loops
 // unroll completely.
 #![allow(clippy::needless_range_loop)]
@@ -28,10 +28,6 @@ use crate::cpu::interleaved::vnni::prefetch_block;
 
 /// Weight rows per group: one per 32-bit lane of a 512-bit vector.
 pub const ROWS: usize = 16;
-
-/// Activation rows from which transposing a group pays for itself (below,
-/// the 256-bit tile is as fast).
-pub const MIN_BATCH: usize = 16;
 
 /// Activation rows per strip: 2 x 4 sub-block chains keep `vpdpbusd`'s
 /// latency covered; 6 rows (12 chains) ran slower (`matmul_bench`).
@@ -53,6 +49,10 @@ pub trait Rows16 {
     type W;
     /// Vectors per block in the buffer.
     const PER_BLOCK: usize;
+    /// Activation rows from which transposing a group pays for itself
+    /// against the 256-bit tiles (`matmul_bench`, one thread, the 7B's
+    /// shapes: below it the tiles were as fast or faster in one shape).
+    const MIN_BATCH: usize;
     /// Block `b` of the 16 rows of `wg` (each `nb` blocks) into the buffer
     /// entry at `to`.
     unsafe fn transpose(wg: &[Self::W], nb: usize, b: usize, to: *mut __m512i);
@@ -174,6 +174,7 @@ impl Q4K16 {
 impl Rows16 for Q4K16 {
     type W = BlockQ4K;
     const PER_BLOCK: usize = Self::DMIN + 1;
+    const MIN_BATCH: usize = 96;
 
     #[inline(always)]
     unsafe fn transpose(wg: &[BlockQ4K], nb: usize, b: usize, to: *mut __m512i) {
@@ -298,6 +299,7 @@ impl Q6K16 {
 impl Rows16 for Q6K16 {
     type W = BlockQ6K;
     const PER_BLOCK: usize = Self::D + 1;
+    const MIN_BATCH: usize = 32;
 
     #[inline(always)]
     unsafe fn transpose(wg: &[BlockQ6K], nb: usize, b: usize, to: *mut __m512i) {

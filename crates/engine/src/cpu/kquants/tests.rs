@@ -172,8 +172,8 @@ fn run<W>(kernel: Kernel<W>, w: &[W], x: &[BlockQ8K], nb: usize) -> Vec<f32> {
 }
 
 /// For one weight type: every SIMD kernel set equals the portable one bit
-/// for bit at every batch size 1..=20 and row counts that leave partial
-/// tiles, and the portable ones equal ggml's formula in exact arithmetic
+/// for bit at every batch size 1..=20 (and some from 32 and 96 on) and row
+/// counts that leave partial tiles, and the portable ones equal ggml's formula in exact arithmetic
 /// within f32 rounding.
 fn check_type<B: KBlock + Exact>(
     dtype: GgmlDType,
@@ -182,10 +182,16 @@ fn check_type<B: KBlock + Exact>(
 ) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(dtype as u64);
     // 44 blocks: strips of 2 rows and more too wide for L1 (`fits_l1`);
-    // 40 rows: two groups of 16 and a rest (`q4k16`).
+    // 40 rows: two groups of 16 and a rest, with batches from 32 and 96 on
+    // and every strip remainder (`rows16`).
     for (nb, rows) in [(1, 1), (2, 7), (3, 19), (1, 17), (4, 5), (44, 3), (2, 40)] {
         let w: Vec<B> = blocks::parse_blocks(&weight_bytes(&mut rng, dtype, rows * nb));
-        for n in 1..=20 {
+        let wide = if rows == 40 {
+            &[32, 33, 34, 35, 96, 97, 98, 99][..]
+        } else {
+            &[]
+        };
+        for n in (1..=20).chain(wide.iter().copied()) {
             let x = quantize_rows(&activations(&mut rng, n, nb * QK_K), nb * QK_K);
             let want = run(pick(&PORTABLE), &w, &x, nb);
             for k in all() {

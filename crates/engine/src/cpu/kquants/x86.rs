@@ -1254,7 +1254,7 @@ macro_rules! q4k_kernel {
 q4k_kernel!(q4k_avx2, q4k_tiled_avx2, "avx2,fma,f16c", false);
 
 /// An AVX-512 entry point: whole groups of 16 rows by `rows16` once the
-/// batch pays for their transposition, the rest by `$rest`.
+/// batch pays for their transposition (`MIN_BATCH`), the rest by `$rest`.
 macro_rules! rows16_kernel {
     ($name:ident, $ty:ty, $rest:ident) => {
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni,avx512vl")]
@@ -1266,7 +1266,7 @@ macro_rules! rows16_kernel {
             out: OutRows,
         ) {
             let rows = w.len() / nb;
-            let grouped = if x.len() / nb >= rows16::MIN_BATCH {
+            let grouped = if x.len() / nb >= <$ty as rows16::Rows16>::MIN_BATCH {
                 rows - rows % rows16::ROWS
             } else {
                 0
