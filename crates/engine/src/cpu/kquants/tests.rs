@@ -173,8 +173,8 @@ fn run<W>(kernel: Kernel<W>, w: &[W], x: &[BlockQ8K], nb: usize) -> Vec<f32> {
 
 /// For one weight type: every SIMD kernel set equals the portable one bit
 /// for bit at every batch size 1..=20 (and some from 32 and 96 on) and row
-/// counts that leave partial tiles, and the portable ones equal ggml's formula in exact arithmetic
-/// within f32 rounding.
+/// counts that leave partial tiles, and the portable ones equal ggml's
+/// formula in exact arithmetic within f32 rounding.
 fn check_type<B: KBlock + Exact>(
     dtype: GgmlDType,
     pick: fn(&Kernels) -> Kernel<B>,

@@ -1252,6 +1252,12 @@ macro_rules! q4k_kernel {
     };
 }
 q4k_kernel!(q4k_avx2, q4k_tiled_avx2, "avx2,fma,f16c", false);
+q4k_kernel!(
+    q4k_vnni,
+    q4k_tiled_vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    true
+);
 
 /// An AVX-512 entry point: whole groups of 16 rows by `rows16` once the
 /// batch pays for their transposition (`MIN_BATCH`), the rest by `$rest`.
@@ -1282,9 +1288,3 @@ macro_rules! rows16_kernel {
 }
 rows16_kernel!(q4k_gemm_avx512, Q4K16, q4k_gemm_vnni);
 rows16_kernel!(q6k_tiled_avx512, Q6K16, q6k_tiled_vnni);
-q4k_kernel!(
-    q4k_vnni,
-    q4k_tiled_vnni,
-    "avx2,fma,f16c,avx512vnni,avx512vl",
-    true
-);
