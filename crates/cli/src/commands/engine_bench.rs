@@ -58,6 +58,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 "model": path.display().to_string(),
                 "threads": threads,
                 "kernels": servebench_engine::cpu::dot::best().name,
+                "kquant_kernels": servebench_engine::cpu::kquants::best().name,
                 "pp_tokens": a.prompt_tokens, "pp_tok_s": pp_med,
                 "tg_tokens": a.gen_tokens, "tg_tok_s": tg_med, "tg_batch": a.batch,
                 "repetitions": a.repetitions,
@@ -65,9 +66,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "model {} threads {threads} kernels {}",
+            "model {} threads {threads} kernels {} (K-quants {})",
             path.display(),
-            servebench_engine::cpu::dot::best().name
+            servebench_engine::cpu::dot::best().name,
+            servebench_engine::cpu::kquants::best().name
         );
         println!("pp{:<5} {pp_med:>9.1} tokens/s", a.prompt_tokens);
         println!(

@@ -2,6 +2,7 @@
 //! (matmul, attention, norm, rope, activations). A GPU backend is another
 //! module with the same operations.
 
+pub mod amx;
 pub mod attention;
 pub mod blocks;
 pub mod dot;

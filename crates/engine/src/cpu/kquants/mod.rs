@@ -5,6 +5,8 @@
 //! 32-value types (`dot_rows`), activations are quantized once per matmul
 //! and each weight row is read once for every activation row of the batch.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 pub mod blocks;
 pub mod portable;
 pub mod quantize;

@@ -37,7 +37,7 @@ const _: () = assert!(STRIP == 4, "`gemm` has a case for each shorter strip");
 /// The 64 vectors of a block's values come first in its buffer entry
 /// (vector `4 * s + g` for Q6_K's sub-block s, `8 * s + g` for Q4_K's:
 /// values `4g..4g + 4`), then what the type needs besides.
-const VALUES: usize = 64;
+pub(super) const VALUES: usize = 64;
 
 /// One weight type's transposition and per-block arithmetic.
 ///
@@ -164,11 +164,27 @@ unsafe fn pair(sums: &[i16], at: usize) -> __m512i {
 pub struct Q4K16;
 
 impl Q4K16 {
-    const SCALES: usize = VALUES; // [j]: each row's scale of sub-block j
+    pub(super) const SCALES: usize = VALUES; // [j]: each row's scale of sub-block j
     const SCALES8: usize = Self::SCALES + 8; // [k]: `8 · scale` of sub-blocks 2k, 2k + 1
     const MINS: usize = Self::SCALES8 + 4; // [k]: the mins of sub-blocks 2k, 2k + 1
-    const D: usize = Self::MINS + 4;
+    pub(super) const D: usize = Self::MINS + 4;
     const DMIN: usize = Self::D + 1;
+
+    /// One activation block's mins chain (`acc`'s second accumulator):
+    /// per pair of sub-blocks, the mins total times `dmin · d_x`.
+    ///
+    /// # Safety
+    /// As [`Rows16`]'s methods.
+    #[inline(always)]
+    pub(super) unsafe fn mins(u: *const __m512i, x: &BlockQ8K, acc: &mut __m512) {
+        let dmin = _mm512_load_ps(u.add(Self::DMIN) as *const f32);
+        let dm = _mm512_mul_ps(dmin, _mm512_set1_ps(x.d));
+        for k in 0..4 {
+            let m = _mm512_load_si512(u.add(Self::MINS + k));
+            let mins = _mm512_madd_epi16(m, pair(&x.sums32, 2 * k));
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mins), dm, *acc);
+        }
+    }
 }
 
 impl Rows16 for Q4K16 {
@@ -263,16 +279,10 @@ impl Rows16 for Q4K16 {
             }
         }
         // The mins' chain: a short pass that needs none of the above.
-        let dmin = _mm512_load_ps(u.add(Self::DMIN) as *const f32);
         for t in 0..N {
             let a = acc.get_unchecked_mut(t);
             a[0] = sums[t];
-            let dm = _mm512_mul_ps(dmin, _mm512_set1_ps(xb[t].d));
-            for k in 0..4 {
-                let m = _mm512_load_si512(u.add(Self::MINS + k));
-                let mins = _mm512_madd_epi16(m, pair(&xb[t].sums32, 2 * k));
-                a[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mins), dm, a[1]);
-            }
+            Self::mins(u, xb[t], &mut a[1]);
         }
     }
 
@@ -291,9 +301,9 @@ impl Rows16 for Q4K16 {
 pub struct Q6K16;
 
 impl Q6K16 {
-    const SCALES: usize = VALUES; // [s]: each row's scale of sub-block s, an i32
+    pub(super) const SCALES: usize = VALUES; // [s]: each row's scale of sub-block s, an i32
     const PAIRS: usize = Self::SCALES + 16; // [k]: scales of sub-blocks 2k, 2k + 1 as i16
-    const D: usize = Self::PAIRS + 8;
+    pub(super) const D: usize = Self::PAIRS + 8;
 }
 
 impl Rows16 for Q6K16 {

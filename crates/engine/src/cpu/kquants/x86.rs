@@ -15,9 +15,10 @@
 
 use std::arch::x86_64::*;
 
+use super::amx::{self, Tiles};
 use super::blocks::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, KBlock};
 use super::quantize::{BlockQ8K, StripSums};
-use super::rows16::{self, Q4K16, Q6K16};
+use super::rows16::{self, Rows16, Q4K16, Q6K16};
 use super::Kernels;
 use crate::cpu::dot::avx2::hsum;
 use crate::cpu::dot_rows::{OutRows, STRIP};
@@ -29,7 +30,11 @@ use crate::cpu::dot_rows::{OutRows, STRIP};
 pub fn detect() -> Option<Kernels> {
     use crate::cpu::dot::avx2::{has_avx2_fma_f16c, has_vnni_vl};
     if crate::cpu::interleaved::vnni::features() {
-        return Some(AVX512);
+        return Some(if crate::cpu::amx::available() {
+            AMX
+        } else {
+            AVX512
+        });
     }
     match (has_avx2_fma_f16c(), has_vnni_vl()) {
         (false, _) => None,
@@ -70,12 +75,23 @@ const AVX512: Kernels = Kernels {
     ..VNNI
 };
 
+/// The AVX-512 kernels with Q4_K and Q6_K prefill on AMX int8 tiles.
+const AMX: Kernels = Kernels {
+    name: "amx+avx512",
+    q4k_gemm: q4k_gemm_amx,
+    q6k_tiled: q6k_tiled_amx,
+    ..AVX512
+};
+
 /// Every kernel set this CPU runs (the AVX2 and VNNI ones as well as the
 /// AVX-512 one), so tests cover each.
 #[cfg(test)]
 pub fn all() -> Vec<Kernels> {
     let mut all: Vec<Kernels> = detect().into_iter().collect();
-    if all.first().is_some_and(|k| k.name == "avx512+vnni") {
+    if all.first().is_some_and(|k| k.name == "amx+avx512") {
+        all.push(AVX512);
+    }
+    if all.iter().any(|k| k.name == "avx512+vnni") {
         all.push(VNNI);
     }
     if all.iter().any(|k| k.name == "avx2+vnni") {
@@ -1259,26 +1275,21 @@ q4k_kernel!(
     true
 );
 
-/// An AVX-512 entry point: whole groups of 16 rows by `rows16` once the
-/// batch pays for their transposition (`MIN_BATCH`), the rest by `$rest`.
+/// An entry point for 16-row groups: whole groups by `$gemm` once the
+/// batch pays for their transposition (`$min_batch` activation rows), the
+/// rest by `$rest`.
 macro_rules! rows16_kernel {
-    ($name:ident, $ty:ty, $rest:ident) => {
+    ($name:ident, $w:ty, $gemm:path, $min_batch:expr, $rest:ident) => {
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni,avx512vl")]
-        unsafe fn $name(
-            w: &[<$ty as rows16::Rows16>::W],
-            x: &[BlockQ8K],
-            sums: &[StripSums],
-            nb: usize,
-            out: OutRows,
-        ) {
+        unsafe fn $name(w: &[$w], x: &[BlockQ8K], sums: &[StripSums], nb: usize, out: OutRows) {
             let rows = w.len() / nb;
-            let grouped = if x.len() / nb >= <$ty as rows16::Rows16>::MIN_BATCH {
+            let grouped = if x.len() / nb >= $min_batch {
                 rows - rows % rows16::ROWS
             } else {
                 0
             };
             if grouped > 0 {
-                rows16::gemm::<$ty>(&w[..grouped * nb], x, nb, out);
+                $gemm(&w[..grouped * nb], x, nb, out);
             }
             if grouped < rows {
                 $rest(&w[grouped * nb..], x, sums, nb, out.at(0, grouped));
@@ -1286,5 +1297,31 @@ macro_rules! rows16_kernel {
         }
     };
 }
-rows16_kernel!(q4k_gemm_avx512, Q4K16, q4k_gemm_vnni);
-rows16_kernel!(q6k_tiled_avx512, Q6K16, q6k_tiled_vnni);
+rows16_kernel!(
+    q4k_gemm_avx512,
+    BlockQ4K,
+    rows16::gemm::<Q4K16>,
+    <Q4K16 as Rows16>::MIN_BATCH,
+    q4k_gemm_vnni
+);
+rows16_kernel!(
+    q6k_tiled_avx512,
+    BlockQ6K,
+    rows16::gemm::<Q6K16>,
+    <Q6K16 as Rows16>::MIN_BATCH,
+    q6k_tiled_vnni
+);
+rows16_kernel!(
+    q4k_gemm_amx,
+    BlockQ4K,
+    amx::gemm::<Q4K16>,
+    <Q4K16 as Tiles>::MIN_BATCH,
+    q4k_gemm_avx512
+);
+rows16_kernel!(
+    q6k_tiled_amx,
+    BlockQ6K,
+    amx::gemm::<Q6K16>,
+    <Q6K16 as Tiles>::MIN_BATCH,
+    q6k_tiled_avx512
+);
