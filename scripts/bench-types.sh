@@ -22,6 +22,9 @@ TYPES=${TYPES:-"Q4_1 Q4_K_M Q5_K_M Q6_K Q8_0 Q4_0 F16"}
 PEERS=${SERVEBENCH_PEERS_SCRIPT:-../shared/peers/llama-server.sh}
 BIN=$(bash "$PEERS" --build-only)
 GGUF_PY=$BIN/../../gguf-py
+# gguf-py (the weight bytes per token, read at the end) needs numpy: ask
+# before the runs rather than after them.
+python3 -c "import numpy" 2>/dev/null || { echo "needs numpy for llama.cpp's gguf-py: python3 -m pip install numpy" >&2; exit 1; }
 cargo build --release --quiet -p servebench
 SB=./target/release/servebench
 SHIPPED=$($SB fetch-model)
