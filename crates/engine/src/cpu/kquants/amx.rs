@@ -183,6 +183,18 @@ unsafe fn pack(strips: &[(&[BlockQ8K], usize)], nb: usize, tiles: &mut [__m512i]
     }
 }
 
+/// The totals' tiles of `S` strips (4 and 5, then 6 and 7) to `c`, as
+/// [`Totals`] holds one group of 64 values.
+#[inline(always)]
+unsafe fn store_totals<const S: usize>(c: *mut __m512i) {
+    tile_store!(4, c);
+    tile_store!(5, c.add(STRIP));
+    if S == 2 {
+        tile_store!(6, c.add(2 * STRIP));
+        tile_store!(7, c.add(3 * STRIP));
+    }
+}
+
 /// Q4_K: each scale (6 bits; up to 15 x 63 with a value) splits into
 /// `8 · high + low` (both 0..7), so a pair of sub-blocks' total is
 /// `low · x + 8 · (high · x)`. Each pair's total reaches the floats alone,
@@ -236,12 +248,7 @@ impl Tiles for Q4K16 {
                 tile_dot!("tdpbssd", 6, 1, 2);
                 tile_dot!("tdpbssd", 7, 1, 3);
             }
-            tile_store!(4, c);
-            tile_store!(5, c.add(STRIP));
-            if S == 2 {
-                tile_store!(6, c.add(2 * STRIP));
-                tile_store!(7, c.add(3 * STRIP));
-            }
+            store_totals::<S>(c);
         }
         let dw = _mm512_load_ps(u.add(Self::D) as *const f32);
         for s in 0..S {
@@ -322,13 +329,7 @@ impl Tiles for Q6K16 {
                 tile_dot!("tdpbssd", 7, 1, 3);
             }
         }
-        let c = totals.0[0].as_mut_ptr() as *mut __m512i;
-        tile_store!(4, c);
-        tile_store!(5, c.add(STRIP));
-        if S == 2 {
-            tile_store!(6, c.add(2 * STRIP));
-            tile_store!(7, c.add(3 * STRIP));
-        }
+        store_totals::<S>(totals.0[0].as_mut_ptr() as *mut __m512i);
         let dw = _mm512_load_ps(u.add(Self::D) as *const f32);
         for s in 0..S {
             let (xs, rows) = strips[s];
