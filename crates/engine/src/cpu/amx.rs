@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 /// Linux granted this process the tile data (`arch_prctl(
 /// ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`: without it the first tile
 /// instruction faults). Asked once; `SERVEBENCH_KERNELS=avx512` (the
-/// AVX-512 kernels alone, for comparisons) or `portable` answer no.
+/// AVX-512 kernels alone, for comparisons), `rows` or `portable` answer
+/// no.
 pub fn available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
