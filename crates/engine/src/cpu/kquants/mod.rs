@@ -8,6 +8,8 @@
 #[cfg(target_arch = "x86_64")]
 mod amx;
 pub mod blocks;
+#[cfg(target_arch = "x86_64")]
+mod decode512;
 pub mod portable;
 pub mod quantize;
 #[cfg(target_arch = "x86_64")]

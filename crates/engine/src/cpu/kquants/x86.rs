@@ -17,6 +17,7 @@ use std::arch::x86_64::*;
 
 use super::amx::{self, Tiles};
 use super::blocks::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, KBlock};
+use super::decode512;
 use super::quantize::{BlockQ8K, StripSums};
 use super::rows16::{self, Rows16, Q4K16, Q6K16};
 use super::Kernels;
@@ -67,9 +68,11 @@ const VNNI: Kernels = Kernels {
 };
 
 /// The VNNI kernels with Q4_K and Q6_K prefill sixteen rows per 512-bit
-/// vector.
+/// vector, and their decode (batch 1) by `decode512`.
 const AVX512: Kernels = Kernels {
     name: "avx512+vnni",
+    q4k: q4k_avx512,
+    q6k: q6k_avx512,
     q4k_gemm: q4k_gemm_avx512,
     q6k_tiled: q6k_tiled_avx512,
     ..VNNI
@@ -1133,7 +1136,7 @@ unsafe fn rows_by<T: KType, const VNNI: bool, const R: usize, const N: usize>(
 /// [`scales_mins_k4`] does but in vector registers: byte shuffles pick
 /// each value's low and high bits, masks and shifts place them.
 #[inline(always)]
-unsafe fn scales_mins_k4_simd(head: __m128i) -> __m128i {
+pub(super) unsafe fn scales_mins_k4_simd(head: __m128i) -> __m128i {
     // `scales` byte i is `head` byte i + 4. Scale j < 4: s[j] & 63;
     // j >= 4: s[j + 4] & 15 | (s[j - 4] >> 6) << 4. Min j < 4: s[j + 4]
     // & 63; j >= 4: s[j + 4] >> 4 | (s[j] >> 6) << 4.
@@ -1274,6 +1277,23 @@ q4k_kernel!(
     "avx2,fma,f16c,avx512vnni,avx512vl",
     true
 );
+
+/// The AVX-512 set's entry points for `$ty`'s own order: one activation
+/// row by `$one_row`, batches by `$rest`.
+macro_rules! decode512_kernel {
+    ($name:ident, $ty:ty, $one_row:path, $rest:ident) => {
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni,avx512vl")]
+        unsafe fn $name(w: &[$ty], x: &[BlockQ8K], sums: &[StripSums], nb: usize, out: OutRows) {
+            if x.len() == nb {
+                $one_row(w, x, nb, out)
+            } else {
+                $rest(w, x, sums, nb, out)
+            }
+        }
+    };
+}
+decode512_kernel!(q4k_avx512, BlockQ4K, decode512::q4k_one_row, q4k_tiled_vnni);
+decode512_kernel!(q6k_avx512, BlockQ6K, decode512::q6k_one_row, q6k_vnni);
 
 /// An entry point for 16-row groups: whole groups by `$gemm` once the
 /// batch pays for their transposition (`$min_batch` activation rows), the
