@@ -1,25 +1,26 @@
 //! Q4_K and Q6_K weight rows times one activation row (a decode step) with
 //! 512-bit vectors. At batch 1 the weights stream from memory and the
 //! kernels wait on it; fewer instructions per block let the out-of-order
-//! window reach further ahead, so more of the stream is in flight. Measured
-//! (2026-12-02, Intel Xeon Sapphire Rapids, 2 threads, a 1 GiB stream of
-//! Q4_K rows 4096 and 11008 wide): ~29 GB/s with the 256-bit kernel, 31-34
-//! GB/s with this one, against ~37 GB/s for a plain sum of the same bytes.
-//! The integer lanes and the float steps are the 256-bit kernels' (so
-//! ggml's), and the results equal them bit for bit (tested).
+//! window reach further ahead, so more of the stream is in flight (with the
+//! matrix in L2 this kernel is no faster than the 256-bit one). Measured
+//! with `matmul_bench` (`COPIES=40`, 2 threads, 2026-12-02, Intel Xeon
+//! Sapphire Rapids), GMAC/s 256-bit / 512-bit: Q4_K 11008x4096 45-46 /
+//! 49-51, 4096x11008 43-44 / 47-48; Q6_K 29 / 32, 27-28 / 31. The integer
+//! lanes and the float steps are the 256-bit kernels' (so ggml's), and the
+//! results equal them bit for bit (tested).
 
 use std::arch::x86_64::*;
 
 use super::blocks::{BlockQ4K, BlockQ6K, KBlock, QK_K};
 use super::quantize::BlockQ8K;
-use super::x86::scales_mins_k4_simd;
+use super::x86::{q4k_fold_block, q4k_row_result};
 use crate::cpu::dot::avx2::hsum;
 use crate::cpu::dot_rows::OutRows;
 
-/// How far ahead each weight block is asked into L2. Measured as above:
-/// 4 KiB beat 8 KiB by 3-6% at both widths; asking into L1 (`T0`) gained
-/// at 4096 columns but lost ~10% at 11008, whose activations then left
-/// L1.
+/// How far ahead each weight block is asked into L2: 2, 3, 4, 6 and 8 KiB
+/// measured within noise of each other (as above). Into L1 (`T0`) the
+/// 256-bit kernel gained at 4096 columns and lost at 11008, whose
+/// activations then leave L1.
 const AHEAD: usize = 4096;
 
 #[inline(always)]
@@ -68,10 +69,6 @@ pub(super) unsafe fn q4k_one_row(w: &[BlockQ4K], x: &[BlockQ8K], nb: usize, out:
         let mut acc = _mm_setzero_ps();
         for ((wb, xb), xp) in row.iter().zip(x).zip(&xp) {
             prefetch(wb);
-            let head = _mm_loadu_si128(wb as *const BlockQ4K as *const __m128i);
-            let sm = scales_mins_k4_simd(head);
-            let sums32 = _mm_load_si128(xb.sums32.as_ptr() as *const __m128i);
-            let mins = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_srli_si128(sm, 8)), sums32);
             let xv = |m: usize| _mm512_load_si512(xp.0.as_ptr().add(64 * m) as *const _);
             let (mut even, mut odd) = (_mm512_setzero_si512(), _mm512_setzero_si512());
             for k in 0..2 {
@@ -82,20 +79,9 @@ pub(super) unsafe fn q4k_one_row(w: &[BlockQ4K], x: &[BlockQ8K], nb: usize, out:
             }
             let s = _mm512_add_epi32(even, odd);
             let s = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
-            let sumi = _mm256_mullo_epi32(s, _mm256_cvtepu8_epi32(sm));
-            let half = _mm_add_epi32(
-                _mm256_castsi256_si128(sumi),
-                _mm256_extracti128_si256(sumi, 1),
-            );
-            // Lane 0: the total; lane 1: the mins total.
-            let pair = _mm_hadd_epi32(half, mins);
-            let ints = _mm_hadd_epi32(pair, pair);
-            let dm = _mm_mul_ps(_mm_cvtph_ps(head), _mm_broadcast_ss(&xb.d));
-            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(ints), dm, acc);
+            acc = q4k_fold_block(wb, xb, s, acc);
         }
-        let mut lanes = [0f32; 4];
-        _mm_storeu_ps(lanes.as_mut_ptr(), acc);
-        out.write(0, r, lanes[0] - lanes[1]);
+        out.write(0, r, q4k_row_result(acc));
     }
 }
 

@@ -1136,7 +1136,7 @@ unsafe fn rows_by<T: KType, const VNNI: bool, const R: usize, const N: usize>(
 /// [`scales_mins_k4`] does but in vector registers: byte shuffles pick
 /// each value's low and high bits, masks and shifts place them.
 #[inline(always)]
-pub(super) unsafe fn scales_mins_k4_simd(head: __m128i) -> __m128i {
+unsafe fn scales_mins_k4_simd(head: __m128i) -> __m128i {
     // `scales` byte i is `head` byte i + 4. Scale j < 4: s[j] & 63;
     // j >= 4: s[j + 4] & 15 | (s[j - 4] >> 6) << 4. Min j < 4: s[j + 4]
     // & 63; j >= 4: s[j + 4] >> 4 | (s[j] >> 6) << 4.
@@ -1165,10 +1165,6 @@ unsafe fn q4k_one_row<const VNNI: bool>(w: &[BlockQ4K], x: &[BlockQ8K], nb: usiz
         let mut acc = _mm_setzero_ps();
         for (wb, xb) in row.iter().zip(x) {
             prefetch_ahead(wb);
-            let head = _mm_loadu_si128(wb as *const BlockQ4K as *const __m128i);
-            let sm = scales_mins_k4_simd(head);
-            let sums32 = _mm_load_si128(xb.sums32.as_ptr() as *const __m128i);
-            let mins = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_srli_si128(sm, 8)), sums32);
             // Two chains of byte dot products: integer sums are exact in
             // any order.
             let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
@@ -1181,21 +1177,45 @@ unsafe fn q4k_one_row<const VNNI: bool>(w: &[BlockQ4K], x: &[BlockQ8K], nb: usiz
                 let high = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low);
                 odd = dot_u8_i8::<VNNI>(odd, high, x1);
             }
-            let sumi = _mm256_mullo_epi32(_mm256_add_epi32(even, odd), _mm256_cvtepu8_epi32(sm));
-            let half = _mm_add_epi32(
-                _mm256_castsi256_si128(sumi),
-                _mm256_extracti128_si256(sumi, 1),
-            );
-            // Lane 0: the total; lane 1: the mins total.
-            let pair = _mm_hadd_epi32(half, mins);
-            let ints = _mm_hadd_epi32(pair, pair);
-            let dm = _mm_mul_ps(_mm_cvtph_ps(head), _mm_broadcast_ss(&xb.d));
-            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(ints), dm, acc);
+            acc = q4k_fold_block(wb, xb, _mm256_add_epi32(even, odd), acc);
         }
-        let mut lanes = [0f32; 4];
-        _mm_storeu_ps(lanes.as_mut_ptr(), acc);
-        out.write(0, r, lanes[0] - lanes[1]);
+        out.write(0, r, q4k_row_result(acc));
     }
+}
+
+/// One block of a Q4_K row times one activation row, from `s`, its eight
+/// sub-block sums (lane j sub-block j): the scales and the mins applied in
+/// integers, then the block's one FMA into `acc` (lane 0 the total, lane 1
+/// the mins total).
+#[inline(always)]
+pub(super) unsafe fn q4k_fold_block(
+    wb: &BlockQ4K,
+    xb: &BlockQ8K,
+    s: __m256i,
+    acc: __m128,
+) -> __m128 {
+    // `d`, `dmin` and the packed scales: the block's first 16 bytes.
+    let head = _mm_loadu_si128(wb as *const BlockQ4K as *const __m128i);
+    let sm = scales_mins_k4_simd(head);
+    let sums32 = _mm_load_si128(xb.sums32.as_ptr() as *const __m128i);
+    let mins = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_srli_si128(sm, 8)), sums32);
+    let sumi = _mm256_mullo_epi32(s, _mm256_cvtepu8_epi32(sm));
+    let half = _mm_add_epi32(
+        _mm256_castsi256_si128(sumi),
+        _mm256_extracti128_si256(sumi, 1),
+    );
+    let pair = _mm_hadd_epi32(half, mins);
+    let ints = _mm_hadd_epi32(pair, pair);
+    let dm = _mm_mul_ps(_mm_cvtph_ps(head), _mm_broadcast_ss(&xb.d));
+    _mm_fmadd_ps(_mm_cvtepi32_ps(ints), dm, acc)
+}
+
+/// A row's result from [`q4k_fold_block`]'s accumulator.
+#[inline(always)]
+pub(super) unsafe fn q4k_row_result(acc: __m128) -> f32 {
+    let mut lanes = [0f32; 4];
+    _mm_storeu_ps(lanes.as_mut_ptr(), acc);
+    lanes[0] - lanes[1]
 }
 
 /// A kernel entry point: `tiled` over `$ty` with `$features` on.
