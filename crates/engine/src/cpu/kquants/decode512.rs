@@ -11,9 +11,9 @@
 
 use std::arch::x86_64::*;
 
-use super::blocks::{BlockQ4K, BlockQ6K, KBlock, QK_K};
+use super::blocks::{BlockQ4K, BlockQ6K, QK_K};
 use super::quantize::BlockQ8K;
-use super::x86::{q4k_fold_block, q4k_row_result};
+use super::x86::{prefetch_l2, q4k_fold_block, q4k_row_result, PrepQ6K};
 use crate::cpu::dot::avx2::hsum;
 use crate::cpu::dot_rows::OutRows;
 
@@ -22,14 +22,6 @@ use crate::cpu::dot_rows::OutRows;
 /// 256-bit kernel gained at 4096 columns and lost at 11008, whose
 /// activations then leave L1.
 const AHEAD: usize = 4096;
-
-#[inline(always)]
-unsafe fn prefetch<B: KBlock>(block: &B) {
-    let ahead = (block as *const B as *const u8).wrapping_add(AHEAD);
-    for line in (0..B::SIZE).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line) as *const i8);
-    }
-}
 
 /// A Q8_K block's `qt` with its 32-byte groups reordered 0, 2, 1, 3, 4, 6,
 /// 5, 7: a Q4_K block's 64 bytes k (its 32-byte groups 2k and 2k + 1) hold
@@ -68,7 +60,7 @@ pub(super) unsafe fn q4k_one_row(w: &[BlockQ4K], x: &[BlockQ8K], nb: usize, out:
     for (r, row) in w.chunks_exact(nb).enumerate() {
         let mut acc = _mm_setzero_ps();
         for ((wb, xb), xp) in row.iter().zip(x).zip(&xp) {
-            prefetch(wb);
+            prefetch_l2::<_, AHEAD>(wb);
             let xv = |m: usize| _mm512_load_si512(xp.0.as_ptr().add(64 * m) as *const _);
             let (mut even, mut odd) = (_mm512_setzero_si512(), _mm512_setzero_si512());
             for k in 0..2 {
@@ -114,45 +106,27 @@ unsafe fn q6k_half(w: &BlockQ6K, half: usize) -> [__m512i; 2] {
 
 /// `x86`'s Q6_K kernel (ggml's `vec_dot` lanes and float steps) at batch 1.
 /// Lane l of a run's `vpdpbusd` is the sum of its bytes 4l..4l + 4 (at most
-/// 4 x 63 x 127 in magnitude, so its low i16 is the sum), which
-/// `vpdpwssd` then multiplies by the lane's sub-block scale; lanes 0-7 and 8-15 (two runs)
-/// fold into ggml's eight.
+/// 4 x 63 x 127 in magnitude, so its low i16 is the sum), which `vpdpwssd`
+/// then multiplies by the lane's sub-block scale; lanes 0-7 and 8-15 (two
+/// runs) fold into ggml's eight.
 ///
 /// # Safety
 /// As [`q4k_one_row`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) unsafe fn q6k_one_row(w: &[BlockQ6K], x: &[BlockQ8K], nb: usize, out: OutRows) {
     // Vector (half h, pair p) lane L takes scale 8h + 4p + L / 4.
-    let pick = |first: i32| {
-        _mm512_setr_epi32(
-            first,
-            first,
-            first,
-            first,
-            first + 1,
-            first + 1,
-            first + 1,
-            first + 1,
-            first + 2,
-            first + 2,
-            first + 2,
-            first + 2,
-            first + 3,
-            first + 3,
-            first + 3,
-            first + 3,
-        )
-    };
-    let picks = [pick(0), pick(4), pick(8), pick(12)];
+    let quarter = _mm512_srli_epi32::<2>(_mm512_setr_epi32(
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+    ));
+    let picks = [0, 4, 8, 12].map(|first| _mm512_add_epi32(quarter, _mm512_set1_epi32(first)));
     for (r, row) in w.chunks_exact(nb).enumerate() {
         let mut acc = _mm256_setzero_ps();
         for (wb, xb) in row.iter().zip(x) {
-            prefetch(wb);
-            let scales = _mm_loadu_si128(wb.scales.as_ptr() as *const __m128i);
-            let scales16 = _mm256_cvtepi8_epi16(scales);
+            prefetch_l2::<_, AHEAD>(wb);
+            let prep = PrepQ6K::of(wb);
             // Zero high halves: a negative lane of `fours` has all ones
             // there, which must meet zero.
-            let scales32 = _mm512_cvtepu16_epi32(scales16);
+            let scales32 = _mm512_cvtepu16_epi32(prep.scales16);
             let mut sumi = _mm512_setzero_si512();
             for half in 0..2 {
                 let q = q6k_half(wb, half);
@@ -167,11 +141,7 @@ pub(super) unsafe fn q6k_one_row(w: &[BlockQ6K], x: &[BlockQ8K], nb: usize, out:
                 _mm512_castsi512_si256(sumi),
                 _mm512_extracti64x4_epi64(sumi, 1),
             );
-            let bsums = _mm256_load_si256(xb.bsums.as_ptr() as *const __m256i);
-            let offset = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales16), 5);
-            let d = _mm256_cvtph_ps(_mm_set1_epi16(wb.d.to_bits() as i16));
-            let d = _mm256_mul_ps(d, _mm256_broadcast_ss(&xb.d));
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi, offset)), acc);
+            prep.fold(xb, sumi, &mut acc);
         }
         out.write(0, r, hsum(acc));
     }

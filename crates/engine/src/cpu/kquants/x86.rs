@@ -497,10 +497,31 @@ struct Q6K;
 
 /// Decoded Q6_K block: its 16 scales as bytes and as i16, and `d`.
 #[derive(Clone, Copy)]
-struct PrepQ6K {
+pub(super) struct PrepQ6K {
     scales: __m128i,
-    scales16: __m256i,
+    pub(super) scales16: __m256i,
     d: __m256,
+}
+
+impl PrepQ6K {
+    #[inline(always)]
+    pub(super) unsafe fn of(w: &BlockQ6K) -> Self {
+        let scales = _mm_loadu_si128(w.scales.as_ptr() as *const __m128i);
+        Self {
+            scales,
+            scales16: _mm256_cvtepi8_epi16(scales),
+            d: _mm256_cvtph_ps(_mm_set1_epi16(w.d.to_bits() as i16)),
+        }
+    }
+
+    /// One block of a row times activation block `x`, from `sumi`, its
+    /// lanes before the q - 32 offset: ggml's `vec_dot` step into `acc`.
+    #[inline(always)]
+    pub(super) unsafe fn fold(&self, x: &BlockQ8K, sumi: __m256i, acc: &mut __m256) {
+        let bsums = _mm256_load_si256(x.bsums.as_ptr() as *const __m256i);
+        let offset = _mm256_slli_epi32(_mm256_madd_epi16(bsums, self.scales16), 5);
+        fold(self.d, x, _mm256_sub_epi32(sumi, offset), acc);
+    }
 }
 
 /// The four 32-value runs of a Q6_K block's half (128 values) as unsigned
@@ -531,12 +552,7 @@ impl KType for Q6K {
     fn zero() {}
     #[inline(always)]
     unsafe fn prepare(w: &BlockQ6K) -> PrepQ6K {
-        let scales = _mm_loadu_si128(w.scales.as_ptr() as *const __m128i);
-        PrepQ6K {
-            scales,
-            scales16: _mm256_cvtepi8_epi16(scales),
-            d: _mm256_cvtph_ps(_mm_set1_epi16(w.d.to_bits() as i16)),
-        }
+        PrepQ6K::of(w)
     }
     /// `run` for each half's four runs at once, without its per-run
     /// branches (for large N the compiler keeps the run loop rolled and
@@ -589,11 +605,7 @@ impl KType for Q6K {
         (_mm256_or_si256(low, high), run_scales(p.scales, c))
     }
     per_row!(
-        |p: &PrepQ6K, x: &BlockQ8K, sumi, acc: &mut __m256, _: &mut ()| {
-            let bsums = _mm256_load_si256(x.bsums.as_ptr() as *const __m256i);
-            let offset = _mm256_slli_epi32(_mm256_madd_epi16(bsums, p.scales16), 5);
-            fold(p.d, x, _mm256_sub_epi32(sumi, offset), acc);
-        },
+        |p: &PrepQ6K, x: &BlockQ8K, sumi, acc: &mut __m256, _: &mut ()| p.fold(x, sumi, acc),
         |acc, _| hsum(acc)
     );
 }
@@ -931,7 +943,13 @@ unsafe fn dot_u8_i8<const VNNI: bool>(acc: __m256i, q: __m256i, x: __m256i) -> _
 /// 1.2 s; the 11008x4096 shapes within noise of each other.
 #[inline(always)]
 unsafe fn prefetch_ahead<B: KBlock>(block: &B) {
-    const AHEAD: usize = 8192;
+    prefetch_l2::<B, 8192>(block)
+}
+
+/// Asks for every cache line of the block `AHEAD` bytes past `block` into
+/// L2 (a hint: the address need not be valid).
+#[inline(always)]
+pub(super) unsafe fn prefetch_l2<B: KBlock, const AHEAD: usize>(block: &B) {
     let ahead = (block as *const B as *const u8).wrapping_add(AHEAD);
     for line in (0..B::SIZE).step_by(64) {
         _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line) as *const i8);
@@ -1270,39 +1288,11 @@ kernel!(
 kernel!(q2k_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Q2K, true);
 kernel!(q3k_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Q3K, true);
 
-/// The Q4_K entry points: one activation row (decode) by `q4k_one_row`,
-/// batches by the tiles.
-macro_rules! q4k_kernel {
-    ($name:ident, $tiled:ident, $features:literal, $vnni:literal) => {
+/// An entry point that takes one activation row (decode) by `$one_row`
+/// and batches by `$rest`.
+macro_rules! one_row_kernel {
+    ($name:ident, $features:literal, $ty:ty, $one_row:expr, $rest:ident) => {
         #[target_feature(enable = $features)]
-        unsafe fn $name(
-            w: &[BlockQ4K],
-            x: &[BlockQ8K],
-            sums: &[StripSums],
-            nb: usize,
-            out: OutRows,
-        ) {
-            if x.len() == nb {
-                q4k_one_row::<$vnni>(w, x, nb, out)
-            } else {
-                $tiled(w, x, sums, nb, out)
-            }
-        }
-    };
-}
-q4k_kernel!(q4k_avx2, q4k_tiled_avx2, "avx2,fma,f16c", false);
-q4k_kernel!(
-    q4k_vnni,
-    q4k_tiled_vnni,
-    "avx2,fma,f16c,avx512vnni,avx512vl",
-    true
-);
-
-/// The AVX-512 set's entry points for `$ty`'s own order: one activation
-/// row by `$one_row`, batches by `$rest`.
-macro_rules! decode512_kernel {
-    ($name:ident, $ty:ty, $one_row:path, $rest:ident) => {
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni,avx512vl")]
         unsafe fn $name(w: &[$ty], x: &[BlockQ8K], sums: &[StripSums], nb: usize, out: OutRows) {
             if x.len() == nb {
                 $one_row(w, x, nb, out)
@@ -1312,8 +1302,35 @@ macro_rules! decode512_kernel {
         }
     };
 }
-decode512_kernel!(q4k_avx512, BlockQ4K, decode512::q4k_one_row, q4k_tiled_vnni);
-decode512_kernel!(q6k_avx512, BlockQ6K, decode512::q6k_one_row, q6k_vnni);
+one_row_kernel!(
+    q4k_avx2,
+    "avx2,fma,f16c",
+    BlockQ4K,
+    q4k_one_row::<false>,
+    q4k_tiled_avx2
+);
+one_row_kernel!(
+    q4k_vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    BlockQ4K,
+    q4k_one_row::<true>,
+    q4k_tiled_vnni
+);
+// The AVX-512 set's decode in the same orders, by `decode512`.
+one_row_kernel!(
+    q4k_avx512,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vnni,avx512vl",
+    BlockQ4K,
+    decode512::q4k_one_row,
+    q4k_tiled_vnni
+);
+one_row_kernel!(
+    q6k_avx512,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vnni,avx512vl",
+    BlockQ6K,
+    decode512::q6k_one_row,
+    q6k_vnni
+);
 
 /// An entry point for 16-row groups: whole groups by `$gemm` once the
 /// batch pays for their transposition (`$min_batch` activation rows), the
