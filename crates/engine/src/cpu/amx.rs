@@ -1,7 +1,8 @@
 //! Intel AMX (Sapphire Rapids and later): whether this process may use the
-//! int8 tiles, and their configuration. Stable Rust has no AMX intrinsics,
-//! so the kernels that use tiles write the instructions as inline assembly
-//! (`ldtilecfg`, `tileloadd`, `tdpbssd`, `tilestored`, `tilerelease`).
+//! int8 and BF16 tiles, and their configuration. Stable Rust has no AMX
+//! intrinsics, so the kernels that use tiles write the instructions as
+//! inline assembly (`ldtilecfg`, `tileloadd`, `tdpbssd`, `tdpbf16ps`,
+//! `tilestored`, `tilerelease`).
 
 use std::sync::OnceLock;
 
@@ -12,7 +13,23 @@ use std::sync::OnceLock;
 /// AVX-512 kernels alone, for comparisons), `rows` or `portable` answer
 /// no.
 pub fn available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
+    units().int8
+}
+
+/// [`available`], and AMX-BF16 (`tdpbf16ps`) too.
+pub fn bf16_available() -> bool {
+    units().int8 && units().bf16
+}
+
+/// Which tile multipliers this process may use.
+#[derive(Clone, Copy, Default)]
+struct Units {
+    int8: bool,
+    bf16: bool,
+}
+
+fn units() -> Units {
+    static OK: OnceLock<Units> = OnceLock::new();
     *OK.get_or_init(|| {
         let off = matches!(
             std::env::var("SERVEBENCH_KERNELS").as_deref(),
@@ -23,37 +40,43 @@ pub fn available() -> bool {
             return x86::detect();
         }
         let _ = off;
-        false
+        Units::default()
     })
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod x86 {
+    use super::Units;
     use std::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
 
     const ARCH_REQ_XCOMP_PERM: libc::c_int = 0x1023;
     const XFEATURE_XTILEDATA: libc::c_ulong = 18;
 
-    pub fn detect() -> bool {
+    pub fn detect() -> Units {
         let (leaf1, leaf7) = (__cpuid(1), __cpuid_count(7, 0));
         let osxsave = leaf1.ecx & (1 << 27) != 0;
         let (tile, int8) = (leaf7.edx & (1 << 24) != 0, leaf7.edx & (1 << 25) != 0);
+        let bf16 = leaf7.edx & (1 << 22) != 0;
         if !(osxsave && tile && int8) {
-            return false;
+            return Units::default();
         }
         // XCR0 bits 17 (XTILECFG) and 18 (XTILEDATA): the OS manages tiles.
         // SAFETY: OSXSAVE is set, so `xgetbv` runs.
         let xcr0 = unsafe { xcr0() };
         if xcr0 & (0b11 << 17) != 0b11 << 17 {
-            return false;
+            return Units::default();
         }
         // SAFETY: a plain system call with integer arguments.
-        unsafe {
+        let granted = unsafe {
             libc::syscall(
                 libc::SYS_arch_prctl,
                 ARCH_REQ_XCOMP_PERM,
                 XFEATURE_XTILEDATA,
             ) == 0
+        };
+        Units {
+            int8: granted,
+            bf16: granted && bf16,
         }
     }
 
@@ -105,3 +128,34 @@ impl TileConfig {
 pub unsafe fn release() {
     std::arch::asm!("tilerelease", options(nostack, nomem));
 }
+
+/// Tile `$t` from `$p` (rows 64 bytes apart).
+macro_rules! tile_load {
+    ($t:literal, $p:expr) => {
+        ::std::arch::asm!(concat!("tileloadd tmm", $t, ", [{p} + {s}*1]"), p = in(reg) $p,
+            s = in(reg) 64usize, options(nostack, readonly))
+    };
+}
+/// Tile `$t` to `$p` (rows 64 bytes apart).
+macro_rules! tile_store {
+    ($t:literal, $p:expr) => {
+        ::std::arch::asm!(concat!("tilestored [{p} + {s}*1], tmm", $t), p = in(reg) $p,
+            s = in(reg) 64usize, options(nostack))
+    };
+}
+macro_rules! tile_zero {
+    ($t:literal) => {
+        ::std::arch::asm!(concat!("tilezero tmm", $t), options(nostack, nomem))
+    };
+}
+/// `tmm$c += tmm$a · tmm$b` by `$op` (`tdpbssd`: both signed; `tdpbsud`:
+/// the second unsigned; `tdpbf16ps`: BF16 pairs into f32).
+macro_rules! tile_dot {
+    ($op:literal, $c:literal, $a:literal, $b:literal) => {
+        ::std::arch::asm!(
+            concat!($op, " tmm", $c, ", tmm", $a, ", tmm", $b),
+            options(nostack, nomem)
+        )
+    };
+}
+pub(crate) use {tile_dot, tile_load, tile_store, tile_zero};

@@ -464,6 +464,12 @@ fn grouped_times<W: Sync, A: Sync, S: Sync>(
 /// [`rows_times`] for 16-bit float weights; `x` rounded by
 /// `half_rows::round_rows`, `cols` per row.
 fn half_times<H: Half>(parts: &[(&[H], OutRows)], x: &[f32], cols: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if !H::BF16 {
+        if let Some(packed) = super::half_amx::pack(x, cols) {
+            return half_amx_times(parts, x, &packed, cols);
+        }
+    }
     split_rows(parts, 4, |p, first, n_rows| {
         let (w, out) = parts[p];
         // SAFETY: as in `rows_times`: this task alone writes its rows.
@@ -475,5 +481,32 @@ fn half_times<H: Half>(parts: &[(&[H], OutRows)], x: &[f32], cols: usize) {
                 out.at(0, first),
             )
         };
+    });
+}
+
+/// [`half_times`] on AMX-BF16 tiles, the activations packed once for every
+/// part; rows past the last whole tile go to `half_rows`.
+#[cfg(target_arch = "x86_64")]
+fn half_amx_times<H: Half>(
+    parts: &[(&[H], OutRows)],
+    x: &[f32],
+    packed: &super::half_amx::Packed,
+    cols: usize,
+) {
+    use super::half_amx::{self, ROWS};
+    split_rows(parts, ROWS, |p, first, n_rows| {
+        let (w, out) = parts[p];
+        let whole = n_rows - n_rows % ROWS;
+        let w = &w[first * cols..(first + n_rows) * cols];
+        // F16 values are `repr(transparent)` over their bits.
+        let bits = unsafe { std::slice::from_raw_parts(w.as_ptr() as *const u16, whole * cols) };
+        // SAFETY: as in `rows_times`: this task alone writes its rows;
+        // `packed` came from `half_amx::pack`.
+        unsafe {
+            half_amx::rows(bits, packed, out.at(0, first));
+            if whole < n_rows {
+                half_rows::rows(&w[whole * cols..], x, cols, out.at(0, first + whole));
+            }
+        }
     });
 }

@@ -8,6 +8,8 @@ pub mod blocks;
 pub mod dot;
 pub mod dot_rows;
 pub mod ggml_numerics;
+#[cfg(target_arch = "x86_64")]
+pub mod half_amx;
 pub mod half_rows;
 pub mod half_vec;
 pub mod huge_pages;

@@ -15,13 +15,12 @@
 // unroll completely.
 #![allow(clippy::needless_range_loop)]
 
-use std::arch::asm;
 use std::arch::x86_64::*;
 
 use super::blocks::QK_K;
 use super::quantize::BlockQ8K;
 use super::rows16::{Rows16, Q4K16, Q6K16, ROWS, VALUES};
-use crate::cpu::amx::{self, TileConfig};
+use crate::cpu::amx::{self, tile_dot, tile_load, tile_store, tile_zero, TileConfig};
 use crate::cpu::dot_rows::OutRows;
 use crate::cpu::interleaved::vnni::prefetch_block;
 
@@ -42,36 +41,6 @@ static CONFIG: TileConfig = TileConfig::new([(16, 64); 8]);
 /// [activation row].
 #[repr(C, align(64))]
 pub struct Totals([[[[__m512i; STRIP]; 2]; 2]; 4]);
-
-/// Tile `$t` from `$p` (rows 64 bytes apart).
-macro_rules! tile_load {
-    ($t:literal, $p:expr) => {
-        asm!(concat!("tileloadd tmm", $t, ", [{p} + {s}*1]"), p = in(reg) $p,
-            s = in(reg) 64usize, options(nostack, readonly))
-    };
-}
-/// Tile `$t` to `$p` (rows 64 bytes apart).
-macro_rules! tile_store {
-    ($t:literal, $p:expr) => {
-        asm!(concat!("tilestored [{p} + {s}*1], tmm", $t), p = in(reg) $p,
-            s = in(reg) 64usize, options(nostack))
-    };
-}
-macro_rules! tile_zero {
-    ($t:literal) => {
-        asm!(concat!("tilezero tmm", $t), options(nostack, nomem))
-    };
-}
-/// `tmm$c += tmm$a · tmm$b` by `$op` (`tdpbssd`: both signed; `tdpbsud`:
-/// the weights unsigned).
-macro_rules! tile_dot {
-    ($op:literal, $c:literal, $a:literal, $b:literal) => {
-        asm!(
-            concat!($op, " tmm", $c, ", tmm", $a, ", tmm", $b),
-            options(nostack, nomem)
-        )
-    };
-}
 
 /// One weight type's planes and per-block arithmetic on the tiles.
 ///
