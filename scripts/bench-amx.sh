@@ -4,8 +4,9 @@
 # rounds alternating; prefill (pp512) and decode batches of 8 and 16
 # sequences (tokens/s over all of them). Medians and ratios are printed.
 #   bash scripts/bench-amx.sh [THREADS] [ROUNDS] [FILE ...]
-# Default files: the K-quant ones `scripts/bench-types.sh` makes (run it
-# once first): SmolLM2 in Q4_K_M and Q6_K, and the Llama-2-7B-shaped Q4_K_M.
+# Default files: those `scripts/bench-types.sh` makes (run it once first)
+# whose types have an AMX path: SmolLM2 in Q4_K_M, Q6_K and F16 (BF16 tiles),
+# and the Llama-2-7B-shaped Q4_K_M.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${1:-2}
@@ -17,7 +18,7 @@ SB=./target/release/servebench
 DIR=$(dirname "$($SB fetch-model)")/types
 files=("$@")
 if [ ${#files[@]} -eq 0 ]; then
-  files=("$DIR/SmolLM2-135M-Instruct.Q4_K_M.gguf" "$DIR/SmolLM2-135M-Instruct.Q6_K.gguf" "$DIR/llama-2-7b-shape.Q4_K_M.gguf")
+  files=("$DIR/SmolLM2-135M-Instruct.Q4_K_M.gguf" "$DIR/SmolLM2-135M-Instruct.Q6_K.gguf" "$DIR/SmolLM2-135M-Instruct.F16.gguf" "$DIR/llama-2-7b-shape.Q4_K_M.gguf")
 fi
 for f in "${files[@]}"; do
   [ -f "$f" ] || { echo "missing $f: run scripts/bench-types.sh once to make it" >&2; exit 1; }
