@@ -380,10 +380,18 @@ mod tests {
     use half::f16;
     use rand::{Rng, SeedableRng};
 
+    /// Whether this CPU lacks AMX-BF16 (the test then skips, saying so).
+    fn no_tiles() -> bool {
+        let none = !amx::bf16_available();
+        if none {
+            eprintln!("skipped: no AMX-BF16 here");
+        }
+        none
+    }
+
     #[test]
     fn transpose_moves_lane_c_of_row_r_to_lane_r_of_row_c() {
-        if !amx::bf16_available() {
-            eprintln!("skipped: no AMX-BF16 here");
+        if no_tiles() {
             return;
         }
         let m: Vec<[u32; 16]> = (0..16u32)
@@ -454,8 +462,7 @@ mod tests {
     /// a slice) shows.
     #[test]
     fn sparse_sums_are_exact() {
-        if !amx::bf16_available() {
-            eprintln!("skipped: no AMX-BF16 here");
+        if no_tiles() {
             return;
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
@@ -481,8 +488,7 @@ mod tests {
 
     #[test]
     fn dense_sums_are_f32_close() {
-        if !amx::bf16_available() {
-            eprintln!("skipped: no AMX-BF16 here");
+        if no_tiles() {
             return;
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(6);
