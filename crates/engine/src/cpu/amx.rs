@@ -18,13 +18,14 @@ pub fn available() -> bool {
 
 /// [`available`], and AMX-BF16 (`tdpbf16ps`) too.
 pub fn bf16_available() -> bool {
-    units().int8 && units().bf16
+    units().bf16
 }
 
 /// Which tile multipliers this process may use.
 #[derive(Clone, Copy, Default)]
 struct Units {
     int8: bool,
+    /// Only with `int8` (the same tile permission).
     bf16: bool,
 }
 

@@ -319,15 +319,12 @@ mod x86 {
         let mut split = vec![ZERO_LINE; slice_steps * 2 * 2 * TILE];
         // Sums between slices (one tile per group and strip of a chunk),
         // and the last slice's before they are transposed out.
-        let mut sums =
-            vec![
-                ZERO_LINE;
-                groups.next_multiple_of(2) * chunk.min(strips).next_multiple_of(2) * TILE
-            ];
+        let per_group = chunk.min(strips);
+        let mut sums = vec![ZERO_LINE; groups * per_group * TILE];
+        let base = sums.as_mut_ptr();
+        let at = |g: usize, s: usize| base.add((g * per_group + s) * TILE);
         for c0 in (0..strips).step_by(chunk) {
             let cn = chunk.min(strips - c0);
-            let base = sums.as_mut_ptr();
-            let at = |g: usize, s: usize| base.add((g * cn.next_multiple_of(2) + s) * TILE);
             for slice in 0..slices {
                 let first = slice * slice_steps;
                 let steps = slice_steps.min(x.steps - first);
@@ -459,14 +456,22 @@ mod tests {
     /// Sparse rows (two products each, on one scale: weights m · 2^-14,
     /// activations m · 2^-10, so sums under 2^23 · 2^-24) make every f32
     /// sum exact, so any product lost or misplaced (a half, a pair, a row,
-    /// a slice) shows.
+    /// a slice, a chunk) shows.
     #[test]
     fn sparse_sums_are_exact() {
         if no_tiles() {
             return;
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        for (rows, cols, n) in [(16, 32, 32), (48, 96, 33), (32, 4160, 47), (80, 576, 70)] {
+        // (16, 4096, 144): two chunks of strips (8, then 1).
+        let shapes = [
+            (16, 32, 32),
+            (48, 96, 33),
+            (32, 4160, 47),
+            (80, 576, 70),
+            (16, 4096, 144),
+        ];
+        for (rows, cols, n) in shapes {
             let mut w = vec![f16::ZERO; rows * cols];
             let mut x = vec![0f32; n * cols];
             // Weights and activations at the same columns, two per row.
