@@ -1,6 +1,8 @@
 //! `servebench engine-bench`: prefill and decode speed of the engine alone,
 //! measured the way llama.cpp's `llama-bench` does (pp: one forward pass
-//! over N prompt tokens; tg: N single-token steps from an empty context).
+//! over N prompt tokens; tg: N single-token steps; both from an empty
+//! context, or from one of `--depth` tokens already cached, as
+//! `llama-bench -d`).
 
 use std::time::Instant;
 
@@ -22,6 +24,11 @@ pub struct Args {
     /// all of them (like llama-batched-bench).
     #[arg(short = 'b', long, default_value_t = 1)]
     batch: usize,
+    /// Tokens already in each sequence's cache before either test starts
+    /// (untimed), as `llama-bench -d`: attention then reads that many
+    /// more positions per step.
+    #[arg(short = 'd', long, default_value_t = 0)]
+    depth: usize,
     /// Repetitions; the median is reported.
     #[arg(short = 'r', long, default_value_t = 5)]
     repetitions: usize,
@@ -42,7 +49,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let model = &engine.model;
     let vocab = model.config().vocab_size as u32;
     // Any valid ids do: speed does not depend on which tokens they are.
-    let tokens: Vec<u32> = (0..a.prompt_tokens.max(a.gen_tokens) as u32)
+    let tokens: Vec<u32> = (0..(a.depth + a.prompt_tokens.max(a.gen_tokens)) as u32)
         .map(|i| (i * 7919 + 13) % vocab)
         .collect();
     // On a compute-pool thread, as the server's batcher runs its steps:
@@ -61,6 +68,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 "kquant_kernels": servebench_engine::cpu::kquants::best().name,
                 "pp_tokens": a.prompt_tokens, "pp_tok_s": pp_med,
                 "tg_tokens": a.gen_tokens, "tg_tok_s": tg_med, "tg_batch": a.batch,
+                "depth": a.depth,
                 "repetitions": a.repetitions,
             })
         );
@@ -71,9 +79,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             servebench_engine::cpu::dot::best().name,
             servebench_engine::cpu::kquants::best().name
         );
-        println!("pp{:<5} {pp_med:>9.1} tokens/s", a.prompt_tokens);
+        let at = if a.depth > 0 {
+            format!(" @ d{}", a.depth)
+        } else {
+            String::new()
+        };
+        println!("pp{:<5} {pp_med:>9.1} tokens/s{at}", a.prompt_tokens);
         println!(
-            "tg{:<5} {tg_med:>9.1} tokens/s (batch {})",
+            "tg{:<5} {tg_med:>9.1} tokens/s{at} (batch {})",
             a.gen_tokens, a.batch
         );
     }
@@ -84,15 +97,26 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 fn measure(a: &Args, model: &Llama, tokens: &[u32]) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let mut pp = Vec::new();
     let mut tg = Vec::new();
+    let (context, rest) = tokens.split_at(a.depth);
+    // A cache holding the `--depth` context tokens (untimed).
+    let cached = || -> anyhow::Result<_> {
+        let mut cache = model.new_cache();
+        if !context.is_empty() {
+            model.forward(&mut [SeqStep::new(context, &mut cache)])?;
+        }
+        Ok(cache)
+    };
     // One untimed round warms caches and pages in the weights.
     for rep in 0..=a.repetitions {
-        let mut cache = model.new_cache();
+        let mut cache = cached()?;
         let start = Instant::now();
-        model.forward(&mut [SeqStep::new(&tokens[..a.prompt_tokens], &mut cache)])?;
+        model.forward(&mut [SeqStep::new(&rest[..a.prompt_tokens], &mut cache)])?;
         let pp_rate = a.prompt_tokens as f64 / start.elapsed().as_secs_f64();
-        let mut caches: Vec<_> = (0..a.batch).map(|_| model.new_cache()).collect();
+        let mut caches = (0..a.batch)
+            .map(|_| cached())
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let start = Instant::now();
-        for t in &tokens[..a.gen_tokens] {
+        for t in &rest[..a.gen_tokens] {
             let mut steps: Vec<SeqStep<'_>> = caches
                 .iter_mut()
                 .map(|cache| SeqStep::new(std::slice::from_ref(t), cache))
