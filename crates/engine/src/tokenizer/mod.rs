@@ -2,6 +2,7 @@
 //! byte-level BPE (`gpt2`) with the named pre-tokenizer, or SentencePiece
 //! style (`llama`); special tokens written in the text are recognised.
 
+mod attributes;
 mod bpe;
 mod pretokenize;
 mod special;
@@ -36,36 +37,18 @@ pub struct Tokenizer {
     add_eos: bool,
 }
 
-/// Texts llama.cpp also treats as end of generation when they are control tokens.
-const EOG_TEXTS: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "<EOT>",
-    "<|end_of_text|>",
-    // Fill-in-the-middle markers llama.cpp also ends on.
-    "<|fim_pad|>",
-    "<fim-pad>",
-    "<fim_pad>",
-    "<|fim_repo|>",
-    "<fim-repo>",
-    "<reponame>",
-    "<|file_sep|>",
-];
-
 impl Tokenizer {
     /// Reads the tokenizer from GGUF metadata.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
-        let vocab = Vocab::from_gguf(file)?;
+        let mut vocab = Vocab::from_gguf(file)?;
         let kind = file.str("tokenizer.ggml.model")?;
+        let n_vocab = vocab.len();
         let id_key = |k: &str| -> Result<Option<u32>> {
             let key = format!("tokenizer.ggml.{k}");
             match file.opt_usize(&key)? {
-                Some(id) if id >= vocab.len() => Err(EngineError::metadata(
+                Some(id) if id >= n_vocab => Err(EngineError::metadata(
                     &key,
-                    format!("token id {id} is outside the vocabulary of {}", vocab.len()),
+                    format!("token id {id} is outside the vocabulary of {n_vocab}"),
                 )),
                 other => Ok(other.map(|i| i as u32)),
             }
@@ -117,19 +100,26 @@ impl Tokenizer {
         };
         let bos = id_key("bos_token_id")?;
         let eos = id_key("eos_token_id")?;
-        let mut eog: Vec<u32> = [eos, id_key("eot_token_id")?, id_key("eom_token_id")?]
-            .into_iter()
-            .flatten()
-            .collect();
-        for text in EOG_TEXTS {
-            if let Some(id) = vocab.id(text) {
-                if vocab.types[id as usize] == TokenType::Control && !eog.contains(&id) {
-                    eog.push(id);
-                }
+        let mut fim = [None; 6];
+        for (id, keys) in fim.iter_mut().zip(attributes::FIM_KEYS) {
+            for key in keys {
+                *id = id_key(key)?.or(*id);
             }
         }
+        let corrected = attributes::correct(
+            &mut vocab,
+            &attributes::Metadata {
+                name: file.opt_str("general.name")?,
+                arch: file.opt_str("general.architecture")?,
+                pre: file.opt_str("tokenizer.ggml.pre")?,
+                eos,
+                eot: id_key("eot_token_id")?,
+                eom: id_key("eom_token_id")?,
+                fim,
+            },
+        );
         Ok(Self {
-            special: SpecialTokens::new(&vocab),
+            special: SpecialTokens::new(&vocab, &corrected.strip),
             add_bos: file
                 .opt_bool("tokenizer.ggml.add_bos_token")?
                 .unwrap_or(default_bos)
@@ -142,7 +132,7 @@ impl Tokenizer {
             model,
             bos,
             eos,
-            eog,
+            eog: corrected.eog,
         })
     }
 
@@ -243,8 +233,8 @@ impl Tokenizer {
         self.eog.contains(&id)
     }
 
-    /// Every token that ends generation (EOS, EOT, and control tokens
-    /// such as `<|im_end|>`).
+    /// Every token that ends generation: EOS, EOT and EOM, and what
+    /// llama.cpp ends on by text (`<|im_end|>`, FIM padding, ...).
     pub fn eog_ids(&self) -> &[u32] {
         &self.eog
     }

@@ -1,7 +1,9 @@
 //! Splits raw text around special tokens written literally in it (such as
 //! `<|im_start|>`), as llama.cpp's `tokenizer_st_partition` does: longest
-//! texts first, control tokens only when special parsing is on.
+//! texts first, control tokens only when special parsing is on, whitespace
+//! beside a token taken where the model's rules say so.
 
+use super::attributes::Strip;
 use super::vocab::{TokenType, Vocab};
 
 /// A piece of input: text still to tokenize, or a special token found in it.
@@ -11,16 +13,32 @@ pub enum Fragment<'a> {
     Token(u32),
 }
 
+/// A special token as matched in text.
+#[derive(Debug, Clone, Copy)]
+struct Special {
+    id: u32,
+    /// Control-like: matched only with special parsing on.
+    control: bool,
+    strip: Strip,
+}
+
 /// Special tokens in matching order.
 #[derive(Debug, Clone)]
 pub struct SpecialTokens {
-    /// (id, is control-like) sorted by text length, longest first.
-    ordered: Vec<(u32, bool)>,
+    /// Sorted by text length, longest first.
+    ordered: Vec<Special>,
+}
+
+/// Whitespace as C's `isspace` (llama.cpp's strip rules) sees it.
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
 }
 
 impl SpecialTokens {
-    pub fn new(vocab: &Vocab) -> Self {
-        let mut ordered: Vec<(u32, bool)> = vocab
+    /// The vocabulary's control, unknown and user-defined tokens; `strip`
+    /// names those that take whitespace from their neighbours.
+    pub fn new(vocab: &Vocab, strip: &[(u32, Strip)]) -> Self {
+        let mut ordered: Vec<Special> = vocab
             .types
             .iter()
             .enumerate()
@@ -30,8 +48,16 @@ impl SpecialTokens {
                 _ => None,
             })
             .filter(|(i, _)| !vocab.texts[*i as usize].is_empty())
+            .map(|(id, control)| Special {
+                id,
+                control,
+                strip: strip
+                    .iter()
+                    .find(|(s, _)| *s == id)
+                    .map_or_else(Strip::default, |(_, s)| *s),
+            })
             .collect();
-        ordered.sort_by_key(|(i, _)| std::cmp::Reverse(vocab.texts[*i as usize].len()));
+        ordered.sort_by_key(|s| std::cmp::Reverse(vocab.texts[s.id as usize].len()));
         Self { ordered }
     }
 
@@ -44,7 +70,7 @@ impl SpecialTokens {
         parse_special: bool,
     ) -> Vec<Fragment<'a>> {
         let mut frags = vec![Fragment::Text(text)];
-        for &(id, control) in &self.ordered {
+        for &Special { id, control, strip } in &self.ordered {
             if control && !parse_special {
                 continue;
             }
@@ -55,11 +81,18 @@ impl SpecialTokens {
                     Fragment::Text(s) if s.contains(needle) => {
                         let mut rest = s;
                         while let Some(at) = rest.find(needle) {
-                            if at > 0 {
-                                next.push(Fragment::Text(&rest[..at]));
+                            let mut left = &rest[..at];
+                            if strip.left {
+                                left = left.trim_end_matches(is_space);
+                            }
+                            if !left.is_empty() {
+                                next.push(Fragment::Text(left));
                             }
                             next.push(Fragment::Token(id));
                             rest = &rest[at + needle.len()..];
+                            if strip.right {
+                                rest = rest.trim_start_matches(is_space);
+                            }
                         }
                         if !rest.is_empty() {
                             next.push(Fragment::Text(rest));

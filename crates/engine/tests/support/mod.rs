@@ -5,6 +5,7 @@
 
 pub mod greedy;
 pub mod prompts;
+pub mod texts;
 
 use std::io::Write;
 use std::path::PathBuf;
