@@ -152,6 +152,24 @@ mod avx512 {
         }
     }
 
+    /// Bytes ahead of the current step that the weight stream is asked
+    /// into L2: the hardware prefetchers alone leave the stream short.
+    /// `matmul_bench` (`SHAPE=4096x4096 COPIES=12`, 2 threads, batch 1,
+    /// 2026-12-03, Intel Xeon Sapphire Rapids) GMAC/s without / with: F16
+    /// 12.3-12.9 / 14.4-14.6, BF16 14.0-14.2 / 15.5-15.6; 2 and 8 KiB
+    /// within noise of 4.
+    const AHEAD: usize = 4096;
+
+    /// Asks for the two cache lines (one 64-column step of 16-bit
+    /// weights) `AHEAD` bytes past `at` into L2 (a hint: the address need
+    /// not be valid).
+    #[inline(always)]
+    unsafe fn prefetch_ahead(at: *const u16) {
+        let ahead = (at as *const i8).wrapping_add(AHEAD);
+        _mm_prefetch::<_MM_HINT_T1>(ahead);
+        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
+    }
+
     /// [`super::dot_f16`] for each row.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     pub unsafe fn f16_row(w: &[u16], x: &[f32], out: OutRows) {
@@ -160,6 +178,7 @@ mod avx512 {
         each_row::<f16>(w, x, whole, out, |wr| {
             let mut acc = [_mm512_setzero_ps(); 4];
             for c in (0..whole).step_by(4 * LANES) {
+                prefetch_ahead(wr.as_ptr().add(c));
                 for (j, a) in acc.iter_mut().enumerate() {
                     let at = c + j * LANES;
                     let wv = _mm512_cvtph_ps(_mm256_loadu_si256(wr.as_ptr().add(at).cast()));
@@ -191,6 +210,9 @@ mod avx512 {
         each_row::<bf16>(w, x, whole, out, |wr| {
             let mut acc = [_mm512_setzero_ps(); 2];
             for (k, xv) in xb.iter().enumerate() {
+                if k % 2 == 0 {
+                    prefetch_ahead(wr.as_ptr().add(k * 2 * LANES));
+                }
                 let wv: __m512bh =
                     std::mem::transmute(_mm512_loadu_si512(wr.as_ptr().add(k * 2 * LANES).cast()));
                 acc[k % 2] = _mm512_dpbf16_ps(acc[k % 2], wv, *xv);
@@ -207,6 +229,9 @@ mod avx512 {
         each_row::<bf16>(w, x, whole, out, |wr| {
             let mut acc = [_mm512_setzero_ps(); 2];
             for c in (0..whole).step_by(2 * LANES) {
+                if c % (4 * LANES) == 0 {
+                    prefetch_ahead(wr.as_ptr().add(c));
+                }
                 for (j, a) in acc.iter_mut().enumerate() {
                     let at = c + j * LANES;
                     let wide =
