@@ -211,6 +211,10 @@ fn strip_rules(vocab: &Vocab, meta: &Metadata) -> Vec<(u32, Strip)> {
         left: true,
         right: false,
     };
+    let right = Strip {
+        left: false,
+        right: true,
+    };
     let by_text = |text: &str, strip: Strip| vocab.id(text).map(|id| (id, strip));
     if contains_any(
         meta.pre.unwrap_or(""),
@@ -233,13 +237,7 @@ fn strip_rules(vocab: &Vocab, meta: &Metadata) -> Vec<(u32, Strip)> {
                 ) || vocab.texts[*id as usize] == "</s>";
                 special && !keep.contains(&Some(*id))
             })
-            .map(|(id, _)| {
-                let right = Strip {
-                    left: false,
-                    right: true,
-                };
-                (id, right)
-            })
+            .map(|(id, _)| (id, right))
             .collect()
     } else if name.contains("modern-bert") {
         by_text("[MASK]", left).into_iter().collect()
