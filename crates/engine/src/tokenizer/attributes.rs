@@ -223,7 +223,9 @@ fn strip_rules(vocab: &Vocab, meta: &Metadata) -> Vec<(u32, Strip)> {
     {
         by_text("<mask>", left).into_iter().collect()
     } else if contains_any(&name, &["phi-3", "phi3"]) {
-        // Every special token but these takes the whitespace after it.
+        // Every special token but these takes the whitespace after it
+        // (llama.cpp's extra rule for `</s>` is already covered: the
+        // corrections above made it a control token).
         let keep = ["<unk>", "<s>", "<|endoftext|>"].map(|t| vocab.id(t));
         vocab
             .types
@@ -231,11 +233,10 @@ fn strip_rules(vocab: &Vocab, meta: &Metadata) -> Vec<(u32, Strip)> {
             .enumerate()
             .map(|(id, t)| (id as u32, t))
             .filter(|(id, t)| {
-                let special = matches!(
+                matches!(
                     t,
                     TokenType::Control | TokenType::UserDefined | TokenType::Unknown
-                ) || vocab.texts[*id as usize] == "</s>";
-                special && !keep.contains(&Some(*id))
+                ) && !keep.contains(&Some(*id))
             })
             .map(|(id, _)| (id, right))
             .collect()
