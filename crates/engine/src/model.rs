@@ -3,6 +3,8 @@
 //! KV cache, go through every layer together so each weight is read once
 //! per step for the whole batch.
 
+use std::sync::Mutex;
+
 use candle_core::quantized::GgmlDType;
 use rayon::prelude::*;
 
@@ -11,7 +13,7 @@ use crate::cpu::attention::{
     attend_group, attend_rows, AttentionShape, GroupInput, Order, RowsInput, RowsScratch, Scratch,
 };
 use crate::cpu::ops::{add_assign, rms_norm, swiglu, Rope};
-use crate::cpu::{Matrix, Role};
+use crate::cpu::{team, Matrix, Role};
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{KvCache, KvShape};
@@ -215,6 +217,11 @@ impl Llama {
     /// `all_logits` (that step's rows in token order, in place of its one
     /// row; see [`logit_rows`]). On error no cache changes.
     pub fn forward(&self, steps: &mut [SeqStep<'_>]) -> Result<Vec<f32>> {
+        team::step(|| self.forward_on_team(steps))
+    }
+
+    /// [`Self::forward`] with the pool's threads held for it.
+    fn forward_on_team(&self, steps: &mut [SeqStep<'_>]) -> Result<Vec<f32>> {
         let c = &self.config;
         for s in steps.iter() {
             if s.tokens.is_empty() {
@@ -327,10 +334,16 @@ impl Llama {
                 let mut rest = &mut attn[..];
                 for piece in &pieces {
                     let (out, tail) = rest.split_at_mut(piece.len(qd, group * hd));
-                    outs.push((piece, out));
+                    // A lock per piece (each taken once, uncontended) so that
+                    // tasks can reach their piece by index.
+                    outs.push(Mutex::new(out));
                     rest = tail;
                 }
-                outs.into_par_iter().for_each(|(piece, out)| {
+                team::for_each_task(pieces.len(), |i| {
+                    let (piece, out) = (
+                        &pieces[i],
+                        &mut *outs[i].lock().unwrap_or_else(|e| e.into_inner()),
+                    );
                     ATTENTION_SCRATCH.with_borrow_mut(|(scratch, rows_scratch)| match *piece {
                         AttentionPiece::Rows { first, n } => {
                             let (keys, values) = caches[row_seq[first]].layer(li);

@@ -382,8 +382,10 @@ fn split_rows(
         .enumerate()
         .flat_map(|(p, (_, out))| (0..out.stride).step_by(chunk).map(move |first| (p, first)))
         .collect();
-    work.into_par_iter()
-        .for_each(|(p, first)| task(p, first, chunk.min(parts[p].1.stride - first)));
+    super::team::for_each_task(work.len(), |i| {
+        let (p, first) = work[i];
+        task(p, first, chunk.min(parts[p].1.stride - first))
+    });
 }
 
 /// `parts[i]`: a weight matrix's blocks (row after row) and its output.

@@ -19,5 +19,6 @@ pub mod legacy16;
 pub mod matmul;
 pub mod ops;
 mod requantize;
+pub mod team;
 
 pub use matmul::{Matrix, Role};
