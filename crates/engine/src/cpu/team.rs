@@ -17,8 +17,8 @@
 //!
 //! While spinning, the other threads still run rayon jobs
 //! ([`rayon::yield_now`]), so parallel iterators inside a step keep their
-//! parallelism, and a second step started meanwhile on the same pool
-//! runs on them.
+//! parallelism. A second step started meanwhile (one at a time per
+//! process) runs on plain rayon, on them when it shares their pool.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -40,9 +40,9 @@ const INDEX_MASK: u64 = MAX_TASKS as u64;
 /// microseconds), short enough that a busy machine loses little.
 const IDLE_LIMIT: Duration = Duration::from_micros(500);
 
-/// Set while a step holds the pool's threads: a second step at the same time
-/// (another caller of the same pool) runs on plain rayon, whose jobs the
-/// first step's followers take while they wait.
+/// Set while a step holds its pool's threads. One flag for the process: a
+/// second step at the same time runs on plain rayon, whatever its pool (on
+/// the same pool the first step's followers take its jobs while they wait).
 static STEPPING: AtomicBool = AtomicBool::new(false);
 
 /// The task a job runs, as the leader's stack holds it.
