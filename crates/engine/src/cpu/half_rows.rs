@@ -9,10 +9,15 @@
 //! `32i + 2l + 1`, each product added with its own rounding, the odd one
 //! first), and so does this module there.
 //!
-//! Tiles of 4 weight rows by up to 6 activation rows (24 accumulators)
-//! convert each weight vector once per tile and load each activation vector
-//! once per 4 rows, over blocks of activation rows small enough to stay in
-//! L2 while a chunk of weight rows passes over them.
+//! On CPUs with AVX2 but not AVX512, ggml's tinyBLAS runs 8 lanes (lane l
+//! summing columns `8i + l`, FMAs for F16 and BF16 alike) reduced as its
+//! `hsum(__m256)` ([`reduce8`]), and so does this module there.
+//!
+//! Tiles of 4 weight rows by up to 6 activation rows (24 accumulators;
+//! with AVX2's 16 registers, 2 by up to 6) convert each weight vector once
+//! per tile and load each activation vector once per tile's rows, over
+//! blocks of activation rows small enough to stay in L2 while a chunk of
+//! weight rows passes over them.
 
 use half::{bf16, f16};
 
@@ -61,6 +66,42 @@ pub fn dot_ggml<H: Half>(w: &[H], x: &[f32]) -> f32 {
     reduce16(lanes)
 }
 
+/// tinyBLAS's per-pair formula on AVX2 (8 lanes) as scalar code: the
+/// reference of the AVX2 kernels. `x` is already rounded.
+pub fn dot_ggml8<H: Half>(w: &[H], x: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    for (i, (w, x)) in w.iter().zip(x).enumerate() {
+        lanes[i % 8] = w.to_f32().mul_add(*x, lanes[i % 8]);
+    }
+    reduce8(lanes)
+}
+
+/// tinyBLAS's `hsum(__m256)`: halves added, then `movehl` (lanes 0+2 and
+/// 1+3), then the last two.
+pub(super) fn reduce8(a: [f32; 8]) -> f32 {
+    let h: [f32; 4] = std::array::from_fn(|i| a[i + 4] + a[i]);
+    (h[0] + h[2]) + (h[1] + h[3])
+}
+
+/// The per-pair formula llama.cpp, built for this CPU, uses from 2
+/// activation rows on, and which [`rows`] computes here.
+pub fn dot_here<H: Half>() -> fn(&[H], &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if !avx512::available() && avx2::available() {
+        return dot_ggml8::<H>;
+    }
+    if H::BF16 && bf16_dot_pairs() {
+        // SAFETY: `H` is `bf16` (`H::BF16`); the two share their layout.
+        return |w, x| {
+            dot_ggml_dpbf16(
+                unsafe { std::slice::from_raw_parts(w.as_ptr().cast(), w.len()) },
+                x,
+            )
+        };
+    }
+    dot_ggml::<H>
+}
+
 /// [`dot_ggml`] for BF16 on CPUs with AVX512-BF16: `vdpbf16ps` as scalar
 /// code (bf16 products are exact in f32; then two rounded additions).
 pub fn dot_ggml_dpbf16(w: &[bf16], x: &[f32]) -> f32 {
@@ -94,6 +135,9 @@ pub fn round_rows<H: Half>(x: &[f32]) -> Vec<f32> {
     if avx512::available() {
         // SAFETY: AVX512 is available.
         unsafe { avx512::round_into(x, &mut out, H::BF16) };
+    } else if avx2::available() {
+        // SAFETY: AVX2, FMA and F16C are available.
+        unsafe { avx2::round_into(x, &mut out, H::BF16) };
     }
     out.extend(x[out.len()..].iter().map(|&v| H::round(v)));
     out
@@ -114,6 +158,10 @@ pub unsafe fn rows<H: Half>(w: &[H], x: &[f32], cols: usize, out: OutRows) {
     if avx512::available() {
         return avx512::rows(w, x, cols, out);
     }
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        return avx2::rows(w, x, cols, out);
+    }
     for (r, wr) in w.chunks_exact(cols).enumerate() {
         for (t, xr) in x.chunks_exact(cols).enumerate() {
             out.write(t, r, dot_ggml(wr, xr));
@@ -128,6 +176,13 @@ pub(super) fn avx512_available() -> bool {
     avx512::available()
 }
 
+/// Whether this CPU can run the AVX2 kernels (of this module and
+/// `half_vec`); they run where [`avx512_available`] does not hold.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn avx2_available() -> bool {
+    avx2::available()
+}
+
 /// [`reduce16`] on a vector.
 ///
 /// # Safety
@@ -136,6 +191,16 @@ pub(super) fn avx512_available() -> bool {
 #[inline(always)]
 pub(super) unsafe fn reduce_vector(a: std::arch::x86_64::__m512) -> f32 {
     avx512::reduce(a)
+}
+
+/// [`reduce8`] on a vector.
+///
+/// # Safety
+/// On a CPU where [`avx2_available`] holds.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn reduce8_vector(a: std::arch::x86_64::__m256) -> f32 {
+    avx2::reduce(a)
 }
 
 /// Whether BF16 takes the `vdpbf16ps` form ([`dot_ggml_dpbf16`]) here.
@@ -366,8 +431,6 @@ mod avx512 {
                         };
                     }
                     match rm {
-                        4 => go!(4),
-                        3 => go!(3),
                         2 => go!(2),
                         _ => go!(1),
                     }
@@ -430,6 +493,185 @@ mod avx512 {
         let h = _mm256_add_ps(high, _mm512_castps512_ps256(a));
         let q = _mm_add_ps(_mm256_extractf128_ps::<1>(h), _mm256_castps256_ps128(h));
         let p = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    // Tiles index their accumulators by (weight row, activation row); the
+    // const-bounded loops unroll completely.
+    #![allow(clippy::needless_range_loop)]
+    use super::*;
+    use std::arch::x86_64::*;
+    use std::sync::OnceLock;
+
+    /// Columns per step (f32 lanes of a 256-bit vector).
+    const W: usize = 8;
+
+    /// Handing out `rows` only where this holds is what makes calling its
+    /// `target_feature` body sound.
+    pub fn available() -> bool {
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
+            std::env::var("SERVEBENCH_KERNELS").as_deref() != Ok("portable")
+                && crate::cpu::dot::avx2::has_avx2_fma_f16c()
+        })
+    }
+
+    /// As `avx512::round_into`, 8 at a time.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn round_into(x: &[f32], out: &mut Vec<f32>, bf16: bool) {
+        let whole = x.len() - x.len() % W;
+        assert!(out.is_empty() && out.capacity() >= whole);
+        let dst = out.as_mut_ptr();
+        for (i, v) in x[..whole].chunks_exact(W).enumerate() {
+            let p = v.as_ptr();
+            let r = if bf16 {
+                let u = _mm256_castps_si256(_mm256_loadu_ps(p));
+                let odd = _mm256_and_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(1));
+                let up = _mm256_add_epi32(u, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff)));
+                // Without the sign the magnitudes compare right as signed.
+                let magnitude = _mm256_and_si256(u, _mm256_set1_epi32(0x7fff_ffff));
+                let nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7f80_0000));
+                let quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x0040_0000));
+                let bits = _mm256_blendv_epi8(up, quiet, nan);
+                let top = _mm256_and_si256(bits, _mm256_set1_epi32(0xffff_0000u32 as i32));
+                _mm256_castsi256_ps(top)
+            } else {
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(p));
+                _mm256_cvtph_ps(h)
+            };
+            _mm256_storeu_ps(dst.add(i * W), r);
+        }
+        out.set_len(whole);
+    }
+
+    /// Activation rows per block, as `avx512::X_BLOCK`.
+    const X_BLOCK: usize = 48;
+    /// The largest tile: weight rows by activation rows (12 accumulators,
+    /// 2 weight vectors and 1 activation vector of AVX2's 16 registers).
+    const MAX_RM: usize = 2;
+    const MAX_RN: usize = 6;
+
+    /// # Safety
+    /// As [`super::rows`], on a CPU where [`available`] holds.
+    pub unsafe fn rows<H: Half>(w: &[H], x: &[f32], cols: usize, out: OutRows) {
+        // Both types are 16-bit floats (`half`'s are `repr(transparent)`
+        // over `u16`).
+        let bits = std::slice::from_raw_parts(w.as_ptr() as *const u16, w.len());
+        if H::BF16 {
+            blocks::<true>(bits, x, cols, out)
+        } else {
+            blocks::<false>(bits, x, cols, out)
+        }
+    }
+
+    /// 8 stored values at `p` as 8 f32 (exact for both types).
+    #[inline(always)]
+    unsafe fn widen<const BF16: bool>(p: *const u16) -> __m256 {
+        let v = _mm_loadu_si128(p.cast());
+        if BF16 {
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(v)))
+        } else {
+            _mm256_cvtph_ps(v)
+        }
+    }
+
+    /// Covers (weight rows) x (activation rows) with tiles of up to
+    /// [`MAX_RM`] by [`MAX_RN`], activation rows in blocks of [`X_BLOCK`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn blocks<const BF16: bool>(w: &[u16], x: &[f32], cols: usize, out: OutRows) {
+        let (rows, n) = (w.len() / cols, x.len() / cols);
+        let mut t0 = 0;
+        while t0 < n {
+            let tn = (n - t0).min(X_BLOCK);
+            let mut r = 0;
+            while r < rows {
+                let rm = (rows - r).min(MAX_RM);
+                let mut t = t0;
+                while t < t0 + tn {
+                    let rn = (t0 + tn - t).min(MAX_RN);
+                    let (wt, xt, o) = (&w[r * cols..], &x[t * cols..], out.at(t, r));
+                    macro_rules! go {
+                        ($rm:literal) => {
+                            match rn {
+                                6 => tile::<BF16, $rm, 6>(wt, xt, cols, o),
+                                5 => tile::<BF16, $rm, 5>(wt, xt, cols, o),
+                                4 => tile::<BF16, $rm, 4>(wt, xt, cols, o),
+                                3 => tile::<BF16, $rm, 3>(wt, xt, cols, o),
+                                2 => tile::<BF16, $rm, 2>(wt, xt, cols, o),
+                                _ => tile::<BF16, $rm, 1>(wt, xt, cols, o),
+                            }
+                        };
+                    }
+                    match rm {
+                        2 => go!(2),
+                        _ => go!(1),
+                    }
+                    t += rn;
+                }
+                r += rm;
+            }
+            t0 += tn;
+        }
+    }
+
+    /// RM weight rows by RN activation rows, one FMA per column and pair;
+    /// the columns past the last whole step as one more step padded with
+    /// zeros (their products add nothing).
+    #[inline(always)]
+    unsafe fn tile<const BF16: bool, const RM: usize, const RN: usize>(
+        w: &[u16],
+        x: &[f32],
+        cols: usize,
+        out: OutRows,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); RN]; RM];
+        // A macro, not a closure: see `avx512::tile`.
+        macro_rules! step {
+            ($w:expr, $w_stride:expr, $x:expr, $x_stride:expr) => {
+                let (wp, xp): (*const u16, *const f32) = ($w, $x);
+                let mut wv = [widen::<BF16>(wp); RM];
+                for i in 1..RM {
+                    wv[i] = widen::<BF16>(wp.add(i * $w_stride));
+                }
+                for j in 0..RN {
+                    let xv = _mm256_loadu_ps(xp.add(j * $x_stride));
+                    for i in 0..RM {
+                        acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
+                    }
+                }
+            };
+        }
+        let whole = cols - cols % W;
+        for c in (0..whole).step_by(W) {
+            step!(w.as_ptr().add(c), cols, x.as_ptr().add(c), cols);
+        }
+        if whole < cols {
+            let left = cols - whole;
+            let mut wt = [[0u16; W]; RM];
+            let mut xt = [[0f32; W]; RN];
+            for i in 0..RM {
+                wt[i][..left].copy_from_slice(&w[i * cols + whole..(i + 1) * cols]);
+            }
+            for j in 0..RN {
+                xt[j][..left].copy_from_slice(&x[j * cols + whole..(j + 1) * cols]);
+            }
+            step!(wt.as_ptr().cast(), W, xt.as_ptr().cast(), W);
+        }
+        for i in 0..RM {
+            for j in 0..RN {
+                out.write(j, i, reduce(acc[i][j]));
+            }
+        }
+    }
+
+    /// [`reduce8`] on a vector (tinyBLAS's `hsum(__m256)`).
+    #[inline(always)]
+    pub(super) unsafe fn reduce(a: __m256) -> f32 {
+        let h = _mm_add_ps(_mm256_extractf128_ps::<1>(a), _mm256_castps256_ps128(a));
+        let p = _mm_add_ps(h, _mm_movehl_ps(h, h));
         _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)))
     }
 }
@@ -499,6 +741,94 @@ pub(super) mod tests {
         }
         check::<f16>(&x);
         check::<bf16>(&x);
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            for bf16 in [false, true] {
+                let mut got = Vec::with_capacity(x.len());
+                // SAFETY: AVX2, FMA and F16C are available.
+                unsafe { avx2::round_into(&x, &mut got, bf16) };
+                let want = if bf16 {
+                    round_rows::<half::bf16>(&x)
+                } else {
+                    round_rows::<f16>(&x)
+                };
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                        "AVX2 BF16 {bf16} at {i}: {:e} -> {g:e} vs {w:e}",
+                        x[i]
+                    );
+                }
+            }
+        }
+    }
+
+    /// The AVX2 kernels (which the CPUs without AVX512 run) against
+    /// tinyBLAS's 8-lane formula bit for bit, on any CPU with AVX2: tile
+    /// edges, columns past the last whole step, batches of 2..=13.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernels_equal_the_8_lane_formula() {
+        if !avx2::available() {
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        for dtype in [GgmlDType::F16, GgmlDType::BF16] {
+            for (rows, cols) in [(5, 64), (3, 576), (4, 44), (1, 13)] {
+                let (_, _, values) = random_matrix(&mut rng, dtype, rows, cols);
+                let x: Vec<f32> = (0..13 * cols)
+                    .map(|_| rng.random_range(-4.0..4.0))
+                    .collect();
+                let (bits, want): (Vec<u16>, Vec<f32>) = if dtype == GgmlDType::F16 {
+                    let w: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+                    let xr = round_rows::<f16>(&x);
+                    let want = xr
+                        .chunks_exact(cols)
+                        .flat_map(|xt| w.chunks_exact(cols).map(|wr| dot_ggml8(wr, xt)))
+                        .collect();
+                    (w.iter().map(|v| v.to_bits()).collect(), want)
+                } else {
+                    let w: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
+                    let xr = round_rows::<bf16>(&x);
+                    let want = xr
+                        .chunks_exact(cols)
+                        .flat_map(|xt| w.chunks_exact(cols).map(|wr| dot_ggml8(wr, xt)))
+                        .collect();
+                    (w.iter().map(|v| v.to_bits()).collect(), want)
+                };
+                for n in 2..=13 {
+                    let mut out = vec![0f32; n * rows];
+                    let at = OutRows {
+                        ptr: out.as_mut_ptr(),
+                        stride: rows,
+                    };
+                    let xr = if dtype == GgmlDType::F16 {
+                        round_rows::<f16>(&x[..n * cols])
+                    } else {
+                        round_rows::<bf16>(&x[..n * cols])
+                    };
+                    // SAFETY: AVX2 is available; `out` holds n x rows values.
+                    unsafe {
+                        if dtype == GgmlDType::F16 {
+                            let w: Vec<f16> = bits.iter().map(|&b| f16::from_bits(b)).collect();
+                            avx2::rows(&w, &xr, cols, at)
+                        } else {
+                            let w: Vec<bf16> = bits.iter().map(|&b| bf16::from_bits(b)).collect();
+                            avx2::rows(&w, &xr, cols, at)
+                        }
+                    };
+                    for (i, (got, want)) in out.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{dtype:?} {rows}x{cols} batch {n} token {} row {}: {got} vs {want}",
+                            i / rows,
+                            i % rows
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Σ |w_c · x_c|: the size f32 rounding of a dot product scales with.
@@ -524,20 +854,17 @@ pub(super) mod tests {
                     GgmlDType::F16 => {
                         let w: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
                         let xr = round_rows::<f16>(&x);
+                        let dot = dot_here::<f16>();
                         let want = xr
                             .chunks_exact(cols)
-                            .flat_map(|xt| w.chunks_exact(cols).map(|wr| dot_ggml(wr, xt)))
+                            .flat_map(|xt| w.chunks_exact(cols).map(|wr| dot(wr, xt)))
                             .collect();
                         (xr, want)
                     }
                     _ => {
                         let w: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
                         let xr = round_rows::<bf16>(&x);
-                        let dot = if bf16_dot_pairs() {
-                            dot_ggml_dpbf16
-                        } else {
-                            dot_ggml::<bf16>
-                        };
+                        let dot = dot_here::<bf16>();
                         let want = xr
                             .chunks_exact(cols)
                             .flat_map(|xt| w.chunks_exact(cols).map(|wr| dot(wr, xt)))

@@ -14,6 +14,10 @@
 //!
 //! then the reduced accumulators and every leftover column's f32 product
 //! (past the last whole step) summed in f64, rounded to f32 at the end.
+//! On AVX2 without AVX512 the same with 8 lanes ([`dot_f16_avx2`],
+//! [`dot_bf16_avx2`]): 4 accumulators, steps of 32 columns, folded as
+//! `(a0 + a2) + (a1 + a3)`; F16 then sums the halves and `hadd`s twice,
+//! BF16 as tinyBLAS's `hsum` ([`half_rows::reduce8`]).
 //!
 //! Reading one row from start to end is also what the memory system
 //! streams fastest: tiles over several rows at once (4 weight rows by 1
@@ -79,6 +83,80 @@ pub fn dot_bf16(w: &[bf16], x: &[f32]) -> f32 {
     with_leftovers(sum, &w[whole..], &x[whole..])
 }
 
+/// `ggml_vec_dot_f16` on AVX2 as scalar code: the reference of its
+/// kernel. `x` is already rounded.
+pub fn dot_f16_avx2(w: &[f16], x: &[f32]) -> f32 {
+    let folded = avx2_steps(w, x, |w, x, a| w.mul_add(x, a));
+    // `_mm_hadd_ps` twice on the halves' sum.
+    let h: [f32; 4] = std::array::from_fn(|l| folded[l] + folded[l + 4]);
+    let sum = (h[0] + h[1]) + (h[2] + h[3]);
+    with_leftovers(
+        sum as f64,
+        &w[avx2_whole(w.len())..],
+        &x[avx2_whole(w.len())..],
+    )
+}
+
+/// `ggml_vec_dot_bf16` on AVX2 as scalar code (a rounded multiply, then a
+/// rounded add): the reference of its kernel.
+pub fn dot_bf16_avx2(w: &[bf16], x: &[f32]) -> f32 {
+    let folded = avx2_steps(w, x, |w, x, a| w * x + a);
+    let sum = half_rows::reduce8(folded);
+    with_leftovers(
+        sum as f64,
+        &w[avx2_whole(w.len())..],
+        &x[avx2_whole(w.len())..],
+    )
+}
+
+/// Columns per step of the AVX2 forms: 4 accumulators of 8 lanes.
+const AVX2_STEP: usize = 32;
+
+fn avx2_whole(cols: usize) -> usize {
+    cols - cols % AVX2_STEP
+}
+
+/// The AVX2 forms' accumulators (j, lane l: columns `32i + 8j + l`, each
+/// product added by `madd(w, x, acc)`) over the whole steps, folded as
+/// `(a0 + a2) + (a1 + a3)`.
+fn avx2_steps<H: Half>(w: &[H], x: &[f32], madd: impl Fn(f32, f32, f32) -> f32) -> [f32; 8] {
+    let mut acc = [[0f32; 8]; 4];
+    for c in (0..avx2_whole(w.len())).step_by(AVX2_STEP) {
+        for (j, acc) in acc.iter_mut().enumerate() {
+            for (l, a) in acc.iter_mut().enumerate() {
+                let i = c + 8 * j + l;
+                *a = madd(w[i].to_f32(), x[i], *a);
+            }
+        }
+    }
+    std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]))
+}
+
+/// The formula llama.cpp, built for this CPU, uses for one activation
+/// row, and which [`row`] computes here.
+pub fn dot_here<H: Half>() -> fn(&[H], &[f32]) -> f32 {
+    // SAFETY (the casts): `H` is `bf16` or `f16`, as `H::BF16` says; each
+    // shares its layout with `H`.
+    unsafe fn cast<H, T>(w: &[H]) -> &[T] {
+        std::slice::from_raw_parts(w.as_ptr().cast(), w.len())
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !half_rows::avx512_available() && half_rows::avx2_available() {
+        return if H::BF16 {
+            |w, x| dot_bf16_avx2(unsafe { cast(w) }, x)
+        } else {
+            |w, x| dot_f16_avx2(unsafe { cast(w) }, x)
+        };
+    }
+    if !H::BF16 {
+        |w, x| dot_f16(unsafe { cast(w) }, x)
+    } else if half_rows::bf16_dot_pairs() {
+        |w, x| dot_bf16_pairs(unsafe { cast(w) }, x)
+    } else {
+        |w, x| dot_bf16(unsafe { cast(w) }, x)
+    }
+}
+
 /// ggml's tail: each leftover column's f32 product added in f64, the
 /// total rounded to f32.
 fn with_leftovers<H: Half>(mut sum: f64, w: &[H], x: &[f32]) -> f32 {
@@ -110,65 +188,125 @@ pub unsafe fn row<H: Half>(w: &[H], x: &[f32], out: OutRows) {
             avx512::bf16_row(bits, x, out)
         };
     }
-    // SAFETY of the casts: `H` is `f16` or `bf16`, as `H::BF16` says.
-    for (r, wr) in w.chunks_exact(cols).enumerate() {
-        let v = if H::BF16 {
-            dot_bf16(
-                std::slice::from_raw_parts(wr.as_ptr() as *const bf16, cols),
-                x,
-            )
+    #[cfg(target_arch = "x86_64")]
+    if half_rows::avx2_available() {
+        let bits = std::slice::from_raw_parts(w.as_ptr() as *const u16, w.len());
+        return if H::BF16 {
+            avx2::bf16_row(bits, x, out)
         } else {
-            dot_f16(
-                std::slice::from_raw_parts(wr.as_ptr() as *const f16, cols),
-                x,
-            )
+            avx2::f16_row(bits, x, out)
         };
-        out.write(0, r, v);
+    }
+    let dot = dot_here::<H>();
+    for (r, wr) in w.chunks_exact(cols).enumerate() {
+        out.write(0, r, dot(wr, x));
+    }
+}
+
+/// `out[r]` = `sum(row r)` (the whole steps' part, as f64) plus row
+/// r's leftover columns past `whole`, for each row of `w`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn each_row<H: Half>(
+    w: &[u16],
+    x: &[f32],
+    whole: usize,
+    out: OutRows,
+    mut sum: impl FnMut(&[u16]) -> f64,
+) {
+    let cols = x.len();
+    for (r, wr) in w.chunks_exact(cols).enumerate() {
+        // `H` is `f16` or `bf16`, both 16 bits like the `u16` storage.
+        let tail: &[H] = std::slice::from_raw_parts(wr.as_ptr().add(whole).cast(), cols - whole);
+        out.write(0, r, with_leftovers(sum(wr), tail, &x[whole..]));
+    }
+}
+
+/// Bytes ahead of the current step that the weight stream is asked
+/// into L2: the hardware prefetchers alone leave the stream short.
+/// `matmul_bench` (`SHAPE=4096x4096 COPIES=12`, 2 threads, batch 1,
+/// 2026-12-03, Intel Xeon Sapphire Rapids) GMAC/s without / with: F16
+/// 12.3-12.9 / 14.4-14.6, BF16 14.0-14.2 / 15.5-15.6; 2 and 8 KiB
+/// within noise of 4.
+#[cfg(target_arch = "x86_64")]
+const AHEAD: usize = 4096;
+
+/// Asks for the two cache lines (one 64-column step of 16-bit
+/// weights) `AHEAD` bytes past `at` into L2 (a hint: the address need
+/// not be valid).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn prefetch_ahead(at: *const u16) {
+    let ahead = (at as *const i8).wrapping_add(AHEAD);
+    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(ahead);
+    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(ahead.wrapping_add(64));
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{each_row, half_rows, prefetch_ahead, OutRows, AVX2_STEP};
+    use half::{bf16, f16};
+    use std::arch::x86_64::*;
+
+    /// The 4 accumulators folded as `(a0 + a2) + (a1 + a3)`.
+    #[inline(always)]
+    unsafe fn fold(acc: [__m256; 4]) -> __m256 {
+        _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]))
+    }
+
+    /// [`super::dot_f16_avx2`] for each row.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn f16_row(w: &[u16], x: &[f32], out: OutRows) {
+        let cols = x.len();
+        let whole = cols - cols % AVX2_STEP;
+        each_row::<f16>(w, x, whole, out, |wr| {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for c in (0..whole).step_by(AVX2_STEP) {
+                if c % (2 * AVX2_STEP) == 0 {
+                    prefetch_ahead(wr.as_ptr().add(c));
+                }
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let at = c + 8 * j;
+                    let wv = _mm256_cvtph_ps(_mm_loadu_si128(wr.as_ptr().add(at).cast()));
+                    *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.as_ptr().add(at)), *a);
+                }
+            }
+            let f = fold(acc);
+            let h = _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps::<1>(f));
+            let t = _mm_hadd_ps(h, h);
+            _mm_cvtss_f32(_mm_hadd_ps(t, t)) as f64
+        });
+    }
+
+    /// [`super::dot_bf16_avx2`] for each row.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn bf16_row(w: &[u16], x: &[f32], out: OutRows) {
+        let cols = x.len();
+        let whole = cols - cols % AVX2_STEP;
+        each_row::<bf16>(w, x, whole, out, |wr| {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for c in (0..whole).step_by(AVX2_STEP) {
+                if c % (2 * AVX2_STEP) == 0 {
+                    prefetch_ahead(wr.as_ptr().add(c));
+                }
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let at = c + 8 * j;
+                    let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(wr.as_ptr().add(at).cast()));
+                    let wv = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide));
+                    let p = _mm256_mul_ps(wv, _mm256_loadu_ps(x.as_ptr().add(at)));
+                    *a = _mm256_add_ps(p, *a);
+                }
+            }
+            half_rows::reduce8_vector(fold(acc)) as f64
+        });
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{half_rows, with_leftovers, OutRows, LANES};
+    use super::{each_row, half_rows, prefetch_ahead, OutRows, LANES};
     use half::{bf16, f16};
     use std::arch::x86_64::*;
-
-    /// `out[r]` = `sum(row r)` (the whole steps' part, as f64) plus row
-    /// r's leftover columns past `whole`, for each row of `w`.
-    #[inline(always)]
-    unsafe fn each_row<H: half_rows::Half>(
-        w: &[u16],
-        x: &[f32],
-        whole: usize,
-        out: OutRows,
-        mut sum: impl FnMut(&[u16]) -> f64,
-    ) {
-        let cols = x.len();
-        for (r, wr) in w.chunks_exact(cols).enumerate() {
-            // `H` is `f16` or `bf16`, both 16 bits like the `u16` storage.
-            let tail: &[H] =
-                std::slice::from_raw_parts(wr.as_ptr().add(whole).cast(), cols - whole);
-            out.write(0, r, with_leftovers(sum(wr), tail, &x[whole..]));
-        }
-    }
-
-    /// Bytes ahead of the current step that the weight stream is asked
-    /// into L2: the hardware prefetchers alone leave the stream short.
-    /// `matmul_bench` (`SHAPE=4096x4096 COPIES=12`, 2 threads, batch 1,
-    /// 2026-12-03, Intel Xeon Sapphire Rapids) GMAC/s without / with: F16
-    /// 12.3-12.9 / 14.4-14.6, BF16 14.0-14.2 / 15.5-15.6; 2 and 8 KiB
-    /// within noise of 4.
-    const AHEAD: usize = 4096;
-
-    /// Asks for the two cache lines (one 64-column step of 16-bit
-    /// weights) `AHEAD` bytes past `at` into L2 (a hint: the address need
-    /// not be valid).
-    #[inline(always)]
-    unsafe fn prefetch_ahead(at: *const u16) {
-        let ahead = (at as *const i8).wrapping_add(AHEAD);
-        _mm_prefetch::<_MM_HINT_T1>(ahead);
-        _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64));
-    }
 
     /// [`super::dot_f16`] for each row.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
@@ -268,17 +406,14 @@ mod tests {
                     GgmlDType::F16 => {
                         let w: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
                         let xr = half_rows::round_rows::<f16>(&x);
-                        let want = w.chunks_exact(cols).map(|w| dot_f16(w, &xr)).collect();
+                        let dot = dot_here::<f16>();
+                        let want = w.chunks_exact(cols).map(|w| dot(w, &xr)).collect();
                         (xr, want)
                     }
                     _ => {
                         let w: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
                         let xr = half_rows::round_rows::<bf16>(&x);
-                        let dot = if half_rows::bf16_dot_pairs() {
-                            dot_bf16_pairs
-                        } else {
-                            dot_bf16
-                        };
+                        let dot = dot_here::<bf16>();
                         let want = w.chunks_exact(cols).map(|w| dot(w, &xr)).collect();
                         (xr, want)
                     }
@@ -349,6 +484,58 @@ mod tests {
                 let want = rows_of(&|b| dot_bf16_pairs(&as_bf16(b), &xb));
                 assert_eq!(run(avx512::bf16_pairs_row, &xb), want, "BF16 pairs {cols}");
             }
+        }
+    }
+
+    /// Each AVX2 kernel against its formula on any CPU with AVX2 (the
+    /// CPUs without AVX512 run them).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernels_equal_their_formulas() {
+        if !half_rows::avx2_available() {
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+        for cols in [32, 576, 40, 130, 13] {
+            let rows = 5;
+            let bits: Vec<u16> = (0..rows * cols)
+                .map(|_| rng.random_range(0x3000..0x3c00))
+                .collect();
+            let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-4.0..4.0)).collect();
+            let (xh, xb) = (
+                half_rows::round_rows::<f16>(&x),
+                half_rows::round_rows::<bf16>(&x),
+            );
+            let run = |kernel: unsafe fn(&[u16], &[f32], OutRows), x: &[f32]| {
+                let mut out = vec![0f32; rows];
+                let at = OutRows {
+                    ptr: out.as_mut_ptr(),
+                    stride: rows,
+                };
+                // SAFETY: AVX2 is available; `out` holds `rows` values.
+                unsafe { kernel(&bits, x, at) };
+                out
+            };
+            let f16_want: Vec<f32> = bits
+                .chunks_exact(cols)
+                .map(|b| {
+                    dot_f16_avx2(
+                        &b.iter().map(|&b| f16::from_bits(b)).collect::<Vec<_>>(),
+                        &xh,
+                    )
+                })
+                .collect();
+            assert_eq!(run(avx2::f16_row, &xh), f16_want, "F16 {cols}");
+            let bf16_want: Vec<f32> = bits
+                .chunks_exact(cols)
+                .map(|b| {
+                    dot_bf16_avx2(
+                        &b.iter().map(|&b| bf16::from_bits(b)).collect::<Vec<_>>(),
+                        &xb,
+                    )
+                })
+                .collect();
+            assert_eq!(run(avx2::bf16_row, &xb), bf16_want, "BF16 {cols}");
         }
     }
 
