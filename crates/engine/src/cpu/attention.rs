@@ -13,7 +13,7 @@ mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_rows;
 
-use super::ggml_numerics::{self as g, LANES, STEP};
+use super::ggml_numerics::{self as g, LANES};
 use crate::kv_cache::KvRows;
 
 /// Shapes of one attention call.
@@ -73,13 +73,18 @@ pub fn attend_group(
         unsafe { avx512::attend(shape, input, &mut scratch.scores, out) };
         return;
     }
+    let wide = g::lanes_here() == LANES;
     #[cfg(target_arch = "x86_64")]
     if super::dot::best().fma {
         // SAFETY: the avx2 kernels are only chosen on CPUs with AVX2+FMA+F16C.
-        unsafe { attend_fma(shape, input, scratch, out) };
+        unsafe { attend_fma(shape, input, scratch, out, wide) };
         return;
     }
-    attend::<false>(shape, input, scratch, out);
+    if wide {
+        attend::<false, LANES>(shape, input, scratch, out);
+    } else {
+        attend::<false, 8>(shape, input, scratch, out);
+    }
 }
 
 /// Consecutive query rows of one sequence that attend in the prefill
@@ -144,8 +149,13 @@ unsafe fn attend_fma(
     input: &GroupInput<'_>,
     scratch: &mut Scratch,
     out: &mut [f32],
+    wide: bool,
 ) {
-    attend::<true>(shape, input, scratch, out);
+    if wide {
+        attend::<true, LANES>(shape, input, scratch, out);
+    } else {
+        attend::<true, 8>(shape, input, scratch, out);
+    }
 }
 
 /// Widens KV head `kv_head`'s rows of the first `n_pos` positions of a
@@ -189,8 +199,10 @@ fn widen_head<const F16C: bool>(
     }
 }
 
+/// [`attend_group`] in the order of ggml's W-lane vectors (16: AVX-512,
+/// 8: AVX2).
 #[inline(always)]
-fn attend<const F16C: bool>(
+fn attend<const F16C: bool, const W: usize>(
     shape: AttentionShape,
     input: &GroupInput<'_>,
     s: &mut Scratch,
@@ -205,7 +217,7 @@ fn attend<const F16C: bool>(
         order,
     } = *input;
     let d = shape.head_dim;
-    let gemm = order == Order::Prefill && d.is_multiple_of(LANES);
+    let gemm = order == Order::Prefill && d.is_multiple_of(W);
     let scale = 1.0 / (d as f32).sqrt();
     widen_head::<F16C>(keys, kv_head, d, n_pos, &mut s.keys);
     widen_head::<F16C>(values, kv_head, d, n_pos, &mut s.values);
@@ -216,17 +228,17 @@ fn attend<const F16C: bool>(
         s.scores.clear();
         for key in s.keys.chunks_exact(d) {
             let dot = if gemm {
-                g::dot_gemm(key, &s.q16)
+                g::dot_gemm::<W>(key, &s.q16)
             } else {
-                g::dot(key, &s.q16)
+                g::dot::<W>(key, &s.q16)
             };
             s.scores.push(dot * scale);
         }
-        softmax_f16(&mut s.scores);
+        softmax_f16::<W>(&mut s.scores);
         // softmax · V over the transposed V rows: position p lands in lane
-        // p % 64 (vec_dot's 4x16 accumulators) or p % 16 (tinyBLAS's one
+        // p % 4W (vec_dot's 4xW accumulators) or p % W (tinyBLAS's one
         // accumulator); each lane holds a whole head row.
-        let slots = if gemm { LANES } else { STEP };
+        let slots = if gemm { W } else { 4 * W };
         // Lanes no position reaches stay +0.0; `reduce_lanes` leaves them out.
         let used = n_pos.min(slots);
         s.acc.clear();
@@ -237,39 +249,46 @@ fn attend<const F16C: bool>(
                 *a = w.mul_add(*v, *a);
             }
         }
-        reduce_lanes(&s.acc, d, slots, &mut s.tree, oh);
+        reduce_lanes::<W>(&s.acc, d, slots, &mut s.tree, oh);
     }
 }
 
 /// `out[i]` = the reduction of lane values `acc[l * d + i]` over the
-/// `slots` lanes, in exactly the order of [`g::reduce_step`] (64 lanes) or
-/// [`g::reduce16`] (16 lanes). The tree is the same for every `i`, so it
+/// `slots` lanes, in exactly the order of [`g::reduce_step`] (4W lanes) or
+/// [`g::reduce`] (W lanes). The tree is the same for every `i`, so it
 /// runs on whole rows and vectorizes, instead of gathering each `i`'s
 /// lanes with a stride of `d`. Lanes past `acc`'s end are +0.0 and are
 /// skipped: no lane or partial sum here can be -0.0 (each starts at +0.0
 /// and round-to-nearest never turns a sum into -0.0 unless both terms
 /// are), so adding +0.0 would change nothing.
 #[inline(always)]
-fn reduce_lanes(acc: &[f32], d: usize, slots: usize, tree: &mut Vec<f32>, out: &mut [f32]) {
+fn reduce_lanes<const W: usize>(
+    acc: &[f32],
+    d: usize,
+    slots: usize,
+    tree: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     let used = acc.len() / d;
     let row = |l: usize| (l < used).then(|| &acc[l * d..(l + 1) * d]);
+    let step = slots == 4 * W;
     tree.clear();
-    tree.resize(LANES * d, 0.0);
-    // x0[lane] = (acc[0] + acc[2]) + (acc[1] + acc[3]) for the 4x16 layout;
-    // the lanes themselves for the 16-lane one.
-    for lane in 0..LANES.min(used) {
+    tree.resize(W * d, 0.0);
+    // x0[lane] = (acc[0] + acc[2]) + (acc[1] + acc[3]) for the 4xW layout;
+    // the lanes themselves for the W-lane one.
+    for lane in 0..W.min(used) {
         let x0 = &mut tree[lane * d..(lane + 1) * d];
         let Some(a0) = row(lane) else { continue };
         x0.copy_from_slice(a0);
-        if slots != STEP {
+        if !step {
             continue;
         }
-        if let Some(a2) = row(2 * LANES + lane) {
+        if let Some(a2) = row(2 * W + lane) {
             for i in 0..d {
                 x0[i] += a2[i];
             }
         }
-        match (row(LANES + lane), row(3 * LANES + lane)) {
+        match (row(W + lane), row(3 * W + lane)) {
             (Some(a1), Some(a3)) => {
                 for i in 0..d {
                     x0[i] += a1[i] + a3[i];
@@ -283,26 +302,34 @@ fn reduce_lanes(acc: &[f32], d: usize, slots: usize, tree: &mut Vec<f32>, out: &
             _ => {}
         }
     }
-    // reduce16 on rows: t3[k] = x0[k + 8] + x0[k], t6[k] = t3[k + 4] + t3[k].
-    for (width, shift) in [(8, 8), (4, 4)] {
+    // Halves down to 4 rows: t[k] = x0[k + width] + x0[k].
+    let mut width = W;
+    while width > 4 {
+        width /= 2;
         for k in 0..width {
-            let (low, high) = tree.split_at_mut((k + shift) * d);
+            let (low, high) = tree.split_at_mut((k + width) * d);
             let (dst, src) = (&mut low[k * d..(k + 1) * d], &high[..d]);
             for i in 0..d {
                 dst[i] += src[i];
             }
         }
     }
+    let t = |k: usize, i: usize| tree[k * d + i];
     for (i, o) in out.iter_mut().enumerate() {
-        *o = (tree[i] + tree[2 * d + i]) + (tree[d + i] + tree[3 * d + i]);
+        *o = if step && W != LANES {
+            // `GGML_F32x8_REDUCE`'s two `hadd`s.
+            (t(0, i) + t(1, i)) + (t(2, i) + t(3, i))
+        } else {
+            (t(0, i) + t(2, i)) + (t(1, i) + t(3, i))
+        };
     }
 }
 
 /// ggml's `soft_max`, then each weight rounded to f16 as the following
 /// f16 matmul does.
 #[inline(always)]
-fn softmax_f16(x: &mut [f32]) {
-    g::softmax(x);
+fn softmax_f16<const W: usize>(x: &mut [f32]) {
+    g::softmax::<W>(x);
     for w in x.iter_mut() {
         *w = f16::from_f32(*w).to_f32();
     }
@@ -314,30 +341,34 @@ mod tests {
 
     #[test]
     fn row_reduction_equals_ggmls_per_value_reduction_bit_for_bit() {
-        let d = 64;
-        for (slots, used) in [
-            (LANES, LANES),
-            (LANES, 5),
-            (STEP, STEP),
-            (STEP, 1),
-            (STEP, 23),
-            (STEP, 40),
-        ] {
-            let mut acc: Vec<f32> = (0..slots * d)
-                .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 1.37e-3)
-                .collect();
-            acc[used * d..].fill(0.0);
-            let mut out = vec![0f32; d];
-            reduce_lanes(&acc[..used * d], d, slots, &mut Vec::new(), &mut out);
-            for (i, got) in out.iter().enumerate() {
-                let want = if slots == LANES {
-                    g::reduce16(&std::array::from_fn(|l| acc[l * d + i]))
-                } else {
-                    g::reduce_step(&std::array::from_fn(|j| {
-                        std::array::from_fn(|l| acc[(j * LANES + l) * d + i])
-                    }))
-                };
-                assert_eq!(got.to_bits(), want.to_bits(), "slots {slots}, i {i}");
+        check::<LANES>();
+        check::<8>();
+        fn check<const W: usize>() {
+            let d = 64;
+            for (slots, used) in [
+                (W, W),
+                (W, 5),
+                (4 * W, 4 * W),
+                (4 * W, 1),
+                (4 * W, 23),
+                (4 * W, 2 * W + 8),
+            ] {
+                let mut acc: Vec<f32> = (0..slots * d)
+                    .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 1.37e-3)
+                    .collect();
+                acc[used * d..].fill(0.0);
+                let mut out = vec![0f32; d];
+                reduce_lanes::<W>(&acc[..used * d], d, slots, &mut Vec::new(), &mut out);
+                for (i, got) in out.iter().enumerate() {
+                    let want = if slots == W {
+                        g::reduce::<W>(&std::array::from_fn(|l| acc[l * d + i]))
+                    } else {
+                        g::reduce_step::<W>(&std::array::from_fn(|j| {
+                            std::array::from_fn(|l| acc[(j * W + l) * d + i])
+                        }))
+                    };
+                    assert_eq!(got.to_bits(), want.to_bits(), "W {W} slots {slots}, i {i}");
+                }
             }
         }
     }

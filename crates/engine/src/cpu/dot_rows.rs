@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use super::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use super::dot;
-use super::legacy16::dot_ggml;
+use super::legacy16::{dot_ggml, dot_whole_blocks};
 
 /// `dot(w[r], x[t])` into `out` at (t, r) for the weight rows stored one
 /// after another in `w` and the `n` activation rows in `x`, each `nb` blocks
@@ -113,6 +113,9 @@ impl ActScales for BlockQ8_1 {
 pub struct RowKernels {
     pub name: &'static str,
     pub q4_0_q8_0: RowsKernel<BlockQ4_0, BlockQ8_0>,
+    /// Q4_0 by whole blocks ([`dot_whole_blocks`]): llama.cpp's order for
+    /// the matrices it repacks on AVX2 CPUs ([`q4_0_repacked`]).
+    pub q4_0_whole: RowsKernel<BlockQ4_0, BlockQ8_0>,
     pub q4_1_q8_1: RowsKernel<BlockQ4_1, BlockQ8_1>,
     pub q8_0_q8_0: RowsKernel<BlockQ8_0, BlockQ8_0>,
     pub q5_0_q8_0: RowsKernel<BlockQ5_0, BlockQ8_0>,
@@ -124,11 +127,19 @@ pub struct RowKernels {
 pub const PORTABLE: RowKernels = RowKernels {
     name: "portable",
     q4_0_q8_0: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, dot::best().q4_0_q8_0) },
+    q4_0_whole: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, dot_whole_blocks) },
     q4_1_q8_1: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, dot::best().q4_1_q8_1) },
     q8_0_q8_0: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, dot::best().q8_0_q8_0) },
     q5_0_q8_0: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, dot_ggml) },
     q5_1_q8_1: |w, x, _, nb, out| unsafe { each_pair(w, x, nb, out, dot_ggml) },
 };
+
+/// Whether llama.cpp repacks a Q4_0 matrix of `rows` rows here (into
+/// `block_q4_0x8`, on CPUs with AVX2, for a multiple of 8 rows) and so
+/// sums it by whole blocks ([`RowKernels::q4_0_whole`]).
+pub fn q4_0_repacked(rows: usize) -> bool {
+    best().name != "portable" && rows.is_multiple_of(8)
+}
 
 /// # Safety
 /// As [`RowsKernel`].
@@ -184,6 +195,7 @@ mod avx2 {
             (true, true) => Some(RowKernels {
                 name: "avx2+vnni",
                 q4_0_q8_0: q4_0_q8_0_vnni,
+                q4_0_whole,
                 q4_1_q8_1: q4_1_q8_1_vnni,
                 q8_0_q8_0: q8_0_q8_0_vnni,
                 q5_0_q8_0: q5_0_q8_0_vnni,
@@ -196,6 +208,7 @@ mod avx2 {
     pub const AVX2: RowKernels = RowKernels {
         name: "avx2",
         q4_0_q8_0,
+        q4_0_whole,
         q4_1_q8_1,
         q8_0_q8_0,
         q5_0_q8_0,
@@ -460,6 +473,78 @@ mod avx2 {
         }
     }
 
+    /// [`RowKernels::q4_0_whole`]: 8 weight rows at a time, each block's
+    /// 32-product integer sums of the 8 rows gathered into one vector
+    /// (`hadd`s), converted and added with one FMA times `d_w · d_x`, as
+    /// ggml's `gemv_q4_b32_8x8_q8_0_lut_avx` does; rows past the last 8 by
+    /// the scalar formula, which gives the same numbers.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_0_whole(
+        w: &[BlockQ4_0],
+        x: &[BlockQ8_0],
+        _: &[StripScales],
+        nb: usize,
+        out: OutRows,
+    ) {
+        let (rows, n) = (w.len() / nb, x.len() / nb);
+        // Σ q·x with the stored nibbles q (0..15, `maddubs`' unsigned
+        // side) minus 8·Σ x gives Σ (q - 8)·x exactly.
+        let ones = _mm256_set1_epi16(1);
+        let x8: Vec<i32> = x
+            .iter()
+            .map(|b| 8 * b.qs.iter().map(|&v| v as i32).sum::<i32>())
+            .collect();
+        // Activation rows per pass over a group's blocks.
+        const T: usize = 4;
+        let whole = rows - rows % 8;
+        for r in (0..whole).step_by(8) {
+            let mut t0 = 0;
+            while t0 < n {
+                let tn = (n - t0).min(T);
+                let mut acc = [_mm256_setzero_ps(); T];
+                for b in 0..nb {
+                    let wb: [&BlockQ4_0; 8] =
+                        std::array::from_fn(|i| w.get_unchecked((r + i) * nb + b));
+                    let q: [__m256i; 8] = std::array::from_fn(|i| nibbles(&wb[i].qs));
+                    let bits: [i16; 8] = std::array::from_fn(|i| wb[i].d.to_bits() as i16);
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(bits.as_ptr() as *const __m128i));
+                    for (t, acc) in acc.iter_mut().enumerate().take(tn) {
+                        let xb = x.get_unchecked((t0 + t) * nb + b);
+                        let y = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+                        let s: [__m256i; 8] = std::array::from_fn(|i| {
+                            _mm256_madd_epi16(ones, _mm256_maddubs_epi16(q[i], y))
+                        });
+                        // Lane i of `total`: the 8 lanes of s[i] summed.
+                        let h0 = _mm256_hadd_epi32(s[0], s[1]);
+                        let h1 = _mm256_hadd_epi32(s[2], s[3]);
+                        let h2 = _mm256_hadd_epi32(s[4], s[5]);
+                        let h3 = _mm256_hadd_epi32(s[6], s[7]);
+                        let g0 = _mm256_hadd_epi32(h0, h1);
+                        let g1 = _mm256_hadd_epi32(h2, h3);
+                        let total = _mm256_add_epi32(
+                            _mm256_permute2x128_si256::<0x20>(g0, g1),
+                            _mm256_permute2x128_si256::<0x31>(g0, g1),
+                        );
+                        let bias = _mm256_set1_epi32(*x8.get_unchecked((t0 + t) * nb + b));
+                        let sums = _mm256_cvtepi32_ps(_mm256_sub_epi32(total, bias));
+                        let dx = _mm256_set1_ps(xb.d.to_f32());
+                        *acc = _mm256_fmadd_ps(sums, _mm256_mul_ps(dw, dx), *acc);
+                    }
+                }
+                for (t, acc) in acc.iter().enumerate().take(tn) {
+                    _mm256_storeu_ps(out.at(t0 + t, r).ptr, *acc);
+                }
+                t0 += tn;
+            }
+        }
+        for r in whole..rows {
+            for t in 0..n {
+                let v = dot_whole_blocks(&w[r * nb..(r + 1) * nb], &x[t * nb..(t + 1) * nb]);
+                out.write(t, r, v);
+            }
+        }
+    }
+
     /// A kernel entry point: `tiled` over `$tile` with `$features` on.
     macro_rules! kernel {
         ($name:ident, $features:literal, $tile:ty, $w:ty, $x:ty) => {
@@ -568,6 +653,11 @@ mod tests {
                     "q4_0",
                     &|o| unsafe { (k.q4_0_q8_0)(&w40, &x80, &sc80, nb, o) },
                     &|w, t| (single.q4_0_q8_0)(&w40[wr(w)], &x80[xr(t)]),
+                );
+                run(
+                    "q4_0 whole blocks",
+                    &|o| unsafe { (k.q4_0_whole)(&w40, &x80, &sc80, nb, o) },
+                    &|w, t| dot_whole_blocks(&w40[wr(w)], &x80[xr(t)]),
                 );
                 run(
                     "q5_0",

@@ -1,13 +1,28 @@
 //! ggml's CPU arithmetic, reproduced to the bit where it matters: its
-//! vectorised `expf`, and the lane layout and reduction order of its
-//! 16-wide f32 sums. This model's quantized activations amplify last-bit
-//! differences (llama.cpp itself changes its greedy output when only its KV
-//! cache type changes), so parity needs ggml's exact rounding, not just
-//! "the same maths".
+//! vectorised `expf`, and the lane layout and reduction order of its f32
+//! sums, which depend on the vector width llama.cpp was built for: 16
+//! lanes on CPUs with AVX-512, 8 on AVX2 ones ([`lanes_here`]). This
+//! model's quantized activations amplify last-bit differences (llama.cpp
+//! itself changes its greedy output when only its KV cache type changes),
+//! so parity needs ggml's exact rounding, not just "the same maths".
 
 /// Lanes per vector and vectors per step in ggml's 512-bit f16/f32 loops.
 pub const LANES: usize = 16;
 pub const STEP: usize = 64;
+
+/// The lanes of ggml's f32 vectors on this CPU: 16 with AVX-512F (and the
+/// AVX2/FMA kernels), 8 otherwise (ggml's AVX2 build; CPUs without AVX2
+/// take the same order in scalar code).
+pub fn lanes_here() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *WIDE.get_or_init(|| super::dot::best().fma && is_x86_feature_detected!("avx512f")) {
+            return LANES;
+        }
+    }
+    8
+}
 
 /// ggml's `nearest_int`: `x` rounded to nearest, ties to even, for |x| <
 /// 2^22. Adding 1.5 * 2^23 leaves the integer in the mantissa, so this is
@@ -44,46 +59,96 @@ pub fn expf(x: f32) -> f32 {
     ((j as f64) * two_n) as f32
 }
 
+/// One lane of ggml's `ggml_v_expf` as built for AVX2 without AVX-512:
+/// the same reduction and polynomial as [`expf`] less its constant 1,
+/// then `k·j + k` (k = 2^n from the exponent bits) with one rounding
+/// where [`expf`] rounds `1 + j` first; |n| > 126 scales in two steps.
+/// The two differ in the last bit for many inputs.
+#[inline(always)]
+pub fn expf_avx2(x: f32) -> f32 {
+    let c = f32::from_bits;
+    let r = c(0x4b40_0000);
+    let z = x.mul_add(c(0x3fb8_aa3b), r);
+    let n = z - r;
+    let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x));
+    let e = z.to_bits() << 23;
+    let k = c(e.wrapping_add(0x3f80_0000));
+    let u = b * b;
+    let j = c(0x3c07_2010)
+        .mul_add(b, c(0x3d2b_9f17))
+        .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
+        .mul_add(u, c(0x3f7f_fff6) * b);
+    if !(n.abs() > 126.0) {
+        return j.mul_add(k, k);
+    }
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = c(g.wrapping_add(0x7f00_0000));
+    if n.abs() > 192.0 {
+        return s1 * s1;
+    }
+    let s2 = c(e.wrapping_sub(g));
+    s2.mul_add(j, s2) * s1
+}
+
+/// ggml's `expf` for W-lane vectors, one lane: [`expf`] (16, AVX-512) or
+/// [`expf_avx2`] (8).
+#[inline(always)]
+pub fn expf_of<const W: usize>(x: f32) -> f32 {
+    if W == LANES {
+        expf(x)
+    } else {
+        expf_avx2(x)
+    }
+}
+
 /// `_mm512_reduce_add_ps` as GCC expands it: halves, quarters, then pairs.
 #[inline(always)]
 pub fn reduce16(v: &[f32; LANES]) -> f32 {
-    let mut t3 = [0f32; 8];
-    for i in 0..8 {
-        t3[i] = v[i + 8] + v[i];
-    }
-    let mut t6 = [0f32; 4];
-    for i in 0..4 {
-        t6[i] = t3[i + 4] + t3[i];
-    }
-    (t6[0] + t6[2]) + (t6[1] + t6[3])
+    reduce(v)
 }
 
-/// ggml's `GGML_F32x16_REDUCE` over four accumulators.
+/// A vector's lanes summed as ggml's 16-lane `_mm512_reduce_add_ps` and
+/// its 8-lane `hsum`s (`movehl`, `movehdup`) do: halves added down to 4
+/// lanes, then `(t0 + t2) + (t1 + t3)`.
 #[inline(always)]
-pub fn reduce_step(acc: &[[f32; LANES]; 4]) -> f32 {
-    let mut x0 = [0f32; LANES];
-    for l in 0..LANES {
-        let a = acc[0][l] + acc[2][l];
-        let b = acc[1][l] + acc[3][l];
-        x0[l] = a + b;
+pub fn reduce<const W: usize>(v: &[f32; W]) -> f32 {
+    let mut t = *v;
+    let mut width = W;
+    while width > 4 {
+        width /= 2;
+        for i in 0..width {
+            t[i] = t[i + width] + t[i];
+        }
     }
-    reduce16(&x0)
+    (t[0] + t[2]) + (t[1] + t[3])
 }
 
-/// `ggml_vec_dot_f16`: values already widened to f32 (exact), products
-/// fused into 4x16 accumulators by position, leftovers added in f64.
+/// ggml's `GGML_F32x16_REDUCE` (16 lanes) or `GGML_F32x8_REDUCE` (8:
+/// halves, then two `hadd`s) over four accumulators.
 #[inline(always)]
-pub fn dot(x: &[f32], y: &[f32]) -> f32 {
-    let mut acc = [[0f32; LANES]; 4];
-    let (mut xs, mut ys) = (x.chunks_exact(STEP), y.chunks_exact(STEP));
+pub fn reduce_step<const W: usize>(acc: &[[f32; W]; 4]) -> f32 {
+    let x0: [f32; W] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    if W == LANES {
+        return reduce(&x0);
+    }
+    let t: [f32; 4] = std::array::from_fn(|i| x0[i] + x0[i + 4]);
+    (t[0] + t[1]) + (t[2] + t[3])
+}
+
+/// `ggml_vec_dot_f16` with W-lane vectors: values already widened to f32
+/// (exact), products fused into 4xW accumulators by position (steps of
+/// 4W), leftovers added in f64.
+#[inline(always)]
+pub fn dot<const W: usize>(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [[0f32; W]; 4];
+    let (mut xs, mut ys) = (x.chunks_exact(4 * W), y.chunks_exact(4 * W));
     for (xc, yc) in (&mut xs).zip(&mut ys) {
-        // Fixed-size steps: no bounds checks, so the FMAs vectorize.
-        let (xc, yc): (&[f32; STEP], &[f32; STEP]) =
-            (xc.try_into().expect("STEP"), yc.try_into().expect("STEP"));
         for (j, a) in acc.iter_mut().enumerate() {
-            for (l, s) in a.iter_mut().enumerate() {
-                let k = j * LANES + l;
-                *s = xc[k].mul_add(yc[k], *s);
+            // Fixed-size pieces: no bounds checks, so the FMAs vectorize.
+            let xv: &[f32; W] = xc[j * W..(j + 1) * W].try_into().expect("W");
+            let yv: &[f32; W] = yc[j * W..(j + 1) * W].try_into().expect("W");
+            for l in 0..W {
+                a[l] = xv[l].mul_add(yv[l], a[l]);
             }
         }
     }
@@ -95,32 +160,32 @@ pub fn dot(x: &[f32], y: &[f32]) -> f32 {
 }
 
 /// tinyBLAS's dot (llama.cpp's `llamafile_sgemm`, used for f16 products
-/// when a step has two or more query rows): one 16-lane accumulator chained
+/// when a step has two or more query rows): one W-lane accumulator chained
 /// over the whole length, then one reduction. tinyBLAS declines lengths that
-/// are not a multiple of 16; callers then use [`dot`].
+/// are not a multiple of W; callers then use [`dot`].
 #[inline(always)]
-pub fn dot_gemm(x: &[f32], y: &[f32]) -> f32 {
-    debug_assert!(x.len().is_multiple_of(LANES));
-    let mut acc = [0f32; LANES];
-    for (xc, yc) in x.chunks_exact(LANES).zip(y.chunks_exact(LANES)) {
-        for l in 0..LANES {
+pub fn dot_gemm<const W: usize>(x: &[f32], y: &[f32]) -> f32 {
+    debug_assert!(x.len().is_multiple_of(W));
+    let mut acc = [0f32; W];
+    for (xc, yc) in x.chunks_exact(W).zip(y.chunks_exact(W)) {
+        for l in 0..W {
             acc[l] = xc[l].mul_add(yc[l], acc[l]);
         }
     }
-    reduce16(&acc)
+    reduce(&acc)
 }
 
-/// ggml's `soft_max` in place: 16-lane chunks of `expf`, each chunk's
+/// ggml's `soft_max` in place: W-lane chunks of `expf`, each chunk's
 /// reduction summed in f64, then scaled by the f32 inverse.
 #[inline(always)]
-pub fn softmax(x: &mut [f32]) {
+pub fn softmax<const W: usize>(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if super::dot::best().fma {
         // SAFETY: `fma` is set only on CPUs with AVX2 and FMA.
-        unsafe { fma::softmax(x) };
+        unsafe { fma::softmax::<W>(x) };
         return;
     }
-    softmax_with(x, |v| v.map(expf));
+    softmax_with::<W>(x, |v| v.map(expf_of::<W>));
 }
 
 /// `ln Σ exp(x)`, the normalizer of log-probabilities, with `expf` 8 lanes
@@ -152,20 +217,20 @@ pub fn log_sum_exp(x: &[f32]) -> f32 {
     max + sum.ln() as f32
 }
 
-/// [`softmax`] with the 16 `expf`s of a chunk computed by `exp16`
+/// [`softmax`] with the W `expf`s of a chunk computed by `exp`
 /// (padding lanes hold -inf, whose `expf` is +0.0).
 #[inline(always)]
-fn softmax_with(x: &mut [f32], exp16: impl Fn([f32; LANES]) -> [f32; LANES]) {
+fn softmax_with<const W: usize>(x: &mut [f32], exp: impl Fn([f32; W]) -> [f32; W]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f64;
-    for chunk in x.chunks_mut(LANES) {
-        let mut v = [f32::NEG_INFINITY; LANES];
+    for chunk in x.chunks_mut(W) {
+        let mut v = [f32::NEG_INFINITY; W];
         for (a, b) in v.iter_mut().zip(chunk.iter()) {
             *a = b - max;
         }
-        let v = exp16(v);
+        let v = exp(v);
         chunk.copy_from_slice(&v[..chunk.len()]);
-        sum += reduce16(&v) as f64;
+        sum += reduce(&v) as f64;
     }
     let inv = (1.0 / sum) as f32;
     for w in x.iter_mut() {
@@ -181,11 +246,11 @@ pub(crate) mod fma {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
-    pub(crate) unsafe fn softmax(x: &mut [f32]) {
-        softmax_with(x, |v| {
-            let mut out = [0f32; LANES];
+    pub(crate) unsafe fn softmax<const W: usize>(x: &mut [f32]) {
+        softmax_with::<W>(x, |v| {
+            let mut out = [0f32; W];
             for (o, i) in out.chunks_exact_mut(8).zip(v.chunks_exact(8)) {
-                _mm256_storeu_ps(o.as_mut_ptr(), expf8(_mm256_loadu_ps(i.as_ptr())));
+                _mm256_storeu_ps(o.as_mut_ptr(), expf8_of::<W>(_mm256_loadu_ps(i.as_ptr())));
             }
             out
         });
@@ -210,6 +275,58 @@ pub(crate) mod fma {
             .map(|v| expf(v - max) as f64)
             .sum();
         lanes.iter().sum::<f64>() + tail
+    }
+
+    /// [`expf_of`] 8 lanes at a time.
+    #[inline(always)]
+    pub(crate) unsafe fn expf8_of<const W: usize>(x: __m256) -> __m256 {
+        if W == LANES {
+            expf8(x)
+        } else {
+            expf8_avx2(x)
+        }
+    }
+
+    /// [`expf_avx2`](super::expf_avx2) 8 lanes at a time: ggml's AVX2
+    /// `ggml_v_expf` operation for operation.
+    #[inline(always)]
+    pub(crate) unsafe fn expf8_avx2(x: __m256) -> __m256 {
+        let c = |bits: u32| _mm256_set1_ps(f32::from_bits(bits));
+        let r = c(0x4b40_0000);
+        let z = _mm256_fmadd_ps(x, c(0x3fb8_aa3b), r);
+        let n = _mm256_sub_ps(z, r);
+        let b = _mm256_fnmadd_ps(n, c(0x35bf_be8e), _mm256_fnmadd_ps(n, c(0x3f31_7200), x));
+        let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(z));
+        let k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_set1_epi32(0x3f80_0000)));
+        let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+        let big = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(126.0));
+        let u = _mm256_mul_ps(b, b);
+        let j = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(
+                _mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+                u,
+                _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+            ),
+            u,
+            _mm256_mul_ps(c(0x3f7f_fff6), b),
+        );
+        if _mm256_movemask_ps(big) == 0 {
+            return _mm256_fmadd_ps(j, k, k);
+        }
+        let not_positive = _mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps());
+        let g = _mm256_and_si256(
+            _mm256_castps_si256(not_positive),
+            _mm256_set1_epi32(0x8200_0000u32 as i32),
+        );
+        let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+        let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+        let huge = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0));
+        let two_step = _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1);
+        let one_step = _mm256_fmadd_ps(k, j, k);
+        _mm256_or_ps(
+            _mm256_and_ps(huge, _mm256_mul_ps(s1, s1)),
+            _mm256_andnot_ps(huge, _mm256_blendv_ps(one_step, two_step, big)),
+        )
     }
 
     #[inline(always)]
@@ -409,6 +526,52 @@ mod tests {
         assert!(nan.is_nan());
     }
 
+    /// ggml's AVX2 `expf`: the vector form equals the scalar model bit for
+    /// bit, both stay within 2 ulp of libm, and the extremes land where
+    /// libm's do.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_expf_vector_equals_its_scalar_model() {
+        use std::arch::x86_64::*;
+        if !super::super::dot::best().fma {
+            return;
+        }
+        let mut xs: Vec<f32> = (-40000..40000).map(|i| i as f32 * 0.0037).collect();
+        xs.extend([0.0, -0.0, f32::NEG_INFINITY, f32::INFINITY, -1000.0, 1000.0]);
+        xs.extend([
+            -133.0,
+            -100.0,
+            -88.7,
+            88.7,
+            100.0,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+        ]);
+        xs.resize(xs.len().next_multiple_of(8), -1.0);
+        for chunk in xs.chunks_exact(8) {
+            let mut got = [0f32; 8];
+            // SAFETY: the CPU has AVX2 and FMA (`fma` above).
+            unsafe {
+                let v = fma::expf8_avx2(_mm256_loadu_ps(chunk.as_ptr()));
+                _mm256_storeu_ps(got.as_mut_ptr(), v);
+            }
+            for (x, g) in chunk.iter().zip(got) {
+                assert_eq!(g.to_bits(), expf_avx2(*x).to_bits(), "expf({x})");
+                let want = x.exp();
+                if want.is_finite() && want > 1e-30 {
+                    let ulps = (g.to_bits() as i64 - want.to_bits() as i64).abs();
+                    assert!(ulps <= 2, "expf({x}) = {g}, libm {want}");
+                } else if want == 0.0 || want.is_infinite() {
+                    assert_eq!(g, want, "expf({x})");
+                }
+            }
+        }
+        // The two forms differ somewhere (else one of them is not ggml's).
+        assert!(xs
+            .iter()
+            .any(|&x| expf(x).to_bits() != expf_avx2(x).to_bits()));
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn expf16_equals_expf8_on_each_half_bit_for_bit() {
@@ -453,7 +616,10 @@ mod tests {
     #[test]
     fn softmax_sums_to_one() {
         let mut x = [1.0, 2.0, 3.0, -1000.0];
-        softmax(&mut x);
+        softmax::<16>(&mut x);
+        let mut y = vec![1.0f32, 2.0, 3.0, -1.0, 0.5];
+        softmax::<8>(&mut y);
+        assert!((y.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
     }
@@ -476,6 +642,7 @@ mod tests {
         let x: Vec<f32> = (0..200).map(|i| (i as f32 * 0.37).sin()).collect();
         let y: Vec<f32> = (0..200).map(|i| (i as f32 * 0.11).cos()).collect();
         let plain: f64 = x.iter().zip(&y).map(|(a, b)| *a as f64 * *b as f64).sum();
-        assert!((dot(&x, &y) as f64 - plain).abs() < 1e-4);
+        assert!((dot::<16>(&x, &y) as f64 - plain).abs() < 1e-4);
+        assert!((dot::<8>(&x, &y) as f64 - plain).abs() < 1e-4);
     }
 }

@@ -892,8 +892,8 @@ mod tests {
 
     /// `dot_ggml` of every (row, token) pair of a matrix stored as `bytes`.
     /// The formula llama.cpp uses for a matrix of `dtype`: Q4_0 in groups
-    /// of 16 rows sums whole blocks (its repacked form), everything else
-    /// takes `ggml_vec_dot`'s lanes.
+    /// of 16 rows, or of 8 on AVX2 CPUs, sums whole blocks (its repacked
+    /// form), everything else takes `ggml_vec_dot`'s lanes.
     fn reference(dtype: GgmlDType, bytes: &[u8], x: &[f32], nb: usize) -> Vec<Vec<f32>> {
         fn each<W: LegacyBlock, A: ActBlock>(
             bytes: &[u8],
@@ -910,7 +910,9 @@ mod tests {
         }
         let rows = bytes.len() / nb / BlockQ4_0::SIZE;
         match dtype {
-            GgmlDType::Q4_0 if rows.is_multiple_of(ROWS) => {
+            GgmlDType::Q4_0
+                if rows.is_multiple_of(ROWS) || crate::cpu::dot_rows::q4_0_repacked(rows) =>
+            {
                 let w: Vec<BlockQ4_0> = parse_blocks(bytes);
                 let mut xq = vec![BlockQ8_0::default(); x.len() / QK];
                 quantize_q8_0(x, &mut xq);
@@ -938,7 +940,7 @@ mod tests {
     fn layer_matmuls_equal_ggmls_formula_bit_for_bit() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         for dtype in TYPES {
-            for (rows, nb) in [(16, 1), (48, 18), (32, 5), (21, 3), (7, 18)] {
+            for (rows, nb) in [(16, 1), (48, 18), (32, 5), (21, 3), (7, 18), (24, 3)] {
                 let cols = nb * QK;
                 let bytes = random_bytes(&mut rng, dtype, rows * nb);
                 let m = Matrix::from_bytes("w", dtype, rows, cols, &bytes, Role::Layer).unwrap();

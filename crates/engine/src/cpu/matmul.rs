@@ -286,7 +286,20 @@ impl Matrix {
         shared!(Q8_0x16, quantize_q8_0, times16, k16().q8_0);
         shared!(Q5_0, quantize_q8_0, rows_times, k.q5_0_q8_0);
         shared!(Q5_1, quantize_q8_1, rows_times, k.q5_1_q8_1);
-        shared!(Q4_0, quantize_q8_0, rows_times, k.q4_0_q8_0);
+        // llama.cpp decides per matrix whether it repacks Q4_0 (and sums it
+        // by whole blocks): parts that differ go one at a time.
+        let repacked = |(m, _): &(&Matrix, &mut [f32])| dot_rows::q4_0_repacked(m.rows);
+        let q4_0 = if parts.iter().all(repacked) {
+            k.q4_0_whole
+        } else if parts.iter().any(repacked) && matches!(parts[0].0.storage, Storage::Q4_0(_)) {
+            for (m, out) in parts.iter_mut() {
+                Self::matmul_each(&mut [(*m, &mut **out)], x, n_tokens)?;
+            }
+            return Ok(());
+        } else {
+            k.q4_0_q8_0
+        };
+        shared!(Q4_0, quantize_q8_0, rows_times, q4_0);
         shared!(Q4_1, quantize_q8_1, rows_times, k.q4_1_q8_1);
         shared!(Q8_0, quantize_q8_0, rows_times, k.q8_0_q8_0);
         // 16-bit float weights: the input rounded once to their type.

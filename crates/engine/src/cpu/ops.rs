@@ -125,29 +125,42 @@ fn rotate(row: &mut [f32], head_dim: usize, rope_dim: usize, cos: &[f32], sin: &
 }
 
 /// `gate = silu(gate) * up`, the SwiGLU of Llama's feed-forward block,
-/// with ggml's vectorised `expf` on whole 16-lane chunks and libm's on the
-/// tail, as `ggml_vec_swiglu_f32` does.
+/// with ggml's vectorised `expf` on whole W-lane chunks and libm's on the
+/// tail, as `ggml_vec_swiglu_f32` does (W and the `expf` as llama.cpp is
+/// built for this CPU: `ggml_numerics::lanes_here`).
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    use super::ggml_numerics::{lanes_here, LANES};
+    let wide = lanes_here() == LANES;
     #[cfg(target_arch = "x86_64")]
     if super::dot::best().fma {
         // SAFETY: the avx2 kernels are only chosen on CPUs with FMA.
-        unsafe { swiglu_fma(gate, up) };
+        unsafe {
+            if wide {
+                swiglu_fma::<LANES>(gate, up)
+            } else {
+                swiglu_fma::<8>(gate, up)
+            }
+        };
         return;
     }
-    swiglu_body(gate, up);
+    if wide {
+        swiglu_body::<LANES>(gate, up)
+    } else {
+        swiglu_body::<8>(gate, up)
+    }
 }
 
 /// [`swiglu_body`] with `expf` 8 lanes at a time (the same bits).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn swiglu_fma(gate: &mut [f32], up: &[f32]) {
-    use super::ggml_numerics::{fma::expf8, LANES};
+unsafe fn swiglu_fma<const W: usize>(gate: &mut [f32], up: &[f32]) {
+    use super::ggml_numerics::fma::expf8_of;
     use std::arch::x86_64::*;
-    let whole = gate.len() - gate.len() % LANES;
+    let whole = gate.len() - gate.len() % W;
     let (g8, u8) = (gate.as_mut_ptr(), up.as_ptr());
     for i in (0..whole).step_by(8) {
         let g = _mm256_loadu_ps(g8.add(i));
-        let e = expf8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        let e = expf8_of::<W>(_mm256_sub_ps(_mm256_setzero_ps(), g));
         let s = _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0), e));
         _mm256_storeu_ps(g8.add(i), _mm256_mul_ps(s, _mm256_loadu_ps(u8.add(i))));
     }
@@ -155,17 +168,17 @@ unsafe fn swiglu_fma(gate: &mut [f32], up: &[f32]) {
 }
 
 #[inline(always)]
-fn swiglu_body(gate: &mut [f32], up: &[f32]) {
-    use super::ggml_numerics::{expf, LANES};
+fn swiglu_body<const W: usize>(gate: &mut [f32], up: &[f32]) {
+    use super::ggml_numerics::expf_of;
     // Rows are `ffn` wide; ggml's vector loop runs per row.
-    let whole = gate.len() - gate.len() % LANES;
+    let whole = gate.len() - gate.len() % W;
     for (g, u) in gate[..whole].iter_mut().zip(up) {
-        *g = *g / (1.0 + expf(0.0 - *g)) * u;
+        *g = *g / (1.0 + expf_of::<W>(0.0 - *g)) * u;
     }
     swiglu_tail(&mut gate[whole..], &up[whole..]);
 }
 
-/// The tail after ggml's 16-lane chunks, with libm's `exp`.
+/// The tail after ggml's W-lane chunks, with libm's `exp`.
 #[inline(always)]
 fn swiglu_tail(gate: &mut [f32], up: &[f32]) {
     for (g, u) in gate.iter_mut().zip(up) {
@@ -231,11 +244,35 @@ mod tests {
             .collect();
         let up: Vec<f32> = (0..1000).map(|i| 1.0 - i as f32 * 0.003).collect();
         let mut want = gate.clone();
-        swiglu_body(&mut want, &up);
+        if crate::cpu::ggml_numerics::lanes_here() == 8 {
+            swiglu_body::<8>(&mut want, &up);
+        } else {
+            swiglu_body::<16>(&mut want, &up);
+        }
         let mut got = gate.clone();
         swiglu(&mut got, &up);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(g.to_bits(), w.to_bits(), "value {i}: {} of {}", g, gate[i]);
+        }
+        // Both widths' vector forms against their scalar models.
+        #[cfg(target_arch = "x86_64")]
+        if crate::cpu::dot::best().fma {
+            for wide in [false, true] {
+                let (mut a, mut b) = (gate.clone(), gate.clone());
+                // SAFETY: the CPU has AVX2 and FMA.
+                unsafe {
+                    if wide {
+                        swiglu_fma::<16>(&mut a, &up);
+                        swiglu_body::<16>(&mut b, &up);
+                    } else {
+                        swiglu_fma::<8>(&mut a, &up);
+                        swiglu_body::<8>(&mut b, &up);
+                    }
+                }
+                for (i, (g, w)) in a.iter().zip(&b).enumerate() {
+                    assert_eq!(g.to_bits(), w.to_bits(), "wide {wide} value {i}");
+                }
+            }
         }
     }
 

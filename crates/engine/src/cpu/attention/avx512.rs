@@ -358,7 +358,12 @@ mod tests {
                             order,
                         };
                         let mut want = vec![0f32; 3 * d];
-                        attend::<false>(shape, &input, &mut Scratch::default(), &mut want);
+                        attend::<false, { g::LANES }>(
+                            shape,
+                            &input,
+                            &mut Scratch::default(),
+                            &mut want,
+                        );
                         let mut got = vec![0f32; 3 * d];
                         // SAFETY: `available` said yes above.
                         unsafe { super::attend(shape, &input, &mut Vec::new(), &mut got) };

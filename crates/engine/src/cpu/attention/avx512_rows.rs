@@ -278,7 +278,12 @@ mod tests {
                         order: Order::Prefill,
                     };
                     let mut want = vec![0f32; group_len];
-                    attend::<false>(shape, &alone, &mut Scratch::default(), &mut want);
+                    attend::<false, { crate::cpu::ggml_numerics::LANES }>(
+                        shape,
+                        &alone,
+                        &mut Scratch::default(),
+                        &mut want,
+                    );
                     for (k, (g, w)) in got.iter().zip(&want).enumerate() {
                         assert_eq!(
                             g.to_bits(),
