@@ -78,7 +78,8 @@ pub fn expf_avx2(x: f32) -> f32 {
         .mul_add(b, c(0x3d2b_9f17))
         .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
         .mul_add(u, c(0x3f7f_fff6) * b);
-    if !(n.abs() > 126.0) {
+    // NaN takes this branch too, as in ggml's vector compare.
+    if n.is_nan() || n.abs() <= 126.0 {
         return j.mul_add(k, k);
     }
     let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
@@ -117,7 +118,7 @@ pub fn reduce<const W: usize>(v: &[f32; W]) -> f32 {
     while width > 4 {
         width /= 2;
         for i in 0..width {
-            t[i] = t[i + width] + t[i];
+            t[i] += t[i + width];
         }
     }
     (t[0] + t[2]) + (t[1] + t[3])
