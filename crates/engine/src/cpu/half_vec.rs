@@ -442,61 +442,56 @@ mod tests {
         }
     }
 
-    /// Each AVX512 kernel against its formula, BF16's both forms whatever
-    /// the CPU picks for `Matrix::matmul`.
+    /// Each vector kernel this CPU can run (AVX512's, AVX2's) against its
+    /// formula, BF16's both AVX512 forms whatever the CPU picks for
+    /// `Matrix::matmul`.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn avx512_kernels_equal_their_formulas() {
-        if !half_rows::avx512_available() {
-            return;
+    fn kernels_equal_their_formulas() {
+        type Kernel = unsafe fn(&[u16], &[f32], OutRows);
+        type Formula = fn(&[u16], &[f32]) -> f32;
+        fn f16s(b: &[u16]) -> Vec<f16> {
+            b.iter().map(|&b| f16::from_bits(b)).collect()
         }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        for cols in [64, 576, 40, 130] {
-            let rows = 5;
-            let bits: Vec<u16> = (0..rows * cols)
-                .map(|_| rng.random_range(0x3000..0x3c00))
-                .collect();
-            let x: Vec<f32> = (0..cols).map(|_| rng.random_range(-4.0..4.0)).collect();
-            let (xh, xb) = (
-                half_rows::round_rows::<f16>(&x),
-                half_rows::round_rows::<bf16>(&x),
-            );
-            let run = |kernel: unsafe fn(&[u16], &[f32], OutRows), x: &[f32]| {
-                let mut out = vec![0f32; rows];
-                let at = OutRows {
-                    ptr: out.as_mut_ptr(),
-                    stride: rows,
-                };
-                // SAFETY: AVX512 is available; `out` holds `rows` values.
-                unsafe { kernel(&bits, x, at) };
-                out
-            };
-            let rows_of = |dot: &dyn Fn(&[u16]) -> f32| -> Vec<f32> {
-                bits.chunks_exact(cols).map(dot).collect()
-            };
-            let as_f16 = |b: &[u16]| b.iter().map(|&b| f16::from_bits(b)).collect::<Vec<_>>();
-            let as_bf16 = |b: &[u16]| b.iter().map(|&b| bf16::from_bits(b)).collect::<Vec<_>>();
-            let f16_want = rows_of(&|b| dot_f16(&as_f16(b), &xh));
-            assert_eq!(run(avx512::f16_row, &xh), f16_want, "F16 {cols}");
-            let bf16_want = rows_of(&|b| dot_bf16(&as_bf16(b), &xb));
-            assert_eq!(run(avx512::bf16_row, &xb), bf16_want, "BF16 {cols}");
+        fn bf16s(b: &[u16]) -> Vec<bf16> {
+            b.iter().map(|&b| bf16::from_bits(b)).collect()
+        }
+        // (name, kernel, its formula, whether it takes BF16)
+        let mut cases: Vec<(&str, Kernel, Formula, bool)> = Vec::new();
+        if half_rows::avx512_available() {
+            cases.push((
+                "AVX512 F16",
+                avx512::f16_row,
+                |b, x| dot_f16(&f16s(b), x),
+                false,
+            ));
+            cases.push((
+                "AVX512 BF16",
+                avx512::bf16_row,
+                |b, x| dot_bf16(&bf16s(b), x),
+                true,
+            ));
             if half_rows::bf16_dot_pairs() {
-                let want = rows_of(&|b| dot_bf16_pairs(&as_bf16(b), &xb));
-                assert_eq!(run(avx512::bf16_pairs_row, &xb), want, "BF16 pairs {cols}");
+                let pairs: Formula = |b, x| dot_bf16_pairs(&bf16s(b), x);
+                cases.push(("AVX512 BF16 pairs", avx512::bf16_pairs_row, pairs, true));
             }
         }
-    }
-
-    /// Each AVX2 kernel against its formula on any CPU with AVX2 (the
-    /// CPUs without AVX512 run them).
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn avx2_kernels_equal_their_formulas() {
-        if !half_rows::avx2_available() {
-            return;
+        if half_rows::avx2_available() {
+            cases.push((
+                "AVX2 F16",
+                avx2::f16_row,
+                |b, x| dot_f16_avx2(&f16s(b), x),
+                false,
+            ));
+            cases.push((
+                "AVX2 BF16",
+                avx2::bf16_row,
+                |b, x| dot_bf16_avx2(&bf16s(b), x),
+                true,
+            ));
         }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
-        for cols in [32, 576, 40, 130, 13] {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for cols in [32, 64, 576, 40, 130, 13] {
             let rows = 5;
             let bits: Vec<u16> = (0..rows * cols)
                 .map(|_| rng.random_range(0x3000..0x3c00))
@@ -506,36 +501,19 @@ mod tests {
                 half_rows::round_rows::<f16>(&x),
                 half_rows::round_rows::<bf16>(&x),
             );
-            let run = |kernel: unsafe fn(&[u16], &[f32], OutRows), x: &[f32]| {
+            for (name, kernel, formula, takes_bf16) in &cases {
+                let x = if *takes_bf16 { &xb } else { &xh };
+                let want: Vec<f32> = bits.chunks_exact(cols).map(|b| formula(b, x)).collect();
                 let mut out = vec![0f32; rows];
                 let at = OutRows {
                     ptr: out.as_mut_ptr(),
                     stride: rows,
                 };
-                // SAFETY: AVX2 is available; `out` holds `rows` values.
+                // SAFETY: the CPU has the kernel's features (checked
+                // above); `out` holds `rows` values.
                 unsafe { kernel(&bits, x, at) };
-                out
-            };
-            let f16_want: Vec<f32> = bits
-                .chunks_exact(cols)
-                .map(|b| {
-                    dot_f16_avx2(
-                        &b.iter().map(|&b| f16::from_bits(b)).collect::<Vec<_>>(),
-                        &xh,
-                    )
-                })
-                .collect();
-            assert_eq!(run(avx2::f16_row, &xh), f16_want, "F16 {cols}");
-            let bf16_want: Vec<f32> = bits
-                .chunks_exact(cols)
-                .map(|b| {
-                    dot_bf16_avx2(
-                        &b.iter().map(|&b| bf16::from_bits(b)).collect::<Vec<_>>(),
-                        &xb,
-                    )
-                })
-                .collect();
-            assert_eq!(run(avx2::bf16_row, &xb), bf16_want, "BF16 {cols}");
+                assert_eq!(out, want, "{name} {cols}");
+            }
         }
     }
 
