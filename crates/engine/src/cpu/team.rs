@@ -64,6 +64,11 @@ struct Team {
     over: AtomicBool,
     /// Threads following the leader now. With none, jobs go to rayon.
     members: AtomicUsize,
+    /// Set while the leader is inside [`Team::run`]. Waiting there, it runs
+    /// rayon jobs, and one of them may be another step's forward (from
+    /// another engine in the process) calling [`for_each_task`] on this
+    /// thread: that must not start a job over the one in flight.
+    in_run: AtomicBool,
 }
 
 thread_local! {
@@ -80,6 +85,7 @@ impl Team {
             panic: Mutex::new(None),
             over: AtomicBool::new(false),
             members: AtomicUsize::new(0),
+            in_run: AtomicBool::new(false),
         }
     }
 
@@ -143,6 +149,14 @@ impl Team {
 
     /// Runs `task(0..n)` on the team and returns when every task is done.
     fn run(&self, n: usize, task: Task) {
+        struct Leave<'a>(&'a AtomicBool);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Relaxed);
+            }
+        }
+        self.in_run.store(true, Ordering::Relaxed);
+        let _leave = Leave(&self.in_run);
         self.done.store(0, Ordering::Relaxed);
         self.task
             .store(&task as *const Task as *mut (), Ordering::Release);
@@ -215,7 +229,11 @@ pub fn for_each_task(n: usize, task: impl Fn(usize) + Sync) {
     // SAFETY: `LEADING` points at the team of the step this thread is
     // running, which lives until the step returns.
     match unsafe { LEADING.get().as_ref() } {
-        Some(team) if n <= MAX_TASKS && team.members.load(Ordering::Acquire) > 0 => {
+        Some(team)
+            if n <= MAX_TASKS
+                && team.members.load(Ordering::Acquire) > 0
+                && !team.in_run.load(Ordering::Relaxed) =>
+        {
             team.run(n, &task)
         }
         _ => (0..n).into_par_iter().for_each(&task),
@@ -273,6 +291,30 @@ mod tests {
                 }
             });
             assert_eq!(seen.into_inner().unwrap().len(), 2);
+        });
+    }
+
+    #[test]
+    fn a_job_started_inside_a_running_job_leaves_it_whole() {
+        // As when the leader, waiting, takes another engine's forward off
+        // rayon's queue: the inner job must not replace the outer one.
+        pool(2).install(|| {
+            let outer: Vec<AtomicU32> = (0..64).map(|_| AtomicU32::new(0)).collect();
+            let inner: Vec<AtomicU32> = (0..64 * 8).map(|_| AtomicU32::new(0)).collect();
+            step(|| {
+                for _ in 0..20 {
+                    for_each_task(64, |i| {
+                        // Long enough for the other thread to join the team.
+                        std::thread::sleep(std::time::Duration::from_micros(20));
+                        outer[i].fetch_add(1, Ordering::Relaxed);
+                        for_each_task(8, |j| {
+                            inner[i * 8 + j].fetch_add(1, Ordering::Relaxed);
+                        });
+                    });
+                }
+            });
+            assert!(outer.iter().all(|c| c.load(Ordering::Relaxed) == 20));
+            assert!(inner.iter().all(|c| c.load(Ordering::Relaxed) == 20));
         });
     }
 
