@@ -9,6 +9,8 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 #[cfg(target_arch = "x86_64")]
+mod avx2_rows;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_rows;
@@ -110,7 +112,8 @@ pub struct RowsScratch {
 /// Every query head of every row in `input` (all KV heads), as
 /// [`attend_group`] with [`Order::Prefill`] gives each row and group
 /// alone, bit for bit; `out` has the rows' `n_head * head_dim` values.
-/// With AVX-512 the rows share the f16 cache's conversions.
+/// With AVX-512, or AVX2 where ggml's vectors have 8 lanes, the rows
+/// share the f16 cache's conversions.
 pub fn attend_rows(
     shape: AttentionShape,
     input: &RowsInput<'_>,
@@ -121,6 +124,12 @@ pub fn attend_rows(
     if avx512::available(shape.head_dim) {
         // SAFETY: `available` checked the CPU and the head size.
         unsafe { avx512_rows::attend_rows(shape, input, scratch, out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2_rows::available(shape.head_dim) {
+        // SAFETY: `available` checked the CPU and the head size.
+        unsafe { avx2_rows::attend_rows(shape, input, scratch, out) };
         return;
     }
     let group_len = shape.n_head / shape.n_kv_head * shape.head_dim;
