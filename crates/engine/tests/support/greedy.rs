@@ -3,9 +3,10 @@
 //! pass rule.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use serde_json::json;
-use servebench_engine::{generate, Engine, GenerateParams, SeqStep};
+use servebench_engine::{Engine, GenerateParams, Sequence};
 
 /// Greedy tokens compared per prompt (fewer where llama.cpp stops at an
 /// end-of-generation token).
@@ -52,6 +53,12 @@ impl Greedy {
     }
 }
 
+/// Held by each comparison: on a 2-core machine, llama.cpp's threads and
+/// the engine's of another test at the same time would take turns on the
+/// cores (ggml's spin and the engine's team at every step), several times
+/// slower than one comparison after another.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Greedy continuations and last-position logits of `prompts` on the file
 /// at `path`, ours against llama.cpp's with a context of `n_ctx`; `None`
 /// when llama-cpp-python is missing.
@@ -61,6 +68,7 @@ pub fn against_llamacpp(
     prompts: &[Vec<u32>],
     n_ctx: usize,
 ) -> Option<Vec<Greedy>> {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let request = json!({
         "model": path,
         "n_ctx": n_ctx,
@@ -72,26 +80,22 @@ pub fn against_llamacpp(
         let r = &reference["generate"][i];
         let theirs: Vec<u32> = serde_json::from_value(r["greedy_ids"].clone()).unwrap();
         let want_logits: Vec<f32> = serde_json::from_value(r["last_logits"].clone()).unwrap();
-        let mut cache = engine.model.new_cache();
-        let logits = engine
-            .model
-            .forward(&mut [SeqStep::new(prompt, &mut cache)])
-            .unwrap();
-        let g = generate(
-            &engine.model,
-            &engine.tokenizer,
-            prompt.clone(),
-            GenerateParams {
-                max_new_tokens: GREEDY_TOKENS,
-                ..Default::default()
-            },
-            |_, _| {},
-        )
-        .unwrap();
+        // `generate`'s loop, keeping the prompt's logits.
+        let params = GenerateParams {
+            max_new_tokens: GREEDY_TOKENS,
+            ..Default::default()
+        };
+        let mut seq = Sequence::new(&engine.model, prompt.clone(), params).unwrap();
+        let mut prompt_logits = None;
+        while seq.finish.is_none() {
+            let mut logits = engine.model.forward(&mut [seq.next_step()]).unwrap();
+            prompt_logits.get_or_insert_with(|| logits.clone());
+            seq.accept(&engine.tokenizer, &mut logits);
+        }
         let result = Greedy {
-            ours: g.generated_ids,
+            ours: seq.generated_ids,
             theirs,
-            cosine: super::cosine(&logits, &want_logits),
+            cosine: super::cosine(&prompt_logits.unwrap(), &want_logits),
         };
         eprintln!(
             "prompt {i} ({} tokens): cosine {:.6}, {} leading greedy tokens equal{}, ours {:?}",

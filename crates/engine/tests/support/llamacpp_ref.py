@@ -17,6 +17,7 @@ import json
 import sys
 
 try:
+    import numpy as np
     import llama_cpp
     from llama_cpp import Llama
 except ImportError:
@@ -45,8 +46,8 @@ def main():
         last = [float(x) for x in llm.scores[llm.n_tokens - 1]]
         gen = []
         for _ in range(g.get("n", 32)):
-            row = llm.scores[llm.n_tokens - 1]
-            nxt = int(max(range(len(row)), key=lambda i: row[i]))
+            # the first of equal maxima, as the engine's greedy choice
+            nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
             if llama_cpp.llama_vocab_is_eog(vocab, nxt):
                 break
             gen.append(nxt)
