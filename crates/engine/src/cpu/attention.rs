@@ -14,6 +14,8 @@ mod avx2_rows;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_rows;
+#[cfg(target_arch = "x86_64")]
+mod tiled_rows;
 
 use super::ggml_numerics::{self as g, LANES};
 use crate::kv_cache::KvRows;
