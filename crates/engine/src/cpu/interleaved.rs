@@ -10,12 +10,16 @@
 //! A (weight row, activation row) pair's arithmetic does not depend on the
 //! other rows of the batch, so a sequence's logits are the same alone or
 //! batched.
+//!
+//! Q4_0 layers on CPUs without AVX-512 are interleaved by eights as well
+//! ([`Q4_0x8`]), as llama.cpp repacks them there (`block_q4_0x8`), and sum
+//! by whole blocks in its float order ([`q4_0_kernel`]).
 
 use std::sync::OnceLock;
 
 use half::f16;
 
-use super::blocks::{BlockQ8_0, QK};
+use super::blocks::{BlockQ4_0, BlockQ8_0, QK};
 use super::dot_rows::OutRows;
 
 /// Weight rows per group.
@@ -60,6 +64,40 @@ impl Interleave for Q8_0x8 {
             *q = (self.qs[32 * (v / 4) + 4 * j + v % 4] as i16 - 128) as i8;
         }
         BlockQ8_0 { d: self.d[j], qs }
+    }
+}
+
+/// Block column `b` of 8 Q4_0 rows: byte `32s + 4j + i` is byte `4s + i`
+/// of row j's block, whose low nibble is value `4s + i` and high nibble
+/// value `16 + 4s + i` (stored `q + 8`, unsigned). One 32-byte load holds
+/// 4 values of each of the 8 rows in each nibble, so a `maddubs` against 4
+/// activation bytes in every lane sums each row in its own lane.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Q4_0x8 {
+    pub d: [f16; GROUP],
+    pub qs: [u8; 8 * 16],
+}
+
+impl Interleave for Q4_0x8 {
+    type Row = BlockQ4_0;
+    fn pack(rows: [&BlockQ4_0; GROUP]) -> Self {
+        let mut qs = [0u8; 128];
+        for (j, w) in rows.iter().enumerate() {
+            for (k, q) in w.qs.iter().enumerate() {
+                qs[32 * (k / 4) + 4 * j + k % 4] = *q;
+            }
+        }
+        Self {
+            d: rows.map(|w| w.d),
+            qs,
+        }
+    }
+    fn unpack(&self, j: usize) -> BlockQ4_0 {
+        BlockQ4_0 {
+            d: self.d[j],
+            qs: std::array::from_fn(|k| self.qs[32 * (k / 4) + 4 * j + k % 4]),
+        }
     }
 }
 
@@ -160,8 +198,20 @@ pub(crate) fn repacking<K>(
     .as_ref()
 }
 
+/// The Q4_0 group kernel where llama.cpp repacks Q4_0 (every CPU with AVX2
+/// that is not running `legacy16`'s kernels), unless `SERVEBENCH_KERNELS`
+/// asks for `rows` or `portable`. Its float order is `q4_0_whole`'s.
+pub fn q4_0_kernel() -> Option<GroupKernel<Q4_0x8, BlockQ8_0>> {
+    static K: OnceLock<Option<GroupKernel<Q4_0x8, BlockQ8_0>>> = OnceLock::new();
+    #[cfg(target_arch = "x86_64")]
+    return repacking(&K, avx2::detect).copied();
+    #[allow(unreachable_code)]
+    None
+}
+
 /// Padding-free: the layouts are the kernels' contract with `pack`.
 const _: () = assert!(std::mem::size_of::<Q8_0x8>() == 16 + 256);
+const _: () = assert!(std::mem::size_of::<Q4_0x8>() == 16 + 128);
 const _: () = assert!(QK == 32);
 
 #[cfg(target_arch = "x86_64")]
@@ -194,7 +244,7 @@ pub(crate) mod vnni {
     /// activation rows the weights stream from memory, and this VM's
     /// hardware prefetch alone leaves one thread far below its bandwidth.
     #[inline(always)]
-    unsafe fn prefetch_ahead<B>(block: &B) {
+    pub(super) unsafe fn prefetch_ahead<B>(block: &B) {
         const AHEAD: usize = 4096;
         prefetch_block((block as *const B).wrapping_byte_add(AHEAD));
     }
@@ -212,13 +262,13 @@ pub(crate) mod vnni {
 
     /// 8 f16 as 8 f32.
     #[inline(always)]
-    unsafe fn widen(h: &[f16; 8]) -> __m256 {
+    pub(super) unsafe fn widen(h: &[f16; 8]) -> __m256 {
         _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i))
     }
 
     /// 4 activation bytes `4s..4s + 4` of a block in every lane.
     #[inline(always)]
-    unsafe fn x4(qs: &[i8; 32], s: usize) -> __m256i {
+    pub(super) unsafe fn x4(qs: &[i8; 32], s: usize) -> __m256i {
         _mm256_set1_epi32((qs.as_ptr() as *const i32).add(s).read_unaligned())
     }
 
@@ -283,6 +333,96 @@ pub(crate) mod vnni {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    // Accumulators are indexed by activation row; the const-bounded loops
+    // unroll completely.
+    #![allow(clippy::needless_range_loop)]
+    use super::vnni::{prefetch_ahead, widen, x4};
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Handed out only on CPUs with AVX2, FMA and F16C (as `dot::best`
+    /// found them), which is what makes calling it sound; not where
+    /// `legacy16` holds Q4_0 matrices, whose order differs.
+    pub fn detect() -> Option<GroupKernel<Q4_0x8, BlockQ8_0>> {
+        let here = crate::cpu::dot::best().fma && crate::cpu::legacy16::kernels().is_none();
+        here.then_some(q4_0_q8_0 as GroupKernel<Q4_0x8, BlockQ8_0>)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q4_0_q8_0(
+        w: &[Q4_0x8],
+        x: &[BlockQ8_0],
+        xs: &[XScales],
+        nb: usize,
+        out: OutRows,
+    ) {
+        let n = x.len() / nb;
+        for (g, w) in w.chunks_exact(nb).enumerate() {
+            let mut t = 0;
+            while t < n {
+                let strip = (n - t).min(4);
+                let (x, xs, out) = (&x[t * nb..], &xs[t * nb..], out.at(t, g * GROUP));
+                match strip {
+                    4 => q4_0_tile::<4>(w, x, xs, nb, out),
+                    3 => q4_0_tile::<3>(w, x, xs, nb, out),
+                    2 => q4_0_tile::<2>(w, x, xs, nb, out),
+                    _ => q4_0_tile::<1>(w, x, xs, nb, out),
+                }
+                t += strip;
+            }
+        }
+    }
+
+    /// One group of 8 Q4_0 rows against N activation rows, as llama.cpp's
+    /// repacked Q4_0 sums them: each block's Σ (q - 8)·x exactly in
+    /// integers (16-bit partial sums: 8 `maddubs` of at most 2·15·128 in
+    /// magnitude stay within i16), then one multiply-add by d_w·d_x per
+    /// block, blocks in order.
+    #[inline(always)]
+    unsafe fn q4_0_tile<const N: usize>(
+        w: &[Q4_0x8],
+        x: &[BlockQ8_0],
+        xs: &[XScales],
+        nb: usize,
+        out: OutRows,
+    ) {
+        let (low, ones) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi16(1));
+        let mut acc = [_mm256_setzero_ps(); N];
+        for b in 0..nb {
+            let wb = w.get_unchecked(b);
+            prefetch_ahead(wb);
+            let p = wb.qs.as_ptr() as *const __m256i;
+            let u: [__m256i; 4] = std::array::from_fn(|s| _mm256_loadu_si256(p.add(s)));
+            let lo: [__m256i; 4] = std::array::from_fn(|s| _mm256_and_si256(u[s], low));
+            let hi: [__m256i; 4] =
+                std::array::from_fn(|s| _mm256_and_si256(_mm256_srli_epi16::<4>(u[s]), low));
+            let dw = widen(&wb.d);
+            for t in 0..N {
+                let sc = xs.get_unchecked(t * nb + b);
+                let qs = &x.get_unchecked(t * nb + b).qs;
+                let mut s16 = _mm256_setzero_si256();
+                for s in 0..4 {
+                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[s], x4(qs, s)));
+                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[s], x4(qs, s + 4)));
+                }
+                // `bias` is -128·Σx (Q8_0x8's offset); the nibbles' +8 takes
+                // -8·Σx off, exactly a sixteenth of it.
+                let sum = _mm256_add_epi32(
+                    _mm256_madd_epi16(s16, ones),
+                    _mm256_set1_epi32(sc.bias / 16),
+                );
+                let d = _mm256_mul_ps(dw, _mm256_set1_ps(sc.d));
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), d, acc[t]);
+            }
+        }
+        for t in 0..N {
+            _mm256_storeu_ps(out.at(t, 0).ptr, acc[t]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +448,66 @@ mod tests {
             for (b, got) in unpack_row(&p80, nb, r).enumerate() {
                 let want = &w80[r * nb + b];
                 assert_eq!((got.d, got.qs), (want.d, want.qs));
+            }
+        }
+    }
+
+    /// Q4_0 groups: pack and unpack round-trip, and every (row, token) is
+    /// llama.cpp's repacked sum (`dot_whole_blocks`) bit for bit, alone or
+    /// in a batch. Runs on any CPU with AVX2, FMA and F16C (the kernel is
+    /// called directly).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn q4_0_groups_sum_whole_blocks_bit_for_bit() {
+        use crate::cpu::blocks::{parse_blocks, BlockQ4_0};
+        use crate::cpu::legacy16::dot_whole_blocks;
+        if !dot::best().fma {
+            eprintln!("skipped: no AVX2/FMA/F16C here, or SERVEBENCH_KERNELS=portable");
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        for (nb, rows, n) in [(1, 8, 1), (18, 16, 1), (48, 24, 3), (18, 8, 4), (5, 40, 9)] {
+            let x80 = random_q8_0(&mut rng, n * nb);
+            let mut bytes: Vec<u8> = (0..rows * nb * 18).map(|_| rng.random::<u8>()).collect();
+            for block in bytes.chunks_exact_mut(18) {
+                // d: a small positive f16, so sums stay finite.
+                block[..2]
+                    .copy_from_slice(&f16::from_f32(rng.random_range(1e-3..1e-2)).to_le_bytes());
+            }
+            let w40: Vec<BlockQ4_0> = parse_blocks(&bytes);
+            let p40 = pack_rows::<Q4_0x8>(rows, nb, |i| w40[i]);
+            for r in 0..rows {
+                for (b, got) in unpack_row(&p40, nb, r).enumerate() {
+                    let want = &w40[r * nb + b];
+                    assert_eq!((got.d, got.qs), (want.d, want.qs));
+                }
+            }
+            let s80: Vec<XScales> = x80.iter().map(GroupAct::group_scales).collect();
+            let run = |x: &[BlockQ8_0], s: &[XScales]| {
+                let mut out = vec![f32::NAN; x.len() / nb * rows];
+                let into = OutRows {
+                    ptr: out.as_mut_ptr(),
+                    stride: rows,
+                };
+                // SAFETY: the CPU has AVX2, FMA and F16C (checked above);
+                // `out` holds every (t, r), all this thread's.
+                unsafe { avx2::q4_0_q8_0(&p40, x, s, nb, into) };
+                out
+            };
+            let all = run(&x80, &s80);
+            for t in 0..n {
+                let xt = t * nb..(t + 1) * nb;
+                let one = run(&x80[xt.clone()], &s80[xt.clone()]);
+                for r in 0..rows {
+                    let want = dot_whole_blocks(&w40[r * nb..(r + 1) * nb], &x80[xt.clone()]);
+                    let got = all[t * rows + r];
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "q4_0 nb {nb} r {r} t {t}: {got} vs {want}"
+                    );
+                    assert_eq!(got.to_bits(), one[r].to_bits(), "q4_0 batch-dependent");
+                }
             }
         }
     }

@@ -15,7 +15,9 @@ use super::blocks::{
 use super::dot_rows::{self, ActScales, OutRows, RowsKernel};
 use super::half_rows::{self, Half};
 use super::huge_pages;
-use super::interleaved::{self, pack_rows, unpack_row, GroupAct, GroupKernel, Q8_0x8, GROUP};
+use super::interleaved::{
+    self, pack_rows, unpack_row, GroupAct, GroupKernel, Q4_0x8, Q8_0x8, GROUP,
+};
 use super::kquants;
 use super::legacy16::{self, Kernel16, Pack16, Q4_0x16, Q4_1x16, Q5_0x16, Q5_1x16, Q8_0x16};
 use crate::error::{EngineError, Result};
@@ -35,6 +37,8 @@ enum Storage {
     Q8_0x16(Vec<Q8_0x16>),
     /// The output projection's rows interleaved by eights (`interleaved`).
     Q8_0x8(Vec<Q8_0x8>),
+    /// Q4_0 rows by eights where llama.cpp repacks them (`interleaved`).
+    Q4_0x8(Vec<Q4_0x8>),
     /// candle's F16 matmul is scalar (~0.9 s per token for a 135M model on
     /// one thread): ours are in `half_rows`.
     F16(Vec<half::f16>),
@@ -110,6 +114,9 @@ impl Matrix {
         let nb = cols / QK;
         let storage = match dtype {
             GgmlDType::Q4_0 if interleaves16(rows) => Storage::Q4_0x16(pack16(rows, nb, bytes)),
+            GgmlDType::Q4_0 if q4_0_groups(rows) => {
+                Storage::Q4_0x8(pack_rows(rows, nb, |i| parse_block(bytes, i)))
+            }
             GgmlDType::Q4_0 => Storage::Q4_0(parse_blocks(bytes)),
             GgmlDType::Q5_0 if interleaves16(rows) => Storage::Q5_0x16(pack16(rows, nb, bytes)),
             GgmlDType::Q5_0 => Storage::Q5_0(parse_blocks(bytes)),
@@ -192,6 +199,7 @@ impl Matrix {
             Storage::Q5_1x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
             Storage::Q8_0x16(p) => deq(legacy16::unpack_row(p, bpr, r), out),
             Storage::Q8_0x8(p) => deq(unpack_row(p, bpr, r), out),
+            Storage::Q4_0x8(p) => deq(unpack_row(p, bpr, r), out),
             Storage::F16(w) => {
                 for (o, v) in out.iter_mut().zip(&w[r * self.cols..(r + 1) * self.cols]) {
                     *o = v.to_f32();
@@ -278,6 +286,8 @@ impl Matrix {
         }
         let grouped = || interleaved::kernels().expect("interleaved storage implies its kernels");
         shared!(Q8_0x8, quantize_q8_0, groups_times, grouped().q8_0_q8_0);
+        let q4_0x8 = || interleaved::q4_0_kernel().expect("Q4_0x8 storage implies its kernel");
+        shared!(Q4_0x8, quantize_q8_0, groups_times, q4_0x8());
         let k16 = || legacy16::kernels().expect("x16 storage implies its kernels");
         shared!(Q5_0x16, quantize_q8_0, times16, k16().q5_0);
         shared!(Q5_1x16, quantize_q8_1, times16, k16().q5_1);
@@ -326,6 +336,12 @@ impl Matrix {
 /// the CPU has those kernels and the rows fill whole groups.
 fn interleaves(rows: usize) -> bool {
     interleaved::kernels().is_some() && rows.is_multiple_of(GROUP)
+}
+
+/// Q4_0 rows go in groups of 8 where llama.cpp repacks them and the CPU
+/// has the kernel (`legacy16` takes them first where it runs).
+fn q4_0_groups(rows: usize) -> bool {
+    interleaved::q4_0_kernel().is_some() && dot_rows::q4_0_repacked(rows)
 }
 
 /// Rows go in groups of 16 (`legacy16`) where the CPU has those kernels
