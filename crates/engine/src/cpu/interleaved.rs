@@ -11,9 +11,10 @@
 //! other rows of the batch, so a sequence's logits are the same alone or
 //! batched.
 //!
-//! Q4_0 layers on CPUs without AVX-512 are interleaved by eights as well
-//! ([`Q4_0x8`]), as llama.cpp repacks them there (`block_q4_0x8`), and sum
-//! by whole blocks in its float order ([`q4_0_kernel`]).
+//! Q4_0 matrices of a multiple of 8 rows that `legacy16` does not take
+//! are interleaved by eights as well ([`Q4_0x8`]), as llama.cpp repacks
+//! them on AVX2 CPUs (`block_q4_0x8`), and sum by whole blocks in its float
+//! order ([`q4_0_kernel`]).
 
 use std::sync::OnceLock;
 
@@ -198,9 +199,10 @@ pub(crate) fn repacking<K>(
     .as_ref()
 }
 
-/// The Q4_0 group kernel where llama.cpp repacks Q4_0 (every CPU with AVX2
-/// that is not running `legacy16`'s kernels), unless `SERVEBENCH_KERNELS`
-/// asks for `rows` or `portable`. Its float order is `q4_0_whole`'s.
+/// The Q4_0 group kernel on CPUs with AVX2, where llama.cpp repacks Q4_0,
+/// unless `SERVEBENCH_KERNELS` asks for `rows` or `portable`. Its float
+/// order is `q4_0_whole`'s (and `legacy16`'s for Q4_0, which takes whole
+/// groups of 16 rows first where it runs).
 pub fn q4_0_kernel() -> Option<GroupKernel<Q4_0x8, BlockQ8_0>> {
     static K: OnceLock<Option<GroupKernel<Q4_0x8, BlockQ8_0>>> = OnceLock::new();
     #[cfg(target_arch = "x86_64")]
@@ -343,10 +345,9 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     /// Handed out only on CPUs with AVX2, FMA and F16C (as `dot::best`
-    /// found them), which is what makes calling it sound; not where
-    /// `legacy16` holds Q4_0 matrices, whose order differs.
+    /// found them), which is what makes calling it sound.
     pub fn detect() -> Option<GroupKernel<Q4_0x8, BlockQ8_0>> {
-        let here = crate::cpu::dot::best().fma && crate::cpu::legacy16::kernels().is_none();
+        let here = crate::cpu::dot::best().fma;
         here.then_some(q4_0_q8_0 as GroupKernel<Q4_0x8, BlockQ8_0>)
     }
 

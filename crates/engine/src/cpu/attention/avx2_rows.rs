@@ -1,9 +1,9 @@
 //! [`super::attend_rows`] with AVX2 on CPUs without AVX-512, where ggml's
 //! vectors have 8 lanes: consecutive query rows of one sequence in the
 //! prefill (tinyBLAS) order, bit for bit what the portable kernel gives
-//! each row alone. Row by row, every query head widened every key and
-//! value of its KV head again (a 3,000-token prompt converted each
-//! position about 3,000 times); here a block of rows widens each 8 keys
+//! each row alone. The portable kernel, row by row, widens every key and
+//! value of the KV head again for each row (a 3,000-token prompt converts
+//! each position about 3,000 times); here a block of rows widens each 8 keys
 //! once for all its query heads and each value slice once per
 //! 2 query heads. The order is [`super::tiled_rows`]'s.
 
