@@ -216,31 +216,12 @@ const _: () = assert!(std::mem::size_of::<Q8_0x8>() == 16 + 256);
 const _: () = assert!(std::mem::size_of::<Q4_0x8>() == 16 + 128);
 const _: () = assert!(QK == 32);
 
+/// Plain AVX2 helpers of both group kernels (and of other kernels'
+/// prefetches); inlined into their callers' target features.
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod vnni {
-    // Accumulators are indexed by activation row; the const-bounded loops
-    // unroll completely.
-    #![allow(clippy::needless_range_loop)]
-    use super::*;
+pub(crate) mod simd {
+    use half::f16;
     use std::arch::x86_64::*;
-
-    /// Handing these out only on CPUs with every feature they enable is what
-    /// makes calling them sound (with `GroupKernel`'s contract for `out`).
-    pub fn detect() -> Option<GroupKernels> {
-        features().then_some(GroupKernels { q8_0_q8_0 })
-    }
-
-    /// AVX2, FMA, F16C and AVX512 F, BW, VL and VNNI: what the repacked
-    /// kernels (here and in `legacy16`) enable.
-    pub(crate) fn features() -> bool {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-            && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("avx512vl")
-    }
 
     /// Asks for every cache line of the block 4 KiB ahead: with few
     /// activation rows the weights stream from memory, and this VM's
@@ -272,6 +253,34 @@ pub(crate) mod vnni {
     #[inline(always)]
     pub(super) unsafe fn x4(qs: &[i8; 32], s: usize) -> __m256i {
         _mm256_set1_epi32((qs.as_ptr() as *const i32).add(s).read_unaligned())
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod vnni {
+    // Accumulators are indexed by activation row; the const-bounded loops
+    // unroll completely.
+    #![allow(clippy::needless_range_loop)]
+    use super::simd::{prefetch_ahead, widen, x4};
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Handing these out only on CPUs with every feature they enable is what
+    /// makes calling them sound (with `GroupKernel`'s contract for `out`).
+    pub fn detect() -> Option<GroupKernels> {
+        features().then_some(GroupKernels { q8_0_q8_0 })
+    }
+
+    /// AVX2, FMA, F16C and AVX512 F, BW, VL and VNNI: what the repacked
+    /// kernels (here and in `legacy16`) enable.
+    pub(crate) fn features() -> bool {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
     }
 
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
@@ -340,7 +349,7 @@ mod avx2 {
     // Accumulators are indexed by activation row; the const-bounded loops
     // unroll completely.
     #![allow(clippy::needless_range_loop)]
-    use super::vnni::{prefetch_ahead, widen, x4};
+    use super::simd::{prefetch_ahead, widen, x4};
     use super::*;
     use std::arch::x86_64::*;
 

@@ -509,7 +509,7 @@ mod vnni {
     // unroll completely.
     #![allow(clippy::needless_range_loop)]
     use super::*;
-    use crate::cpu::interleaved::vnni::{features, prefetch_block};
+    use crate::cpu::interleaved::{simd::prefetch_block, vnni::features};
     use std::arch::x86_64::*;
 
     /// [`super::block_scales`]: the 8 four-byte sums in one `vpdpbusd`

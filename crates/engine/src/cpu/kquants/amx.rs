@@ -22,7 +22,7 @@ use super::quantize::BlockQ8K;
 use super::rows16::{Rows16, Q4K16, Q6K16, ROWS, VALUES};
 use crate::cpu::amx::{self, tile_dot, tile_load, tile_store, tile_zero, TileConfig};
 use crate::cpu::dot_rows::OutRows;
-use crate::cpu::interleaved::vnni::prefetch_block;
+use crate::cpu::interleaved::simd::prefetch_block;
 
 /// Activation rows per tile.
 const STRIP: usize = 16;

@@ -24,7 +24,7 @@ use std::arch::x86_64::*;
 use super::blocks::{BlockQ4K, BlockQ6K};
 use super::quantize::BlockQ8K;
 use crate::cpu::dot_rows::OutRows;
-use crate::cpu::interleaved::vnni::prefetch_block;
+use crate::cpu::interleaved::simd::prefetch_block;
 
 /// Weight rows per group: one per 32-bit lane of a 512-bit vector.
 pub const ROWS: usize = 16;
