@@ -179,6 +179,7 @@ mod avx2 {
     #![allow(clippy::needless_range_loop)]
     use super::*;
     use crate::cpu::dot::avx2::{f16_pair, f16_splat, hsum, nibbles};
+    use crate::cpu::L2_WEIGHT_BLOCK;
     use std::arch::x86_64::*;
 
     /// The kernels this CPU runs. They are `#[target_feature]` functions:
@@ -322,12 +323,16 @@ mod avx2 {
     }
 
     /// Covers `w` (rows x nb) times `x` (n x nb) with tiles: panels of
-    /// [`PANEL_BYTES`] of weight rows, each strip of up to 8 activation rows
-    /// (in L1) meeting every row of a panel (in L2) in turn, with as many
-    /// weight rows per tile as the registers hold.
+    /// [`L2_WEIGHT_BLOCK`] bytes of weight rows, each strip of up to 8
+    /// activation rows (in L1) meeting every row of a panel (in L2) in
+    /// turn, with as many weight rows per tile as the registers hold.
+    /// Panels of 16 rows would stream every activation row's blocks and
+    /// scales from L3 once per panel (Q8_0: 643 KB for 512 rows of 576
+    /// columns); measured `matmul_bench`, 2 threads, batch 512, AMD Zen 3,
+    /// Q8_0 1536x576 and 576x1536: ~5% more GMAC/s with the larger panels.
     #[inline(always)]
     unsafe fn tiled<T: Tile>(w: &[T::W], x: &[T::X], sc: &[StripScales], nb: usize, out: OutRows) {
-        let panel = (PANEL_BYTES / (nb * size_of::<T::W>())).max(1);
+        let panel = (L2_WEIGHT_BLOCK / (nb * size_of::<T::W>())).max(1);
         let n = x.len() / nb;
         for (p, w) in w.chunks(panel * nb).enumerate() {
             let mut t = 0;
@@ -350,13 +355,6 @@ mod avx2 {
             }
         }
     }
-
-    /// Weight bytes per panel: a quarter of Zen 3's 512 KiB L2. Panels of
-    /// 16 rows (in L1) instead streamed every activation row's blocks and
-    /// scales from L3 once per panel (Q8_0: 643 KB for 512 rows of 576
-    /// columns); measured `matmul_bench`, 2 threads, batch 512, AMD Zen 3,
-    /// Q8_0 1536x576 and 576x1536: ~5% more GMAC/s.
-    const PANEL_BYTES: usize = 128 << 10;
 
     /// All weight rows against one strip of N activation rows, R at a time.
     #[inline(always)]

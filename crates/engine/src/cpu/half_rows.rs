@@ -504,6 +504,7 @@ mod avx2 {
     // const-bounded loops unroll completely.
     #![allow(clippy::needless_range_loop)]
     use super::*;
+    use crate::cpu::L2_WEIGHT_BLOCK;
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
 
@@ -572,16 +573,12 @@ mod avx2 {
         }
     }
 
-    /// Bytes of weights a block of rows holds: a quarter of Zen 3's
-    /// 512 KiB L2, so a block stays there while every tile of activation
-    /// rows passes over it.
-    const W_BLOCK_BYTES: usize = 128 << 10;
     /// The most bytes a tile's activation rows may take: half an L1, so
     /// they stay there while the block's weight rows stream past.
     const X_TILE_BYTES: usize = 16 << 10;
 
     /// Covers (weight rows) x (activation rows) with tiles: weight rows in
-    /// blocks of [`W_BLOCK_BYTES`], each tile of activation rows held in
+    /// blocks of [`L2_WEIGHT_BLOCK`] bytes, each tile of activation rows held in
     /// L1 while it meets every row of a block. Activation rows stream from
     /// L1 and weights from L2 (4 bytes a step where the transposed order,
     /// weights in L1, read 192 from L2: measured `matmul_bench`, one
@@ -607,7 +604,7 @@ mod avx2 {
         out: OutRows,
     ) {
         let (rows, n) = (w.len() / cols, x.len() / cols);
-        let block = (W_BLOCK_BYTES / (2 * cols)).max(1).next_multiple_of(RM);
+        let block = (L2_WEIGHT_BLOCK / (2 * cols)).max(1).next_multiple_of(RM);
         for r0 in (0..rows).step_by(block) {
             let r_end = rows.min(r0 + block);
             let mut t = 0;

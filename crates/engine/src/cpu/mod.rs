@@ -22,3 +22,9 @@ mod requantize;
 pub mod team;
 
 pub use matmul::{Matrix, Role};
+
+/// Weight bytes a prefill kernel keeps in L2 while every tile of
+/// activation rows, in L1, passes over them: a quarter of Zen 3's 512 KiB
+/// L2 (AVX2 `half_rows` blocks and `dot_rows` panels).
+#[cfg(target_arch = "x86_64")]
+pub(crate) const L2_WEIGHT_BLOCK: usize = 128 << 10;
