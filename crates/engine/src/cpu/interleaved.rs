@@ -129,13 +129,16 @@ pub fn unpack_row<I: Interleave>(
 }
 
 /// One activation block's scales as the kernels read them (broadcast
-/// from memory): `d` and `-128 * sum(q)`, the start of the integer sum
-/// that cancels the weights' `+ 128`.
+/// from memory): `d` and, per weight layout, the integer that cancels
+/// the offset its values are stored with.
 #[derive(Clone, Copy, Default)]
 #[repr(C)]
 pub struct XScales {
     pub d: f32,
-    pub bias: i32,
+    /// `-128 * sum(q)`: [`Q8_0x8`]'s `+ 128`.
+    pub bias128: i32,
+    /// `-8 * sum(q)`: [`Q4_0x8`]'s `+ 8`.
+    pub bias8: i32,
 }
 
 /// Activation block types the interleaved kernels take.
@@ -145,9 +148,11 @@ pub trait GroupAct {
 
 impl GroupAct for BlockQ8_0 {
     fn group_scales(&self) -> XScales {
+        let sum: i32 = self.qs.iter().map(|&q| q as i32).sum();
         XScales {
             d: self.d.to_f32(),
-            bias: -128 * self.qs.iter().map(|&q| q as i32).sum::<i32>(),
+            bias128: -128 * sum,
+            bias8: -8 * sum,
         }
     }
 }
@@ -327,7 +332,7 @@ pub(crate) mod vnni {
             for t in 0..N {
                 let sc = xs.get_unchecked(t * nb + b);
                 let qs = &x.get_unchecked(t * nb + b).qs;
-                let mut s0 = _mm256_set1_epi32(sc.bias);
+                let mut s0 = _mm256_set1_epi32(sc.bias128);
                 let mut s1 = _mm256_setzero_si256();
                 for s in (0..8).step_by(2) {
                     s0 = _mm256_dpbusd_epi32(s0, u[s], x4(qs, s));
@@ -417,12 +422,8 @@ mod avx2 {
                     s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[s], x4(qs, s)));
                     s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[s], x4(qs, s + 4)));
                 }
-                // `bias` is -128·Σx (Q8_0x8's offset); the nibbles' +8 takes
-                // -8·Σx off, exactly a sixteenth of it.
-                let sum = _mm256_add_epi32(
-                    _mm256_madd_epi16(s16, ones),
-                    _mm256_set1_epi32(sc.bias / 16),
-                );
+                let sum =
+                    _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(sc.bias8));
                 let d = _mm256_mul_ps(dw, _mm256_set1_ps(sc.d));
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), d, acc[t]);
             }
