@@ -1218,31 +1218,46 @@ unsafe fn scales_mins_k4_simd(head: __m128i) -> __m128i {
 /// `Q4K`'s two (`acc` and `acc_m`: the same FMAs in the same order).
 #[inline(always)]
 unsafe fn q4k_one_row<const VNNI: bool>(w: &[BlockQ4K], x: &[BlockQ8K], nb: usize, out: OutRows) {
-    let low = _mm256_set1_epi8(0x0f);
     for (r, row) in w.chunks_exact(nb).enumerate() {
         let mut acc = _mm_setzero_ps();
         for (wb, xb) in row.iter().zip(x) {
             prefetch_ahead(wb);
-            if !VNNI {
-                acc = q4k_block_avx2(wb, xb, acc);
-                continue;
-            }
-            // Two chains of byte dot products: integer sums are exact in
-            // any order.
-            let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-            for k in 0..4 {
-                let bits = _mm256_loadu_si256(wb.qs.as_ptr().add(32 * k) as *const __m256i);
-                let qt = xb.qt.as_ptr().add(64 * k);
-                let x0 = _mm256_load_si256(qt as *const __m256i);
-                let x1 = _mm256_load_si256(qt.add(32) as *const __m256i);
-                even = dot_u8_i8::<VNNI>(even, _mm256_and_si256(bits, low), x0);
-                let high = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low);
-                odd = dot_u8_i8::<VNNI>(odd, high, x1);
-            }
-            acc = q4k_fold_block(wb, xb, _mm256_add_epi32(even, odd), acc);
+            acc = if VNNI {
+                q4k_block_vnni(wb, xb, acc)
+            } else {
+                q4k_block_avx2(wb, xb, acc)
+            };
         }
         out.write(0, r, q4k_row_result(acc));
     }
+}
+
+/// Quarter `k` (64 values) of a Q4_K block beside its activations: the
+/// low nibbles of its 32 bytes with their activation bytes, then the high
+/// nibbles with theirs.
+#[inline(always)]
+unsafe fn q4k_quarter(wb: &BlockQ4K, xb: &BlockQ8K, k: usize) -> [(__m256i, __m256i); 2] {
+    let low = _mm256_set1_epi8(0x0f);
+    let bits = _mm256_loadu_si256(wb.qs.as_ptr().add(32 * k) as *const __m256i);
+    let qt = xb.qt.as_ptr().add(64 * k);
+    let x0 = _mm256_load_si256(qt as *const __m256i);
+    let x1 = _mm256_load_si256(qt.add(32) as *const __m256i);
+    let high = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low);
+    [(_mm256_and_si256(bits, low), x0), (high, x1)]
+}
+
+/// One block of a Q4_K row times one activation row with VNNI: two chains
+/// of byte dot products (integer sums are exact in any order) into
+/// [`q4k_fold_block`].
+#[inline(always)]
+unsafe fn q4k_block_vnni(wb: &BlockQ4K, xb: &BlockQ8K, acc: __m128) -> __m128 {
+    let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    for k in 0..4 {
+        let [(q0, x0), (q1, x1)] = q4k_quarter(wb, xb, k);
+        even = dot_u8_i8::<true>(even, q0, x0);
+        odd = dot_u8_i8::<true>(odd, q1, x1);
+    }
+    q4k_fold_block(wb, xb, _mm256_add_epi32(even, odd), acc)
 }
 
 /// One block of a Q4_K row times one activation row without VNNI: the
@@ -1250,16 +1265,11 @@ unsafe fn q4k_one_row<const VNNI: bool>(w: &[BlockQ4K], x: &[BlockQ8K], nb: usiz
 /// then one `madd` by the scales gives [`q4k_fold_scaled`] its lanes.
 #[inline(always)]
 unsafe fn q4k_block_avx2(wb: &BlockQ4K, xb: &BlockQ8K, acc: __m128) -> __m128 {
-    let low = _mm256_set1_epi8(0x0f);
     let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
     for k in 0..4 {
-        let bits = _mm256_loadu_si256(wb.qs.as_ptr().add(32 * k) as *const __m256i);
-        let qt = xb.qt.as_ptr().add(64 * k);
-        let x0 = _mm256_load_si256(qt as *const __m256i);
-        let x1 = _mm256_load_si256(qt.add(32) as *const __m256i);
-        even = _mm256_add_epi16(even, _mm256_maddubs_epi16(_mm256_and_si256(bits, low), x0));
-        let high = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low);
-        odd = _mm256_add_epi16(odd, _mm256_maddubs_epi16(high, x1));
+        let [(q0, x0), (q1, x1)] = q4k_quarter(wb, xb, k);
+        even = _mm256_add_epi16(even, _mm256_maddubs_epi16(q0, x0));
+        odd = _mm256_add_epi16(odd, _mm256_maddubs_epi16(q1, x1));
     }
     let head = _mm_loadu_si128(wb as *const BlockQ4K as *const __m128i);
     let sm = scales_mins_k4_simd(head);
