@@ -1,0 +1,186 @@
+//! How fast this core can run the AVX2 step that `dot_rows` and llama.cpp
+//! (`vec_dot`, tinyBLAS) take per pair of 32-value blocks (one Q8_0 or
+//! Q5_0 weight block, one Q8_0 activation block): `vpsignb`, `vpmaddubsw`,
+//! `vpmaddwd`, `vcvtdq2ps`, `vmulps` (d_w · d_x) and `vfmadd231ps` into 8
+//! f32 lanes. The step runs alone in a loop shaped as a 1x8 tile runs it:
+//! one weight block in registers, 8 activation blocks and their scales
+//! loaded from L1, 8 independent accumulators. Prints cycles per pair (the
+//! clock taken from a chain of dependent adds) and the GMAC/s one core
+//! would reach at that rate, to set beside `matmul_bench`'s figure for the
+//! whole kernel. The second loop replaces the sign step by subtracting a
+//! precomputed offset (Q5_0 multiplied as unsigned `q + 16`).
+//!   cargo run --release -p servebench-engine --example pair_bound
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::asm;
+    use std::time::Instant;
+
+    /// One pair of blocks into accumulator `$acc`: activation row `$t`'s
+    /// block (rows 612 bytes apart, as SmolLM2's 576-column Q8_0 rows).
+    macro_rules! sign_pair {
+        ($acc:literal, $t:literal) => {
+            concat!(
+                "vmovdqu ymm8, [{x} + 2 + 612 * ",
+                $t,
+                "]\n",
+                "vpsignb ymm8, ymm8, ymm13\n",
+                "vpmaddubsw ymm8, ymm14, ymm8\n",
+                "vpmaddwd ymm8, ymm8, ymm12\n",
+                "vcvtdq2ps ymm8, ymm8\n",
+                "vmulps ymm9, ymm15, [{d} + 32 * ",
+                $t,
+                "]\n",
+                "vfmadd231ps ymm",
+                $acc,
+                ", ymm9, ymm8\n",
+            )
+        };
+    }
+
+    /// As `sign_pair`, the weight block unsigned and row `$t`'s offset
+    /// lanes subtracted after the `vpmaddwd`.
+    macro_rules! offset_pair {
+        ($acc:literal, $t:literal) => {
+            concat!(
+                "vmovdqu ymm8, [{x} + 2 + 612 * ",
+                $t,
+                "]\n",
+                "vpmaddubsw ymm8, ymm14, ymm8\n",
+                "vpmaddwd ymm8, ymm8, ymm12\n",
+                "vpsubd ymm8, ymm8, [{c} + 32 * ",
+                $t,
+                "]\n",
+                "vcvtdq2ps ymm8, ymm8\n",
+                "vmulps ymm9, ymm15, [{d} + 32 * ",
+                $t,
+                "]\n",
+                "vfmadd231ps ymm",
+                $acc,
+                ", ymm9, ymm8\n",
+            )
+        };
+    }
+
+    /// The loop's constants (ones for `vpmaddwd`, a weight block and its
+    /// absolute values, a scale of 1.0) and zeroed accumulators, so that
+    /// no float is ever a denormal or NaN; then 8 pairs.
+    macro_rules! eight {
+        ($pair:ident) => {
+            concat!(
+                "vpcmpeqw ymm12, ymm12, ymm12\n",
+                "vmovdqu ymm13, [{x}]\n",
+                "vpabsb ymm14, ymm13\n",
+                "vbroadcastss ymm15, [{d}]\n",
+                "vxorps ymm0, ymm0, ymm0\n",
+                "vxorps ymm1, ymm1, ymm1\n",
+                "vxorps ymm2, ymm2, ymm2\n",
+                "vxorps ymm3, ymm3, ymm3\n",
+                "vxorps ymm4, ymm4, ymm4\n",
+                "vxorps ymm5, ymm5, ymm5\n",
+                "vxorps ymm6, ymm6, ymm6\n",
+                "vxorps ymm7, ymm7, ymm7\n",
+                $pair!("0", "0"),
+                $pair!("1", "1"),
+                $pair!("2", "2"),
+                $pair!("3", "3"),
+                $pair!("4", "4"),
+                $pair!("5", "5"),
+                $pair!("6", "6"),
+                $pair!("7", "7"),
+            )
+        };
+    }
+
+    /// Cycles per second, from 100 dependent one-cycle adds an iteration.
+    fn clock_hz() -> f64 {
+        const ITERS: u64 = 20_000_000;
+        let start = Instant::now();
+        // SAFETY: plain integer instructions on registers the asm owns.
+        unsafe {
+            asm!(
+                "2:",
+                ".rept 100",
+                "add {a}, 1",
+                ".endr",
+                "dec {n}",
+                "jnz 2b",
+                a = inout(reg) 0u64 => _,
+                n = inout(reg) ITERS => _,
+                options(nostack, nomem),
+            );
+        }
+        (ITERS * 100) as f64 / start.elapsed().as_secs_f64()
+    }
+
+    /// Seconds per pair of `body` (8 pairs an iteration).
+    fn seconds_per_pair(body: impl Fn(&[u8], &[f32], &[i32])) -> f64 {
+        let x = vec![3u8; 612 * 8 + 64];
+        let d = vec![1.0f32; 64];
+        let c = vec![0i32; 64];
+        const ITERS: usize = 20_000_000;
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let start = Instant::now();
+            for _ in 0..ITERS {
+                body(&x, &d, &c);
+            }
+            best = best.min(start.elapsed().as_secs_f64() / (ITERS * 8) as f64);
+        }
+        best
+    }
+
+    pub fn main() {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            eprintln!("pair_bound: needs AVX2 and FMA");
+            return;
+        }
+        let hz = clock_hz();
+        println!("clock: {:.2} GHz (dependent adds)", hz / 1e9);
+        // SAFETY (both loops): AVX2 and FMA are present (checked above);
+        // every load is inside `x`, `d` or `c` (the highest, x + 2 + 612 *
+        // 7 + 32, is below 612 * 8 + 64); the ymm registers written are
+        // declared clobbered.
+        let sign = seconds_per_pair(|x, d, _| unsafe {
+            asm!(
+                eight!(sign_pair),
+                x = in(reg) x.as_ptr(),
+                d = in(reg) d.as_ptr(),
+                out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+                out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+                out("ymm8") _, out("ymm9") _, out("ymm12") _, out("ymm13") _,
+                out("ymm14") _, out("ymm15") _,
+                options(nostack, readonly),
+            )
+        });
+        let offset = seconds_per_pair(|x, d, c| unsafe {
+            asm!(
+                eight!(offset_pair),
+                x = in(reg) x.as_ptr(),
+                d = in(reg) d.as_ptr(),
+                c = in(reg) c.as_ptr(),
+                out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+                out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+                out("ymm8") _, out("ymm9") _, out("ymm12") _, out("ymm13") _,
+                out("ymm14") _, out("ymm15") _,
+                options(nostack, readonly),
+            )
+        });
+        for (name, s) in [
+            ("sign, maddubs, madd, cvt, mul, fma", sign),
+            ("maddubs, madd, sub, cvt, mul, fma", offset),
+        ] {
+            let cycles = s * hz;
+            println!(
+                "{name}: {cycles:.2} cycles/pair, {:.1} GMAC/s per core",
+                32.0 * hz / cycles / 1e9
+            );
+        }
+    }
+}
+
+fn main() {
+    #[cfg(target_arch = "x86_64")]
+    x86::main();
+    #[cfg(not(target_arch = "x86_64"))]
+    eprintln!("pair_bound: x86-64 only");
+}
