@@ -236,17 +236,29 @@ mod avx2 {
     /// (`mul_sum_i8_pairs_float`): Q4_0 (`q - 8`), Q5_0 (`q - 16`), Q8_0.
     trait SignedBlock {
         unsafe fn signed(&self) -> __m256i;
-        fn scale(&self) -> &half::f16;
-        /// The Q8_0 block the tile multiplies: the same `d`, the same
-        /// signed bytes, so `Signed<BlockQ8_0>` gives this block's results
-        /// bit for bit.
+        /// From this many activation rows on, [`widened`] prepares each
+        /// panel of these blocks once instead of once per strip of 8 rows.
+        const WIDEN_FROM_ROWS: usize = usize::MAX;
+        /// `d` in every lane.
+        unsafe fn splat_scale(&self) -> __m256;
+        /// |q| of [`Self::signed`]'s `q`.
         #[inline(always)]
-        unsafe fn widen(&self) -> BlockQ8_0 {
-            let mut out = BlockQ8_0 {
-                d: *self.scale(),
-                qs: [0; 32],
+        unsafe fn magnitudes(&self, q: __m256i) -> __m256i {
+            _mm256_sign_epi8(q, q)
+        }
+        /// The block as the tile multiplies it: the same signed bytes,
+        /// their magnitudes and the same `d`, so `Signed<Wide>` gives this
+        /// block's results bit for bit.
+        #[inline(always)]
+        unsafe fn widen(&self) -> Wide {
+            let mut out = Wide {
+                q: [0; 32],
+                abs: [0; 32],
+                d: _mm256_cvtss_f32(self.splat_scale()),
             };
-            _mm256_storeu_si256(out.qs.as_mut_ptr() as *mut __m256i, self.signed());
+            let q = self.signed();
+            _mm256_storeu_si256(out.q.as_mut_ptr() as *mut __m256i, q);
+            _mm256_storeu_si256(out.abs.as_mut_ptr() as *mut __m256i, _mm256_sign_epi8(q, q));
             out
         }
     }
@@ -256,29 +268,62 @@ mod avx2 {
         unsafe fn signed(&self) -> __m256i {
             _mm256_sub_epi8(nibbles(&self.qs), _mm256_set1_epi8(8))
         }
-        fn scale(&self) -> &half::f16 {
-            &self.d
+        #[inline(always)]
+        unsafe fn splat_scale(&self) -> __m256 {
+            f16_splat(&self.d)
         }
     }
 
     impl SignedBlock for BlockQ5_0 {
+        /// Ahead from 32 rows ([`widened`]'s figures).
+        const WIDEN_FROM_ROWS: usize = 32;
         #[inline(always)]
         unsafe fn signed(&self) -> __m256i {
             let high = _mm256_andnot_si256(bytes_from_bits(self.qh), _mm256_set1_epi8(-16));
             _mm256_or_si256(nibbles(&self.qs), high)
         }
-        fn scale(&self) -> &half::f16 {
-            &self.d
+        #[inline(always)]
+        unsafe fn splat_scale(&self) -> __m256 {
+            f16_splat(&self.d)
         }
     }
 
     impl SignedBlock for BlockQ8_0 {
+        /// Its bytes need no unpacking, so only the magnitudes and the
+        /// f32 scale are saved: level at 64 rows, ahead from 128.
+        const WIDEN_FROM_ROWS: usize = 128;
         #[inline(always)]
         unsafe fn signed(&self) -> __m256i {
             _mm256_loadu_si256(self.qs.as_ptr() as *const __m256i)
         }
-        fn scale(&self) -> &half::f16 {
-            &self.d
+        #[inline(always)]
+        unsafe fn splat_scale(&self) -> __m256 {
+            f16_splat(&self.d)
+        }
+    }
+
+    /// A weight block as [`widened`] keeps it: the signed bytes, their
+    /// magnitudes and `d` as f32, so a strip's pass over it only loads.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(4))]
+    struct Wide {
+        q: [i8; 32],
+        abs: [u8; 32],
+        d: f32,
+    }
+
+    impl SignedBlock for Wide {
+        #[inline(always)]
+        unsafe fn signed(&self) -> __m256i {
+            _mm256_loadu_si256(self.q.as_ptr() as *const __m256i)
+        }
+        #[inline(always)]
+        unsafe fn splat_scale(&self) -> __m256 {
+            _mm256_broadcast_ss(&self.d)
+        }
+        #[inline(always)]
+        unsafe fn magnitudes(&self, _: __m256i) -> __m256i {
+            _mm256_loadu_si256(self.abs.as_ptr() as *const __m256i)
         }
     }
 
@@ -466,10 +511,10 @@ mod avx2 {
                 for r in 0..R {
                     let wb = w.get_unchecked(r * nb + b);
                     prefetch_ahead(wb);
-                    let dw = f16_splat(wb.scale());
+                    let dw = wb.splat_scale();
                     let qw = wb.signed();
                     // The sign trick of `mul_sum_i8`: |w| once, w's signs on each x.
-                    let aw = _mm256_sign_epi8(qw, qw);
+                    let aw = wb.magnitudes(qw);
                     for t in 0..N {
                         let xb = x.get_unchecked(t * nb + b);
                         let d = _mm256_mul_ps(
@@ -562,36 +607,35 @@ mod avx2 {
         }
     }
 
-    /// From this many activation rows on, [`widened`] unpacks each panel
-    /// of Q5_0 weights once instead of once per strip of 8 rows.
-    const WIDEN_MIN_ROWS: usize = 32;
-
     thread_local! {
         /// [`widened`]'s panel, kept between calls.
-        static WIDE: std::cell::Cell<Vec<BlockQ8_0>> = const { std::cell::Cell::new(Vec::new()) };
+        static WIDE: std::cell::Cell<Vec<Wide>> = const { std::cell::Cell::new(Vec::new()) };
     }
 
-    /// `tiled` over Q5_0 weights, or with many activation rows over each
-    /// panel of them widened to Q8_0 blocks ([`SignedBlock::widen`]): the
-    /// same products and the same float steps, but the 5-bit unpacking
-    /// (~9 instructions a block) runs once per panel instead of once per
-    /// strip, where it cost `matmul_bench`'s Q5_0 ~20% against Q8_0.
-    /// Measured (Q5_0 1536x576, one thread, AMD Zen 3, 3 alternating
-    /// rounds, GMAC/s): batch 512 31.5-32.3 -> 35.4-37.0, batch 64
-    /// 29.6-30.6 -> 32.2-33.4, batch 32 28.2-29.2 -> 28.5-30.7.
+    /// `tiled` over `w`, or with [`SignedBlock::WIDEN_FROM_ROWS`]
+    /// activation rows and more over each panel of it prepared once as
+    /// [`Wide`] blocks ([`SignedBlock::widen`]): the same products and the
+    /// same float steps, but the unpacking (Q5_0's 5 bits, ~9 instructions
+    /// a block; the magnitudes and the f16 scale of any type) runs once per
+    /// panel instead of once per strip of 8 rows. Q5_0 had cost
+    /// `matmul_bench` ~20% against Q8_0. Measured (1536x576, one thread,
+    /// AMD Zen 3, 3 alternating rounds, GMAC/s): Q5_0 batch 512 32.3-32.5
+    /// -> 38.6-39.1, batch 64 31.1-31.3 -> 33.7-35.2, batch 32 30.3-31.6
+    /// -> 30.3-33.4; Q8_0 batch 512 37.4-37.6 -> 38.6-38.9, batch 128
+    /// 35.9-36.7 -> 35.8-37.2, batch 64 level.
     #[inline(always)]
-    unsafe fn widened<const VNNI: bool>(
-        w: &[BlockQ5_0],
+    unsafe fn widened<B: SignedBlock, const VNNI: bool>(
+        w: &[B],
         x: &[BlockQ8_0],
         sc: &[StripScales],
         nb: usize,
         out: OutRows,
     ) {
-        if x.len() / nb < WIDEN_MIN_ROWS {
-            return tiled::<Signed<BlockQ5_0, VNNI>>(w, x, sc, nb, out);
+        if x.len() / nb < B::WIDEN_FROM_ROWS {
+            return tiled::<Signed<B, VNNI>>(w, x, sc, nb, out);
         }
-        // Panels sized as `tiled` sizes Q8_0's, so each is one of its panels.
-        let panel = (L2_WEIGHT_BLOCK / (nb * size_of::<BlockQ8_0>())).max(1);
+        // Panels sized as `tiled` sizes Wide's, so each is one of its panels.
+        let panel = (L2_WEIGHT_BLOCK / (nb * size_of::<Wide>())).max(1);
         // Out of the cell rather than borrowed in a closure, so the loops
         // stay in this function and keep its target features.
         let mut wide = WIDE.take();
@@ -601,7 +645,7 @@ mod avx2 {
             for b in w {
                 wide.push(b.widen());
             }
-            tiled::<Signed<BlockQ8_0, VNNI>>(&wide, x, sc, nb, out.at(0, p * panel));
+            tiled::<Signed<Wide, VNNI>>(&wide, x, sc, nb, out.at(0, p * panel));
         }
         WIDE.set(wide);
     }
@@ -617,7 +661,16 @@ mod avx2 {
     }
     kernel!(q4_0_q8_0, "avx2,fma,f16c", Signed<BlockQ4_0, false>, BlockQ4_0, BlockQ8_0);
     kernel!(q4_1_q8_1, "avx2,fma,f16c", Offset<BlockQ4_1, false>, BlockQ4_1, BlockQ8_1);
-    kernel!(q8_0_q8_0, "avx2,fma,f16c", Signed<BlockQ8_0, false>, BlockQ8_0, BlockQ8_0);
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q8_0_q8_0(
+        w: &[BlockQ8_0],
+        x: &[BlockQ8_0],
+        sc: &[StripScales],
+        nb: usize,
+        out: OutRows,
+    ) {
+        widened::<BlockQ8_0, false>(w, x, sc, nb, out)
+    }
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q5_0_q8_0(
         w: &[BlockQ5_0],
@@ -626,12 +679,21 @@ mod avx2 {
         nb: usize,
         out: OutRows,
     ) {
-        widened::<false>(w, x, sc, nb, out)
+        widened::<BlockQ5_0, false>(w, x, sc, nb, out)
     }
     kernel!(q5_1_q8_1, "avx2,fma,f16c", Offset<BlockQ5_1, false>, BlockQ5_1, BlockQ8_1);
     kernel!(q4_0_q8_0_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Signed<BlockQ4_0, true>, BlockQ4_0, BlockQ8_0);
     kernel!(q4_1_q8_1_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Offset<BlockQ4_1, true>, BlockQ4_1, BlockQ8_1);
-    kernel!(q8_0_q8_0_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Signed<BlockQ8_0, true>, BlockQ8_0, BlockQ8_0);
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    unsafe fn q8_0_q8_0_vnni(
+        w: &[BlockQ8_0],
+        x: &[BlockQ8_0],
+        sc: &[StripScales],
+        nb: usize,
+        out: OutRows,
+    ) {
+        widened::<BlockQ8_0, true>(w, x, sc, nb, out)
+    }
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     unsafe fn q5_0_q8_0_vnni(
         w: &[BlockQ5_0],
@@ -640,7 +702,7 @@ mod avx2 {
         nb: usize,
         out: OutRows,
     ) {
-        widened::<true>(w, x, sc, nb, out)
+        widened::<BlockQ5_0, true>(w, x, sc, nb, out)
     }
     kernel!(q5_1_q8_1_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Offset<BlockQ5_1, true>, BlockQ5_1, BlockQ8_1);
 }
@@ -670,9 +732,9 @@ mod tests {
             (3, 7, 16),
             // More weight rows than a panel holds, for every type.
             (1, 8000, 9),
-            // Enough activation rows for Q5_0's widened panels, and more
-            // weight rows than one of them holds.
-            (18, 300, 35),
+            // Enough activation rows for widened Q5_0 and Q8_0 panels,
+            // and more weight rows than one of them holds.
+            (18, 300, 130),
         ] {
             let w41 = random_q4_1(&mut rng, wrows * nb);
             let xf: Vec<f32> = (0..rows * nb * 32)
