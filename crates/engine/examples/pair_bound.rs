@@ -16,9 +16,11 @@ mod x86 {
     use std::time::Instant;
 
     /// One pair of blocks into accumulator `$acc`: activation row `$t`'s
-    /// block (rows 612 bytes apart, as SmolLM2's 576-column Q8_0 rows).
-    macro_rules! sign_pair {
-        ($acc:literal, $t:literal) => {
+    /// block (rows 612 bytes apart, as SmolLM2's 576-column Q8_0 rows),
+    /// with the sign step before the `vpmaddubsw` or row `$t`'s offset
+    /// subtracted after the `vpmaddwd`.
+    macro_rules! pair {
+        ($acc:literal, $t:literal, sign) => {
             concat!(
                 "vmovdqu ymm8, [{x} + 2 + 612 * ",
                 $t,
@@ -26,21 +28,10 @@ mod x86 {
                 "vpsignb ymm8, ymm8, ymm13\n",
                 "vpmaddubsw ymm8, ymm14, ymm8\n",
                 "vpmaddwd ymm8, ymm8, ymm12\n",
-                "vcvtdq2ps ymm8, ymm8\n",
-                "vmulps ymm9, ymm15, [{d} + 32 * ",
-                $t,
-                "]\n",
-                "vfmadd231ps ymm",
-                $acc,
-                ", ymm9, ymm8\n",
+                fold!($acc, $t),
             )
         };
-    }
-
-    /// As `sign_pair`, the weight block unsigned and row `$t`'s offset
-    /// lanes subtracted after the `vpmaddwd`.
-    macro_rules! offset_pair {
-        ($acc:literal, $t:literal) => {
+        ($acc:literal, $t:literal, offset) => {
             concat!(
                 "vmovdqu ymm8, [{x} + 2 + 612 * ",
                 $t,
@@ -50,6 +41,15 @@ mod x86 {
                 "vpsubd ymm8, ymm8, [{c} + 32 * ",
                 $t,
                 "]\n",
+                fold!($acc, $t),
+            )
+        };
+    }
+
+    /// The float steps of a pair: convert, `d_w · d_x`, FMA.
+    macro_rules! fold {
+        ($acc:literal, $t:literal) => {
+            concat!(
                 "vcvtdq2ps ymm8, ymm8\n",
                 "vmulps ymm9, ymm15, [{d} + 32 * ",
                 $t,
@@ -62,15 +62,18 @@ mod x86 {
     }
 
     /// The loop's constants (ones for `vpmaddwd`, a weight block and its
-    /// absolute values, a scale of 1.0) and zeroed accumulators, so that
-    /// no float is ever a denormal or NaN; then 8 pairs.
+    /// absolute values, a scale of 1.0) and zeroed
+    /// accumulators, so that no float is ever a denormal or NaN; then 8
+    /// pairs.
     macro_rules! eight {
-        ($pair:ident) => {
+        ($step:ident) => {
             concat!(
                 "vpcmpeqw ymm12, ymm12, ymm12\n",
                 "vmovdqu ymm13, [{x}]\n",
                 "vpabsb ymm14, ymm13\n",
                 "vbroadcastss ymm15, [{d}]\n",
+                // Names the offsets for the loops that do not read them.
+                "prefetcht0 [{c}]\n",
                 "vxorps ymm0, ymm0, ymm0\n",
                 "vxorps ymm1, ymm1, ymm1\n",
                 "vxorps ymm2, ymm2, ymm2\n",
@@ -79,15 +82,38 @@ mod x86 {
                 "vxorps ymm5, ymm5, ymm5\n",
                 "vxorps ymm6, ymm6, ymm6\n",
                 "vxorps ymm7, ymm7, ymm7\n",
-                $pair!("0", "0"),
-                $pair!("1", "1"),
-                $pair!("2", "2"),
-                $pair!("3", "3"),
-                $pair!("4", "4"),
-                $pair!("5", "5"),
-                $pair!("6", "6"),
-                $pair!("7", "7"),
+                pair!("0", "0", $step),
+                pair!("1", "1", $step),
+                pair!("2", "2", $step),
+                pair!("3", "3", $step),
+                pair!("4", "4", $step),
+                pair!("5", "5", $step),
+                pair!("6", "6", $step),
+                pair!("7", "7", $step),
             )
+        };
+    }
+
+    /// Seconds per pair of the loop with this step.
+    macro_rules! timed {
+        ($step:ident) => {
+            // SAFETY: AVX2 and FMA are present (checked by `main`); every
+            // load is inside `x`, `d` or `c` (the highest, x + 2 + 612 * 7
+            // + 32, is below 612 * 8 + 64); the ymm registers written are
+            // declared clobbered.
+            seconds_per_pair(|x, d, c| unsafe {
+                asm!(
+                    eight!($step),
+                    x = in(reg) x.as_ptr(),
+                    d = in(reg) d.as_ptr(),
+                    c = in(reg) c.as_ptr(),
+                    out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+                    out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+                    out("ymm8") _, out("ymm9") _, out("ymm12") _, out("ymm13") _,
+                    out("ymm14") _, out("ymm15") _,
+                    options(nostack, readonly),
+                )
+            })
         };
     }
 
@@ -136,35 +162,8 @@ mod x86 {
         }
         let hz = clock_hz();
         println!("clock: {:.2} GHz (dependent adds)", hz / 1e9);
-        // SAFETY (both loops): AVX2 and FMA are present (checked above);
-        // every load is inside `x`, `d` or `c` (the highest, x + 2 + 612 *
-        // 7 + 32, is below 612 * 8 + 64); the ymm registers written are
-        // declared clobbered.
-        let sign = seconds_per_pair(|x, d, _| unsafe {
-            asm!(
-                eight!(sign_pair),
-                x = in(reg) x.as_ptr(),
-                d = in(reg) d.as_ptr(),
-                out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
-                out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
-                out("ymm8") _, out("ymm9") _, out("ymm12") _, out("ymm13") _,
-                out("ymm14") _, out("ymm15") _,
-                options(nostack, readonly),
-            )
-        });
-        let offset = seconds_per_pair(|x, d, c| unsafe {
-            asm!(
-                eight!(offset_pair),
-                x = in(reg) x.as_ptr(),
-                d = in(reg) d.as_ptr(),
-                c = in(reg) c.as_ptr(),
-                out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
-                out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
-                out("ymm8") _, out("ymm9") _, out("ymm12") _, out("ymm13") _,
-                out("ymm14") _, out("ymm15") _,
-                options(nostack, readonly),
-            )
-        });
+        let sign = timed!(sign);
+        let offset = timed!(offset);
         for (name, s) in [
             ("sign, maddubs, madd, cvt, mul, fma", sign),
             ("maddubs, madd, sub, cvt, mul, fma", offset),

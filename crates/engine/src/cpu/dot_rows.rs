@@ -650,8 +650,21 @@ mod avx2 {
         WIDE.set(wide);
     }
 
-    /// A kernel entry point: `tiled` over `$tile` with `$features` on.
+    /// A kernel entry point with `$features` on: `widened` over blocks `$b`
+    /// against Q8_0 activations, or `tiled` over `$tile`.
     macro_rules! kernel {
+        ($name:ident, $features:literal, widened $b:ty, $vnni:literal) => {
+            #[target_feature(enable = $features)]
+            unsafe fn $name(
+                w: &[$b],
+                x: &[BlockQ8_0],
+                sc: &[StripScales],
+                nb: usize,
+                out: OutRows,
+            ) {
+                widened::<$b, $vnni>(w, x, sc, nb, out)
+            }
+        };
         ($name:ident, $features:literal, $tile:ty, $w:ty, $x:ty) => {
             #[target_feature(enable = $features)]
             unsafe fn $name(w: &[$w], x: &[$x], sc: &[StripScales], nb: usize, out: OutRows) {
@@ -661,49 +674,13 @@ mod avx2 {
     }
     kernel!(q4_0_q8_0, "avx2,fma,f16c", Signed<BlockQ4_0, false>, BlockQ4_0, BlockQ8_0);
     kernel!(q4_1_q8_1, "avx2,fma,f16c", Offset<BlockQ4_1, false>, BlockQ4_1, BlockQ8_1);
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q8_0_q8_0(
-        w: &[BlockQ8_0],
-        x: &[BlockQ8_0],
-        sc: &[StripScales],
-        nb: usize,
-        out: OutRows,
-    ) {
-        widened::<BlockQ8_0, false>(w, x, sc, nb, out)
-    }
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q5_0_q8_0(
-        w: &[BlockQ5_0],
-        x: &[BlockQ8_0],
-        sc: &[StripScales],
-        nb: usize,
-        out: OutRows,
-    ) {
-        widened::<BlockQ5_0, false>(w, x, sc, nb, out)
-    }
+    kernel!(q8_0_q8_0, "avx2,fma,f16c", widened BlockQ8_0, false);
+    kernel!(q5_0_q8_0, "avx2,fma,f16c", widened BlockQ5_0, false);
     kernel!(q5_1_q8_1, "avx2,fma,f16c", Offset<BlockQ5_1, false>, BlockQ5_1, BlockQ8_1);
     kernel!(q4_0_q8_0_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Signed<BlockQ4_0, true>, BlockQ4_0, BlockQ8_0);
     kernel!(q4_1_q8_1_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Offset<BlockQ4_1, true>, BlockQ4_1, BlockQ8_1);
-    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    unsafe fn q8_0_q8_0_vnni(
-        w: &[BlockQ8_0],
-        x: &[BlockQ8_0],
-        sc: &[StripScales],
-        nb: usize,
-        out: OutRows,
-    ) {
-        widened::<BlockQ8_0, true>(w, x, sc, nb, out)
-    }
-    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    unsafe fn q5_0_q8_0_vnni(
-        w: &[BlockQ5_0],
-        x: &[BlockQ8_0],
-        sc: &[StripScales],
-        nb: usize,
-        out: OutRows,
-    ) {
-        widened::<BlockQ5_0, true>(w, x, sc, nb, out)
-    }
+    kernel!(q8_0_q8_0_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", widened BlockQ8_0, true);
+    kernel!(q5_0_q8_0_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", widened BlockQ5_0, true);
     kernel!(q5_1_q8_1_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Offset<BlockQ5_1, true>, BlockQ5_1, BlockQ8_1);
 }
 
