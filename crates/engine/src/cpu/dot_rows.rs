@@ -179,7 +179,7 @@ mod avx2 {
     #![allow(clippy::needless_range_loop)]
     use super::*;
     use crate::cpu::dot::avx2::{f16_pair, f16_splat, hsum, nibbles};
-    use crate::cpu::L2_WEIGHT_BLOCK;
+    use crate::cpu::{with_const, L2_WEIGHT_BLOCK};
     use std::arch::x86_64::*;
 
     /// The kernels this CPU runs. They are `#[target_feature]` functions:
@@ -398,16 +398,15 @@ mod avx2 {
                 let x = &x[t * nb..(t + strip) * nb];
                 let sc = &sc[(t / STRIP) * nb..(t / STRIP + 1) * nb];
                 let out = out.at(t, p * panel);
-                match strip {
-                    8 => rows_by::<T, 1, 8>(w, x, sc, nb, out),
-                    7 => rows_by::<T, 1, 7>(w, x, sc, nb, out),
-                    6 => rows_by::<T, 1, 6>(w, x, sc, nb, out),
-                    5 => rows_by::<T, 1, 5>(w, x, sc, nb, out),
-                    4 => rows_by::<T, 2, 4>(w, x, sc, nb, out),
-                    3 => rows_by::<T, 2, 3>(w, x, sc, nb, out),
-                    2 => rows_by::<T, 4, 2>(w, x, sc, nb, out),
-                    _ => rows_by::<T, 1, 1>(w, x, sc, nb, out),
-                }
+                with_const!(strip, N in [8, 7, 6, 5, 4, 3, 2; else 1] => {
+                    // Narrower strips take more weight rows at a time.
+                    const R: usize = match N {
+                        2 => 4,
+                        3 | 4 => 2,
+                        _ => 1,
+                    };
+                    rows_by::<T, R, N>(w, x, sc, nb, out)
+                });
                 t += strip;
             }
         }

@@ -23,6 +23,7 @@
 use half::{bf16, f16};
 
 use super::dot_rows::OutRows;
+use super::with_const;
 
 /// A 16-bit float weight type.
 pub trait Half: Copy + Send + Sync + 'static {
@@ -419,22 +420,11 @@ mod avx512 {
                 while t < t0 + tn {
                     let rn = (t0 + tn - t).min(6);
                     let (wt, xt, o) = (&w[r * cols..], &x[t * cols..], out.at(t, r));
-                    macro_rules! go {
-                        ($rm:literal) => {
-                            match rn {
-                                6 => tile::<F, $rm, 6>(wt, xt, cols, o),
-                                5 => tile::<F, $rm, 5>(wt, xt, cols, o),
-                                4 => tile::<F, $rm, 4>(wt, xt, cols, o),
-                                3 => tile::<F, $rm, 3>(wt, xt, cols, o),
-                                2 => tile::<F, $rm, 2>(wt, xt, cols, o),
-                                _ => tile::<F, $rm, 1>(wt, xt, cols, o),
-                            }
-                        };
-                    }
-                    match rm {
-                        2 => go!(2),
-                        _ => go!(1),
-                    }
+                    with_const!(rm, M in [2; else 1] => {
+                        with_const!(rn, N in [6, 5, 4, 3, 2; else 1] => {
+                            tile::<F, M, N>(wt, xt, cols, o)
+                        })
+                    });
                     t += rn;
                 }
                 r += rm;
@@ -614,23 +604,11 @@ mod avx2 {
                 while r < r_end {
                     let rm = (r_end - r).min(RM);
                     let (wt, xt, o) = (&w[r * cols..], &x[t * cols..], out.at(t, r));
-                    macro_rules! go {
-                        ($rm:expr) => {
-                            match rn {
-                                6 => tile::<BF16, { $rm }, 6>(wt, xt, cols, o),
-                                5 => tile::<BF16, { $rm }, 5>(wt, xt, cols, o),
-                                4 => tile::<BF16, { $rm }, 4>(wt, xt, cols, o),
-                                3 => tile::<BF16, { $rm }, 3>(wt, xt, cols, o),
-                                2 => tile::<BF16, { $rm }, 2>(wt, xt, cols, o),
-                                _ => tile::<BF16, { $rm }, 1>(wt, xt, cols, o),
-                            }
-                        };
-                    }
-                    match rm {
-                        3 => go!(3),
-                        2 => go!(2),
-                        _ => go!(1),
-                    }
+                    with_const!(rm, M in [3, 2; else 1] => {
+                        with_const!(rn, N in [6, 5, 4, 3, 2; else 1] => {
+                            tile::<BF16, M, N>(wt, xt, cols, o)
+                        })
+                    });
                     r += rm;
                 }
                 t += rn;

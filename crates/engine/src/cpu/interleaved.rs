@@ -22,6 +22,7 @@ use half::f16;
 
 use super::blocks::{BlockQ4_0, BlockQ8_0, QK};
 use super::dot_rows::OutRows;
+use super::with_const;
 
 /// Weight rows per group.
 pub const GROUP: usize = 8;
@@ -296,16 +297,9 @@ pub(crate) mod vnni {
             while t < n {
                 let strip = (n - t).min(8);
                 let (x, xs, out) = (&x[t * nb..], &xs[t * nb..], out.at(t, g * GROUP));
-                match strip {
-                    8 => q8_0_tile::<8>(w, x, xs, nb, out),
-                    7 => q8_0_tile::<7>(w, x, xs, nb, out),
-                    6 => q8_0_tile::<6>(w, x, xs, nb, out),
-                    5 => q8_0_tile::<5>(w, x, xs, nb, out),
-                    4 => q8_0_tile::<4>(w, x, xs, nb, out),
-                    3 => q8_0_tile::<3>(w, x, xs, nb, out),
-                    2 => q8_0_tile::<2>(w, x, xs, nb, out),
-                    _ => q8_0_tile::<1>(w, x, xs, nb, out),
-                }
+                with_const!(strip, N in [8, 7, 6, 5, 4, 3, 2; else 1] => {
+                    q8_0_tile::<N>(w, x, xs, nb, out)
+                });
                 t += strip;
             }
         }
@@ -379,12 +373,7 @@ mod avx2 {
             while t < n {
                 let strip = (n - t).min(4);
                 let (x, xs, out) = (&x[t * nb..], &xs[t * nb..], out.at(t, g * GROUP));
-                match strip {
-                    4 => q4_0_tile::<4>(w, x, xs, nb, out),
-                    3 => q4_0_tile::<3>(w, x, xs, nb, out),
-                    2 => q4_0_tile::<2>(w, x, xs, nb, out),
-                    _ => q4_0_tile::<1>(w, x, xs, nb, out),
-                }
+                with_const!(strip, N in [4, 3, 2; else 1] => q4_0_tile::<N>(w, x, xs, nb, out));
                 t += strip;
             }
         }

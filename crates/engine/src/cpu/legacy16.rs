@@ -37,6 +37,7 @@ use super::blocks::{
     five_bits, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, FromBytes, QK,
 };
 use super::dot_rows::OutRows;
+use super::with_const;
 
 /// Weight rows per interleaved group.
 pub const ROWS: usize = 16;
@@ -684,11 +685,9 @@ mod vnni {
                 for (i, (t, strip)) in strips_of(n).enumerate() {
                     let (x, xs, out) = (&x[t * nb..], &xs[t * nb..], out.at(t, 0));
                     let pf = (later, i, strips);
-                    match strip {
-                        3 => tile_buffered::<P, 3>(u, pf, x, xs, nb, out),
-                        2 => tile_buffered::<P, 2>(u, pf, x, xs, nb, out),
-                        _ => tile_buffered::<P, 1>(u, pf, x, xs, nb, out),
-                    }
+                    with_const!(strip, N in [3, 2; else 1] => {
+                        tile_buffered::<P, N>(u, pf, x, xs, nb, out)
+                    });
                 }
             }
         }

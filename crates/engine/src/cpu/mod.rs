@@ -23,6 +23,26 @@ pub mod team;
 
 pub use matmul::{Matrix, Role};
 
+/// `$body` with `$N` a `const usize` equal to the runtime value `$n`, for
+/// each listed value; the value after `else` takes every other one. The
+/// step from a strip's or tile's runtime size to the kernel instantiated
+/// for that size.
+macro_rules! with_const {
+    ($n:expr, $N:ident in [$($k:literal),+ ; else $d:literal] => $body:expr) => {
+        match $n {
+            $($k => {
+                const $N: usize = $k;
+                $body
+            })+
+            _ => {
+                const $N: usize = $d;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_const;
+
 /// Weight bytes a prefill kernel keeps in L2 while every tile of
 /// activation rows, in L1, passes over them: a quarter of Zen 3's 512 KiB
 /// L2 (AVX2 `half_rows` blocks and `dot_rows` panels).
