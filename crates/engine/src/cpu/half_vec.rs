@@ -248,9 +248,29 @@ mod avx2 {
     use half::{bf16, f16};
     use std::arch::x86_64::*;
 
-    /// The 4 accumulators folded as `(a0 + a2) + (a1 + a3)`.
+    /// A row's whole steps (4 accumulators of 8 lanes, folded as
+    /// `(a0 + a2) + (a1 + a3)`), each product added as ggml adds it: one
+    /// FMA for F16, a rounded multiply then a rounded add for BF16.
     #[inline(always)]
-    unsafe fn fold(acc: [__m256; 4]) -> __m256 {
+    unsafe fn steps<const BF16: bool>(wr: &[u16], x: &[f32], whole: usize) -> __m256 {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for c in (0..whole).step_by(AVX2_STEP) {
+            if c % (2 * AVX2_STEP) == 0 {
+                prefetch_ahead(wr.as_ptr().add(c));
+            }
+            for (j, a) in acc.iter_mut().enumerate() {
+                let at = c + 8 * j;
+                let v = _mm_loadu_si128(wr.as_ptr().add(at).cast());
+                let xv = _mm256_loadu_ps(x.as_ptr().add(at));
+                *a = if BF16 {
+                    let wide = _mm256_cvtepu16_epi32(v);
+                    let wv = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide));
+                    _mm256_add_ps(_mm256_mul_ps(wv, xv), *a)
+                } else {
+                    _mm256_fmadd_ps(_mm256_cvtph_ps(v), xv, *a)
+                };
+            }
+        }
         _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]))
     }
 
@@ -260,18 +280,7 @@ mod avx2 {
         let cols = x.len();
         let whole = cols - cols % AVX2_STEP;
         each_row::<f16>(w, x, whole, out, |wr| {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            for c in (0..whole).step_by(AVX2_STEP) {
-                if c % (2 * AVX2_STEP) == 0 {
-                    prefetch_ahead(wr.as_ptr().add(c));
-                }
-                for (j, a) in acc.iter_mut().enumerate() {
-                    let at = c + 8 * j;
-                    let wv = _mm256_cvtph_ps(_mm_loadu_si128(wr.as_ptr().add(at).cast()));
-                    *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.as_ptr().add(at)), *a);
-                }
-            }
-            let f = fold(acc);
+            let f = steps::<false>(wr, x, whole);
             let h = _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps::<1>(f));
             let t = _mm_hadd_ps(h, h);
             _mm_cvtss_f32(_mm_hadd_ps(t, t)) as f64
@@ -284,20 +293,7 @@ mod avx2 {
         let cols = x.len();
         let whole = cols - cols % AVX2_STEP;
         each_row::<bf16>(w, x, whole, out, |wr| {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            for c in (0..whole).step_by(AVX2_STEP) {
-                if c % (2 * AVX2_STEP) == 0 {
-                    prefetch_ahead(wr.as_ptr().add(c));
-                }
-                for (j, a) in acc.iter_mut().enumerate() {
-                    let at = c + 8 * j;
-                    let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(wr.as_ptr().add(at).cast()));
-                    let wv = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide));
-                    let p = _mm256_mul_ps(wv, _mm256_loadu_ps(x.as_ptr().add(at)));
-                    *a = _mm256_add_ps(p, *a);
-                }
-            }
-            half_rows::reduce8_vector(fold(acc)) as f64
+            half_rows::reduce8_vector(steps::<true>(wr, x, whole)) as f64
         });
     }
 }
