@@ -274,6 +274,20 @@ pub fn generate(
     tok: &Tokenizer,
     prompt_ids: Vec<u32>,
     params: GenerateParams,
+    on_token: impl FnMut(u32, &str),
+) -> Result<Generation> {
+    generate_observed(model, tok, prompt_ids, params, |_| {}, on_token)
+}
+
+/// [`generate`], also showing `on_logits` each step's logits before the
+/// sampler (which may change them) picks the token: what parity checks
+/// compare beside the tokens.
+pub fn generate_observed(
+    model: &Llama,
+    tok: &Tokenizer,
+    prompt_ids: Vec<u32>,
+    params: GenerateParams,
+    mut on_logits: impl FnMut(&[f32]),
     mut on_token: impl FnMut(u32, &str),
 ) -> Result<Generation> {
     let mut seq = Sequence::new(model, prompt_ids, params)?;
@@ -283,6 +297,7 @@ pub fn generate(
         let start = Instant::now();
         let first = seq.cache.is_empty();
         let mut logits = model.forward(&mut [seq.next_step()])?;
+        on_logits(&logits);
         let (id, text) = seq.accept(tok, &mut logits);
         if first {
             prefill = start.elapsed();

@@ -18,6 +18,8 @@ pub mod tokenizer;
 
 pub use engine::Engine;
 pub use error::{EngineError, Result};
-pub use generate::{generate, generate_batch, FinishReason, GenerateParams, Generation, Sequence};
+pub use generate::{
+    generate, generate_batch, generate_observed, FinishReason, GenerateParams, Generation, Sequence,
+};
 pub use model::{Llama, LoadOptions, SeqStep};
 pub use sampling::SamplingParams;

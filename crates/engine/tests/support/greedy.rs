@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use serde_json::json;
-use servebench_engine::{Engine, GenerateParams, Sequence};
+use servebench_engine::{generate_observed, Engine, GenerateParams};
 
 /// Greedy tokens compared per prompt (fewer where llama.cpp stops at an
 /// end-of-generation token).
@@ -80,20 +80,24 @@ pub fn against_llamacpp(
         let r = &reference["generate"][i];
         let theirs: Vec<u32> = serde_json::from_value(r["greedy_ids"].clone()).unwrap();
         let want_logits: Vec<f32> = serde_json::from_value(r["last_logits"].clone()).unwrap();
-        // `generate`'s loop, keeping the prompt's logits.
         let params = GenerateParams {
             max_new_tokens: GREEDY_TOKENS,
             ..Default::default()
         };
-        let mut seq = Sequence::new(&engine.model, prompt.clone(), params).unwrap();
         let mut prompt_logits = None;
-        while seq.finish.is_none() {
-            let mut logits = engine.model.forward(&mut [seq.next_step()]).unwrap();
-            prompt_logits.get_or_insert_with(|| logits.clone());
-            seq.accept(&engine.tokenizer, &mut logits);
-        }
+        let ours = generate_observed(
+            &engine.model,
+            &engine.tokenizer,
+            prompt.clone(),
+            params,
+            |logits| {
+                prompt_logits.get_or_insert_with(|| logits.to_vec());
+            },
+            |_, _| {},
+        )
+        .unwrap();
         let result = Greedy {
-            ours: seq.generated_ids,
+            ours: ours.generated_ids,
             theirs,
             cosine: super::cosine(&prompt_logits.unwrap(), &want_logits),
         };
