@@ -88,8 +88,7 @@ pub(super) fn reduce8(a: [f32; 8]) -> f32 {
 /// The per-pair formula llama.cpp, built for this CPU, uses from 2
 /// activation rows on, and which [`rows`] computes here.
 pub fn dot_here<H: Half>() -> fn(&[H], &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if !avx512::available() && avx2::available() {
+    if kernels() == Kernels::Avx2 {
         return dot_ggml8::<H>;
     }
     if H::BF16 && bf16_dot_pairs() {
@@ -133,13 +132,13 @@ pub(super) fn reduce16(a: [f32; LANES]) -> f32 {
 /// `x` (rows of `cols` values) rounded to `H`, as f32.
 pub fn round_rows<H: Half>(x: &[f32]) -> Vec<f32> {
     let mut out = Vec::with_capacity(x.len());
-    #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        // SAFETY: AVX512 is available.
-        unsafe { avx512::round_into(x, &mut out, H::BF16) };
-    } else if avx2::available() {
-        // SAFETY: AVX2, FMA and F16C are available.
-        unsafe { avx2::round_into(x, &mut out, H::BF16) };
+    match kernels() {
+        // SAFETY: `kernels` checked the CPU.
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx512 => unsafe { avx512::round_into(x, &mut out, H::BF16) },
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx2 => unsafe { avx2::round_into(x, &mut out, H::BF16) },
+        _ => {}
     }
     out.extend(x[out.len()..].iter().map(|&v| H::round(v)));
     out
@@ -156,31 +155,54 @@ pub unsafe fn rows<H: Half>(w: &[H], x: &[f32], cols: usize, out: OutRows) {
     if x.len() == cols {
         return super::half_vec::row(w, x, out);
     }
-    #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        return avx512::rows(w, x, cols, out);
-    }
-    #[cfg(target_arch = "x86_64")]
-    if avx2::available() {
-        return avx2::rows(w, x, cols, out);
-    }
-    for (r, wr) in w.chunks_exact(cols).enumerate() {
-        for (t, xr) in x.chunks_exact(cols).enumerate() {
-            out.write(t, r, dot_ggml(wr, xr));
+    match kernels() {
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx512 => avx512::rows(w, x, cols, out),
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx2 => avx2::rows(w, x, cols, out),
+        _ => {
+            for (r, wr) in w.chunks_exact(cols).enumerate() {
+                for (t, xr) in x.chunks_exact(cols).enumerate() {
+                    out.write(t, r, dot_ggml(wr, xr));
+                }
+            }
         }
     }
 }
 
-/// Whether this CPU runs the AVX512 kernels (of this module and
-/// `half_vec`).
-#[cfg(target_arch = "x86_64")]
+/// The kernels that run here, for this module and `half_vec`: the
+/// formulas, the rounding and the dispatch all follow this one choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kernels {
+    /// AVX512 (F, BW, VL) with FMA and F16C: ggml's 16-lane order.
+    Avx512,
+    /// AVX2 with FMA and F16C, no AVX512: ggml's 8-lane order.
+    Avx2,
+    /// Scalar code in ggml's 16-lane order.
+    Portable,
+}
+
+/// See [`Kernels`].
+pub(super) fn kernels() -> Kernels {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        return Kernels::Avx512;
+    } else if avx2::available() {
+        return Kernels::Avx2;
+    }
+    Kernels::Portable
+}
+
+/// Whether this CPU can run the AVX512 kernels (of this module and
+/// `half_vec`): the tests call them directly.
+#[cfg(all(test, target_arch = "x86_64"))]
 pub(super) fn avx512_available() -> bool {
     avx512::available()
 }
 
-/// Whether this CPU can run the AVX2 kernels (of this module and
-/// `half_vec`); they run where [`avx512_available`] does not hold.
-#[cfg(target_arch = "x86_64")]
+/// Whether this CPU can run the AVX2 kernels, also where the AVX512 ones
+/// run instead: the tests call them directly.
+#[cfg(all(test, target_arch = "x86_64"))]
 pub(super) fn avx2_available() -> bool {
     avx2::available()
 }
@@ -188,7 +210,7 @@ pub(super) fn avx2_available() -> bool {
 /// [`reduce16`] on a vector.
 ///
 /// # Safety
-/// On a CPU where [`avx512_available`] holds.
+/// On a CPU with AVX512 (F, BW, VL), FMA and F16C.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(super) unsafe fn reduce_vector(a: std::arch::x86_64::__m512) -> f32 {
@@ -198,7 +220,7 @@ pub(super) unsafe fn reduce_vector(a: std::arch::x86_64::__m512) -> f32 {
 /// [`reduce8`] on a vector.
 ///
 /// # Safety
-/// On a CPU where [`avx2_available`] holds.
+/// On a CPU with AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(super) unsafe fn reduce8_vector(a: std::arch::x86_64::__m256) -> f32 {

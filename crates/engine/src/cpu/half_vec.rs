@@ -27,7 +27,7 @@
 use half::{bf16, f16};
 
 use super::dot_rows::OutRows;
-use super::half_rows::{self, reduce16, Half, LANES};
+use super::half_rows::{self, reduce16, Half, Kernels, LANES};
 
 /// `ggml_vec_dot_f16` on AVX512 as scalar code: the reference of the
 /// kernel and the kernel on CPUs without AVX512. `x` is already rounded.
@@ -140,8 +140,7 @@ pub fn dot_here<H: Half>() -> fn(&[H], &[f32]) -> f32 {
     unsafe fn cast<H, T>(w: &[H]) -> &[T] {
         std::slice::from_raw_parts(w.as_ptr().cast(), w.len())
     }
-    #[cfg(target_arch = "x86_64")]
-    if !half_rows::avx512_available() && half_rows::avx2_available() {
+    if half_rows::kernels() == Kernels::Avx2 {
         return if H::BF16 {
             |w, x| dot_bf16_avx2(unsafe { cast(w) }, x)
         } else {
@@ -175,27 +174,24 @@ fn with_leftovers<H: Half>(mut sum: f64, w: &[H], x: &[f32]) -> f32 {
 /// and nobody else touches those places meanwhile.
 pub unsafe fn row<H: Half>(w: &[H], x: &[f32], out: OutRows) {
     let cols = x.len();
+    // Both types are 16-bit floats (`half`'s are `repr(transparent)` over
+    // `u16`).
     #[cfg(target_arch = "x86_64")]
-    if half_rows::avx512_available() {
-        // Both types are 16-bit floats (`half`'s are `repr(transparent)`
-        // over `u16`).
-        let bits = std::slice::from_raw_parts(w.as_ptr() as *const u16, w.len());
-        return if !H::BF16 {
-            avx512::f16_row(bits, x, out)
-        } else if half_rows::bf16_dot_pairs() {
-            avx512::bf16_pairs_row(bits, x, out)
-        } else {
-            avx512::bf16_row(bits, x, out)
-        };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if half_rows::avx2_available() {
-        let bits = std::slice::from_raw_parts(w.as_ptr() as *const u16, w.len());
-        return if H::BF16 {
-            avx2::bf16_row(bits, x, out)
-        } else {
-            avx2::f16_row(bits, x, out)
-        };
+    let bits = std::slice::from_raw_parts(w.as_ptr() as *const u16, w.len());
+    match half_rows::kernels() {
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx512 if !H::BF16 => return avx512::f16_row(bits, x, out),
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx512 if half_rows::bf16_dot_pairs() => {
+            return avx512::bf16_pairs_row(bits, x, out)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx512 => return avx512::bf16_row(bits, x, out),
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx2 if H::BF16 => return avx2::bf16_row(bits, x, out),
+        #[cfg(target_arch = "x86_64")]
+        Kernels::Avx2 => return avx2::f16_row(bits, x, out),
+        _ => {}
     }
     let dot = dot_here::<H>();
     for (r, wr) in w.chunks_exact(cols).enumerate() {
