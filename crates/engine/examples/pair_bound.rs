@@ -72,8 +72,9 @@ mod x86 {
                 "vmovdqu ymm13, [{x}]\n",
                 "vpabsb ymm14, ymm13\n",
                 "vbroadcastss ymm15, [{d}]\n",
-                // Names the offsets for the loops that do not read them.
-                "prefetcht0 [{c}]\n",
+                // Names the offsets for the loops that do not read them
+                // (an assembler comment: nothing runs).
+                "# {c}\n",
                 "vxorps ymm0, ymm0, ymm0\n",
                 "vxorps ymm1, ymm1, ymm1\n",
                 "vxorps ymm2, ymm2, ymm2\n",
