@@ -8,7 +8,9 @@
 //! clock taken from a chain of dependent adds) and the GMAC/s one core
 //! would reach at that rate, to set beside `matmul_bench`'s figure for the
 //! whole kernel. The second loop replaces the sign step by subtracting a
-//! precomputed offset (Q5_0 multiplied as unsigned `q + 16`).
+//! precomputed offset (Q5_0 multiplied as unsigned `q + 16`); the third
+//! is `dot_rows`' step without VNNI on widened panels: both sides as 16-bit
+//! integers, two `vpmaddwd`s and an add.
 //!   cargo run --release -p servebench-engine --example pair_bound
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -28,6 +30,18 @@ mod x86 {
                 "vpsignb ymm8, ymm8, ymm13\n",
                 "vpmaddubsw ymm8, ymm14, ymm8\n",
                 "vpmaddwd ymm8, ymm8, ymm12\n",
+                fold!($acc, $t),
+            )
+        };
+        ($acc:literal, $t:literal, madd16) => {
+            concat!(
+                "vpmaddwd ymm8, ymm13, [{x} + 64 * ",
+                $t,
+                "]\n",
+                "vpmaddwd ymm10, ymm14, [{x} + 32 + 64 * ",
+                $t,
+                "]\n",
+                "vpaddd ymm8, ymm8, ymm10\n",
                 fold!($acc, $t),
             )
         };
@@ -100,8 +114,8 @@ mod x86 {
         ($step:ident) => {
             // SAFETY: AVX2 and FMA are present (checked by `main`); every
             // load is inside `x`, `d` or `c` (the highest, x + 2 + 612 * 7
-            // + 32, is below 612 * 8 + 64); the ymm registers written are
-            // declared clobbered.
+            // + 32, is below 612 * 8 + 64; the 16-bit step's reach x + 64 *
+            // 8); the ymm registers written are declared clobbered.
             seconds_per_pair(|x, d, c| unsafe {
                 asm!(
                     eight!($step),
@@ -110,7 +124,7 @@ mod x86 {
                     c = in(reg) c.as_ptr(),
                     out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
                     out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
-                    out("ymm8") _, out("ymm9") _, out("ymm12") _, out("ymm13") _,
+                    out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm12") _, out("ymm13") _,
                     out("ymm14") _, out("ymm15") _,
                     options(nostack, readonly),
                 )
@@ -165,9 +179,11 @@ mod x86 {
         println!("clock: {:.2} GHz (dependent adds)", hz / 1e9);
         let sign = timed!(sign);
         let offset = timed!(offset);
+        let madd16 = timed!(madd16);
         for (name, s) in [
             ("sign, maddubs, madd, cvt, mul, fma", sign),
             ("maddubs, madd, sub, cvt, mul, fma", offset),
+            ("madd, madd, add, cvt, mul, fma (16-bit)", madd16),
         ] {
             let cycles = s * hz;
             println!(

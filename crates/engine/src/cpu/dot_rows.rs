@@ -327,6 +327,112 @@ mod avx2 {
         }
     }
 
+    /// A weight block as [`widened`] keeps it on AVX2 CPUs without VNNI:
+    /// the signed values as 16-bit integers in [`spread16`]'s order and `d`
+    /// as f32. Against activations spread the same way ([`Act16`]), two
+    /// `vpmaddwd`s and an add give each lane the same four products'
+    /// integer sum that `vpsignb`, `vpmaddubsw` and `vpmaddwd` give (its
+    /// 16-bit sums cannot saturate here, see [`mul_sum_us8`]), one vector
+    /// operation fewer a pair. The step alone (`pair_bound`, AMD Zen 3):
+    /// 2.40-2.41 -> 1.99-2.06 cycles a pair. `matmul_bench`, one thread,
+    /// batch 512, AMD Zen 3, 3 alternating rounds, GMAC/s against `Wide`
+    /// panels: 1536x576 Q8_0 37.0-38.3 -> 41.1-42.3, Q5_0 36.9-38.7 ->
+    /// 39.7-42.3; 576x1536 Q8_0 36.1-37.6 -> 36.2-37.5, Q5_0 34.7-36.7 ->
+    /// 35.6-38.6.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(4))]
+    struct Wide16 {
+        q: [i16; 32],
+        d: f32,
+    }
+
+    /// An activation block's values in [`spread16`]'s order.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(32))]
+    struct Act16([i16; 32]);
+
+    /// 32 signed bytes as two vectors of 16-bit values: lanes 2j and 2j+1
+    /// of the first hold bytes 4j and 4j+1, of the second bytes 4j+2 and
+    /// 4j+3, so `vpmaddwd` of each against another block's spread and the
+    /// sum of the two put bytes 4j..4j+3's products in 32-bit lane j, where
+    /// `maddubs` + `madd` put them.
+    #[inline(always)]
+    unsafe fn spread16(q: __m256i) -> [__m256i; 2] {
+        let order = _mm256_setr_epi8(
+            0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, //
+            0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+        );
+        // Each half is [its first pairs | its second pairs]; gather the
+        // first pairs of both halves into the low half.
+        let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_shuffle_epi8(q, order));
+        [
+            _mm256_cvtepi8_epi16(_mm256_castsi256_si128(s)),
+            _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(s)),
+        ]
+    }
+
+    impl Wide16 {
+        #[inline(always)]
+        unsafe fn from<B: SignedBlock>(b: &B) -> Self {
+            let mut out = Self {
+                q: [0; 32],
+                d: _mm256_cvtss_f32(b.splat_scale()),
+            };
+            let [lo, hi] = spread16(b.signed());
+            _mm256_storeu_si256(out.q.as_mut_ptr() as *mut __m256i, lo);
+            _mm256_storeu_si256(out.q.as_mut_ptr().add(16) as *mut __m256i, hi);
+            out
+        }
+    }
+
+    impl Act16 {
+        #[inline(always)]
+        unsafe fn from(b: &BlockQ8_0) -> Self {
+            let mut out = Self([0; 32]);
+            let [lo, hi] = spread16(_mm256_loadu_si256(b.qs.as_ptr() as *const __m256i));
+            _mm256_store_si256(out.0.as_mut_ptr() as *mut __m256i, lo);
+            _mm256_store_si256(out.0.as_mut_ptr().add(16) as *mut __m256i, hi);
+            out
+        }
+    }
+
+    /// [`Signed`]'s step on [`Wide16`] and [`Act16`] blocks for one
+    /// weight row `w` against a strip of N activation rows `x` (`stride`
+    /// blocks apart) over blocks `first..first + w.len()`, adding to `from`
+    /// (the sums of the blocks before `first`, or none): the same integers
+    /// in the same lanes, so the same results bit for bit.
+    #[inline(always)]
+    unsafe fn madd16<const N: usize>(
+        w: &[Wide16],
+        x: &[Act16],
+        sc: &[StripScales],
+        first: usize,
+        stride: usize,
+        from: Option<&[__m256]>,
+    ) -> [__m256; N] {
+        let mut acc: [__m256; N] = match from {
+            Some(sums) => std::array::from_fn(|t| sums[t]),
+            None => [_mm256_setzero_ps(); N],
+        };
+        for (k, wb) in w.iter().enumerate() {
+            let b = first + k;
+            let q = wb.q.as_ptr() as *const __m256i;
+            let (w0, w1) = (_mm256_loadu_si256(q), _mm256_loadu_si256(q.add(1)));
+            let dw = _mm256_broadcast_ss(&wb.d);
+            let scb = sc.get_unchecked(b);
+            for t in 0..N {
+                let xq = x.get_unchecked(t * stride + b).0.as_ptr() as *const __m256i;
+                let sums = _mm256_add_epi32(
+                    _mm256_madd_epi16(w0, _mm256_load_si256(xq)),
+                    _mm256_madd_epi16(w1, _mm256_load_si256(xq.add(1))),
+                );
+                let d = _mm256_mul_ps(dw, _mm256_load_ps(scb.d.get_unchecked(t).as_ptr()));
+                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc[t]);
+            }
+        }
+        acc
+    }
+
     /// A `d * q + m` weight block (starting with `d`, `m`, as `f16_pair`
     /// reads them) whose values ggml multiplies as unsigned bytes: Q4_1,
     /// Q5_1.
@@ -611,17 +717,19 @@ mod avx2 {
         static WIDE: std::cell::Cell<Vec<Wide>> = const { std::cell::Cell::new(Vec::new()) };
     }
 
-    /// `tiled` over `w`, or with [`SignedBlock::WIDEN_FROM_ROWS`]
-    /// activation rows and more over each panel of it prepared once as
-    /// [`Wide`] blocks ([`SignedBlock::widen`]): the same products and the
-    /// same float steps, but the unpacking (Q5_0's 5 bits, ~9 instructions
-    /// a block; the magnitudes and the f16 scale of any type) runs once per
-    /// panel instead of once per strip of 8 rows. Q5_0 had cost
-    /// `matmul_bench` ~20% against Q8_0. Measured (1536x576, one thread,
-    /// AMD Zen 3, 3 alternating rounds, GMAC/s): Q5_0 batch 512 32.3-32.5
-    /// -> 38.6-39.1, batch 64 31.1-31.3 -> 33.7-35.2, batch 32 30.3-31.6
-    /// -> 30.3-33.4; Q8_0 batch 512 37.4-37.6 -> 38.6-38.9, batch 128
-    /// 35.9-36.7 -> 35.8-37.2, batch 64 level.
+    /// `tiled` over `w`, or from [`SignedBlock::WIDEN_FROM_ROWS`]
+    /// activation rows on over panels of `w` prepared once each: as
+    /// [`Wide16`] blocks ([`widened16`]) on CPUs without VNNI, else as
+    /// [`Wide`] blocks ([`SignedBlock::widen`]) that `tiled` multiplies with
+    /// the same products and the same float steps. Either way the unpacking
+    /// (Q5_0's 5 bits, ~9 instructions a block; the f16 scale of any type)
+    /// runs once per panel instead of once per strip of 8 rows. Q5_0 had
+    /// cost `matmul_bench` ~20% against Q8_0. Measured with `Wide` panels
+    /// on AVX2 (1536x576, one thread, AMD Zen 3, 3 alternating rounds,
+    /// GMAC/s): Q5_0 batch 512 32.3-32.5 -> 38.6-39.1, batch 64 31.1-31.3
+    /// -> 33.7-35.2, batch 32 30.3-31.6 -> 30.3-33.4; Q8_0 batch 512
+    /// 37.4-37.6 -> 38.6-38.9, batch 128 35.9-36.7 -> 35.8-37.2, batch 64
+    /// level.
     #[inline(always)]
     unsafe fn widened<B: SignedBlock, const VNNI: bool>(
         w: &[B],
@@ -632,6 +740,9 @@ mod avx2 {
     ) {
         if x.len() / nb < B::WIDEN_FROM_ROWS {
             return tiled::<Signed<B, VNNI>>(w, x, sc, nb, out);
+        }
+        if !VNNI {
+            return widened16(w, x, sc, nb, out);
         }
         // Panels sized as `tiled` sizes Wide's, so each is one of its panels.
         let panel = (L2_WEIGHT_BLOCK / (nb * size_of::<Wide>())).max(1);
@@ -647,6 +758,76 @@ mod avx2 {
             tiled::<Signed<Wide, VNNI>>(&wide, x, sc, nb, out.at(0, p * panel));
         }
         WIDE.set(wide);
+    }
+
+    /// [`widened16`]'s panel, strip and sums, kept between calls.
+    type Buffers16 = (Vec<Wide16>, Vec<Act16>, Vec<[__m256; STRIP]>);
+
+    thread_local! {
+        static WIDE16: std::cell::Cell<Buffers16> =
+            const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new())) };
+    }
+
+    /// [`widened`] without VNNI: each panel of weights widened to
+    /// [`Wide16`] once, each strip of activation rows spread to [`Act16`]
+    /// once per panel, then every row of the panel against the strip by
+    /// [`madd16`], in passes over at most 24 blocks so that the strip's part
+    /// stays in L1 (8 rows of 48 16-bit blocks, 24 KiB, had left
+    /// `matmul_bench` 576x1536 at 28.6 GMAC/s against 37.4 before; a row's
+    /// sums wait in memory between passes, in the same lanes and order).
+    #[inline(always)]
+    unsafe fn widened16<B: SignedBlock>(
+        w: &[B],
+        x: &[BlockQ8_0],
+        sc: &[StripScales],
+        nb: usize,
+        out: OutRows,
+    ) {
+        let panel = (L2_WEIGHT_BLOCK / (nb * size_of::<Wide16>())).max(1);
+        let n = x.len() / nb;
+        let chunk = nb.div_ceil(nb.div_ceil(24));
+        let (mut wide, mut act, mut sums) = WIDE16.take();
+        // Loops, not closures, so the spreading keeps this function's
+        // target features.
+        for (p, w) in w.chunks(panel * nb).enumerate() {
+            wide.clear();
+            wide.reserve(w.len());
+            for b in w {
+                wide.push(Wide16::from(b));
+            }
+            let rows = w.len() / nb;
+            sums.resize(rows, [_mm256_setzero_ps(); STRIP]);
+            let mut t = 0;
+            while t < n {
+                let strip = (n - t).min(STRIP);
+                act.clear();
+                act.reserve(strip * nb);
+                for b in &x[t * nb..(t + strip) * nb] {
+                    act.push(Act16::from(b));
+                }
+                let sc = &sc[(t / STRIP) * nb..(t / STRIP + 1) * nb];
+                let out = out.at(t, p * panel);
+                with_const!(strip, N in [8, 7, 6, 5, 4, 3, 2; else 1] => {
+                    for first in (0..nb).step_by(chunk) {
+                        let end = (first + chunk).min(nb);
+                        for (r, kept) in sums.iter_mut().enumerate().take(rows) {
+                            let from = (first > 0).then_some(&kept[..]);
+                            let wr = &wide[r * nb + first..r * nb + end];
+                            let acc = madd16::<N>(wr, &act, sc, first, nb, from);
+                            if end < nb {
+                                kept[..N].copy_from_slice(&acc);
+                            } else {
+                                for (t, acc) in acc.iter().enumerate() {
+                                    out.write(t, r, hsum(*acc));
+                                }
+                            }
+                        }
+                    }
+                });
+                t += strip;
+            }
+        }
+        WIDE16.set((wide, act, sums));
     }
 
     /// A kernel entry point with `$features` on: `widened` over blocks `$b`
@@ -708,6 +889,9 @@ mod tests {
             (3, 7, 16),
             // More weight rows than a panel holds, for every type.
             (1, 8000, 9),
+            // Widened Q5_0 panels but not Q8_0's; without VNNI two passes
+            // over each strip's blocks.
+            (48, 90, 40),
             // Enough activation rows for widened Q5_0 and Q8_0 panels,
             // and more weight rows than one of them holds.
             (18, 300, 130),
