@@ -302,8 +302,9 @@ mod avx2 {
         }
     }
 
-    /// A weight block as [`widened`] keeps it: the signed bytes, their
-    /// magnitudes and `d` as f32, so a strip's pass over it only loads.
+    /// A weight block as [`widened`] keeps it on CPUs with VNNI: the signed
+    /// bytes, their magnitudes and `d` as f32, so a strip's pass over it
+    /// only loads.
     #[derive(Clone, Copy)]
     #[repr(C, align(4))]
     struct Wide {
@@ -351,13 +352,13 @@ mod avx2 {
     #[repr(C, align(32))]
     struct Act16([i16; 32]);
 
-    /// 32 signed bytes as two vectors of 16-bit values: lanes 2j and 2j+1
-    /// of the first hold bytes 4j and 4j+1, of the second bytes 4j+2 and
-    /// 4j+3, so `vpmaddwd` of each against another block's spread and the
-    /// sum of the two put bytes 4j..4j+3's products in 32-bit lane j, where
-    /// `maddubs` + `madd` put them.
+    /// 32 signed bytes into `out` as two vectors of 16-bit values: lanes
+    /// 2j and 2j+1 of the first hold bytes 4j and 4j+1, of the second bytes
+    /// 4j+2 and 4j+3, so `vpmaddwd` of each against another block's spread
+    /// and the sum of the two put bytes 4j..4j+3's products in 32-bit lane
+    /// j, where `maddubs` + `madd` put them.
     #[inline(always)]
-    unsafe fn spread16(q: __m256i) -> [__m256i; 2] {
+    unsafe fn spread16(q: __m256i, out: &mut [i16; 32]) {
         let order = _mm256_setr_epi8(
             0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, //
             0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
@@ -365,10 +366,12 @@ mod avx2 {
         // Each half is [its first pairs | its second pairs]; gather the
         // first pairs of both halves into the low half.
         let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_shuffle_epi8(q, order));
-        [
-            _mm256_cvtepi8_epi16(_mm256_castsi256_si128(s)),
+        let out = out.as_mut_ptr() as *mut __m256i;
+        _mm256_storeu_si256(out, _mm256_cvtepi8_epi16(_mm256_castsi256_si128(s)));
+        _mm256_storeu_si256(
+            out.add(1),
             _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(s)),
-        ]
+        );
     }
 
     impl Wide16 {
@@ -378,9 +381,7 @@ mod avx2 {
                 q: [0; 32],
                 d: _mm256_cvtss_f32(b.splat_scale()),
             };
-            let [lo, hi] = spread16(b.signed());
-            _mm256_storeu_si256(out.q.as_mut_ptr() as *mut __m256i, lo);
-            _mm256_storeu_si256(out.q.as_mut_ptr().add(16) as *mut __m256i, hi);
+            spread16(b.signed(), &mut out.q);
             out
         }
     }
@@ -389,9 +390,10 @@ mod avx2 {
         #[inline(always)]
         unsafe fn from(b: &BlockQ8_0) -> Self {
             let mut out = Self([0; 32]);
-            let [lo, hi] = spread16(_mm256_loadu_si256(b.qs.as_ptr() as *const __m256i));
-            _mm256_store_si256(out.0.as_mut_ptr() as *mut __m256i, lo);
-            _mm256_store_si256(out.0.as_mut_ptr().add(16) as *mut __m256i, hi);
+            spread16(
+                _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i),
+                &mut out.0,
+            );
             out
         }
     }
@@ -495,7 +497,7 @@ mod avx2 {
     /// Q8_0 1536x576 and 576x1536: ~5% more GMAC/s with the larger panels.
     #[inline(always)]
     unsafe fn tiled<T: Tile>(w: &[T::W], x: &[T::X], sc: &[StripScales], nb: usize, out: OutRows) {
-        let panel = (L2_WEIGHT_BLOCK / (nb * size_of::<T::W>())).max(1);
+        let panel = panel_rows::<T::W>(nb);
         let n = x.len() / nb;
         for (p, w) in w.chunks(panel * nb).enumerate() {
             let mut t = 0;
@@ -516,6 +518,13 @@ mod avx2 {
                 t += strip;
             }
         }
+    }
+
+    /// Weight rows of `nb` blocks of `W` in one panel: [`L2_WEIGHT_BLOCK`]
+    /// bytes, at least one row.
+    #[inline(always)]
+    fn panel_rows<W>(nb: usize) -> usize {
+        (L2_WEIGHT_BLOCK / (nb * size_of::<W>())).max(1)
     }
 
     /// All weight rows against one strip of N activation rows, R at a time.
@@ -745,7 +754,7 @@ mod avx2 {
             return widened16(w, x, sc, nb, out);
         }
         // Panels sized as `tiled` sizes Wide's, so each is one of its panels.
-        let panel = (L2_WEIGHT_BLOCK / (nb * size_of::<Wide>())).max(1);
+        let panel = panel_rows::<Wide>(nb);
         // Out of the cell rather than borrowed in a closure, so the loops
         // stay in this function and keep its target features.
         let mut wide = WIDE.take();
@@ -783,7 +792,7 @@ mod avx2 {
         nb: usize,
         out: OutRows,
     ) {
-        let panel = (L2_WEIGHT_BLOCK / (nb * size_of::<Wide16>())).max(1);
+        let panel = panel_rows::<Wide16>(nb);
         let n = x.len() / nb;
         let chunk = nb.div_ceil(nb.div_ceil(24));
         let (mut wide, mut act, mut sums) = WIDE16.take();
