@@ -442,7 +442,7 @@ mod avx512 {
                 while t < t0 + tn {
                     let rn = (t0 + tn - t).min(6);
                     let (wt, xt, o) = (&w[r * cols..], &x[t * cols..], out.at(t, r));
-                    with_const!(rm, M in [2; else 1] => {
+                    with_const!(rm, M in [4, 3, 2; else 1] => {
                         with_const!(rn, N in [6, 5, 4, 3, 2; else 1] => {
                             tile::<F, M, N>(wt, xt, cols, o)
                         })
