@@ -10,7 +10,9 @@
 //! whole kernel. The second loop replaces the sign step by subtracting a
 //! precomputed offset (Q5_0 multiplied as unsigned `q + 16`); the third
 //! is `dot_rows`' step without VNNI on widened panels: both sides as 16-bit
-//! integers, two `vpmaddwd`s and an add.
+//! integers, two `vpmaddwd`s and an add; the fourth takes each pair's
+//! `d_w · d_x` by a shuffle from one multiply per four rows, as
+//! `dot_rows` does (`StripScales::quads`).
 //!   cargo run --release -p servebench-engine --example pair_bound
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -45,6 +47,18 @@ mod x86 {
                 fold!($acc, $t),
             )
         };
+        ($acc:tt, $t:tt, shuffled) => {
+            concat!(
+                "vpmaddwd ymm8, ymm13, [{x} + 64 * ",
+                $t,
+                "]\n",
+                "vpmaddwd ymm10, ymm14, [{x} + 32 + 64 * ",
+                $t,
+                "]\n",
+                "vpaddd ymm8, ymm8, ymm10\n",
+                shuffled!($acc, $t),
+            )
+        };
         ($acc:literal, $t:literal, offset) => {
             concat!(
                 "vmovdqu ymm8, [{x} + 2 + 612 * ",
@@ -68,6 +82,48 @@ mod x86 {
                 "vmulps ymm9, ymm15, [{d} + 32 * ",
                 $t,
                 "]\n",
+                "vfmadd231ps ymm",
+                $acc,
+                ", ymm9, ymm8\n",
+            )
+        };
+    }
+
+    /// The float steps of a pair with `d_w · d_x` taken by an in-lane
+    /// shuffle from a product of four rows' scales (one `vmulps` before
+    /// rows 0 and 4): convert, `vpermilps`, FMA.
+    macro_rules! shuffled {
+        ($acc:tt, "0") => {
+            shuffled!(@ $acc, "0", "vmulps ymm11, ymm15, [{d}]\n", "0x00")
+        };
+        ($acc:tt, "1") => {
+            shuffled!(@ $acc, "1", "", "0x55")
+        };
+        ($acc:tt, "2") => {
+            shuffled!(@ $acc, "2", "", "0xAA")
+        };
+        ($acc:tt, "3") => {
+            shuffled!(@ $acc, "3", "", "0xFF")
+        };
+        ($acc:tt, "4") => {
+            shuffled!(@ $acc, "4", "vmulps ymm11, ymm15, [{d} + 32]\n", "0x00")
+        };
+        ($acc:tt, "5") => {
+            shuffled!(@ $acc, "5", "", "0x55")
+        };
+        ($acc:tt, "6") => {
+            shuffled!(@ $acc, "6", "", "0xAA")
+        };
+        ($acc:tt, "7") => {
+            shuffled!(@ $acc, "7", "", "0xFF")
+        };
+        (@ $acc:tt, $t:tt, $quad:literal, $imm:literal) => {
+            concat!(
+                $quad,
+                "vcvtdq2ps ymm8, ymm8\n",
+                "vpermilps ymm9, ymm11, ",
+                $imm,
+                "\n",
                 "vfmadd231ps ymm",
                 $acc,
                 ", ymm9, ymm8\n",
@@ -124,7 +180,7 @@ mod x86 {
                     c = in(reg) c.as_ptr(),
                     out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
                     out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
-                    out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm12") _, out("ymm13") _,
+                    out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _, out("ymm12") _, out("ymm13") _,
                     out("ymm14") _, out("ymm15") _,
                     options(nostack, readonly),
                 )
@@ -180,10 +236,12 @@ mod x86 {
         let sign = timed!(sign);
         let offset = timed!(offset);
         let madd16 = timed!(madd16);
+        let shuffled = timed!(shuffled);
         for (name, s) in [
             ("sign, maddubs, madd, cvt, mul, fma", sign),
             ("maddubs, madd, sub, cvt, mul, fma", offset),
             ("madd, madd, add, cvt, mul, fma (16-bit)", madd16),
+            ("madd, madd, add, cvt, shuffle, fma (16-bit)", shuffled),
         ] {
             let cycles = s * hz;
             println!(

@@ -63,14 +63,20 @@ pub const STRIP: usize = 8;
 
 /// One block column of a strip of activation rows: each row's `s` (Q8_1)
 /// side by side, so a kernel applies one weight block's offset to the whole
-/// strip in one vector operation, and each row's `d` broadcast to 8 lanes,
-/// so a kernel's `dw * dx` is one multiply with a memory operand instead of
-/// a scalar multiply and a broadcast (measured: Q4_1 1536x576 at batch 20
-/// ~38 -> ~43 GMAC/s).
+/// strip in one vector operation, and each row's `d` in `quads`, four rows
+/// a vector with the four repeated in both 128-bit halves, so that one
+/// multiply by a weight block's `d` gives four rows' `dw * dx` and an
+/// in-lane shuffle broadcasts each (`avx2::product`). A multiply per row
+/// (`d` stored broadcast to 8 lanes) took a multiplier pipe, which AMD Zen
+/// 3 shares between FMAs, `vpmaddwd` and `vpmaddubsw`, from the integer
+/// products. `matmul_bench`, one thread, AMD Zen 3, 5 alternating rounds,
+/// medians in GMAC/s: 16-bit panels at batch 512, 1536x576 Q8_0 37.3 ->
+/// 40.7, Q5_0 37.6 -> 41.1, 576x1536 Q8_0 33.5 -> 35.7, Q5_0 36.2 -> 38.5;
+/// Q8_0's sign step at batch 64 level (34.1 -> 33.7).
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(32))]
 pub struct StripScales {
-    pub d: [[f32; 8]; STRIP],
+    pub quads: [[f32; 8]; STRIP / 4],
     pub s: [f32; STRIP],
 }
 
@@ -84,7 +90,9 @@ pub fn strip_scales<X: ActScales>(x: &[X], nb: usize) -> Vec<StripScales> {
         for (b, block) in row.iter().enumerate() {
             let [d, s] = block.scales();
             let e = &mut out[(t / STRIP) * nb + b];
-            e.d[t % STRIP] = [d; 8];
+            let (q, j) = (t % STRIP / 4, t % 4);
+            e.quads[q][j] = d;
+            e.quads[q][j + 4] = d;
             e.s[t % STRIP] = s;
         }
     }
@@ -398,6 +406,28 @@ mod avx2 {
         }
     }
 
+    /// `dw · d_x` for each row of a strip, four rows a vector in both
+    /// halves ([`StripScales::quads`]): two multiplies a block for the
+    /// strip, where one a row took a multiplier pipe (shared by `vpmaddwd`,
+    /// `vpmaddubsw` and FMAs on AMD Zen 3) from the products.
+    #[inline(always)]
+    unsafe fn strip_products(dw: __m256, scb: &StripScales) -> [__m256; STRIP / 4] {
+        std::array::from_fn(|q| _mm256_mul_ps(dw, _mm256_load_ps(scb.quads[q].as_ptr())))
+    }
+
+    /// Row `t`'s `dw · d_x` from [`strip_products`] in all 8 lanes: the
+    /// same float the multiply per row gave, by an in-lane shuffle.
+    #[inline(always)]
+    unsafe fn product(quads: &[__m256; STRIP / 4], t: usize) -> __m256 {
+        let quad = quads[t / 4];
+        match t % 4 {
+            0 => _mm256_permute_ps::<0x00>(quad),
+            1 => _mm256_permute_ps::<0x55>(quad),
+            2 => _mm256_permute_ps::<0xAA>(quad),
+            _ => _mm256_permute_ps::<0xFF>(quad),
+        }
+    }
+
     /// [`Signed`]'s step on [`Wide16`] and [`Act16`] blocks for one
     /// weight row `w` against a strip of N activation rows `x` (`stride`
     /// blocks apart) over blocks `first..first + w.len()`, adding to `from`
@@ -422,13 +452,14 @@ mod avx2 {
             let (w0, w1) = (_mm256_loadu_si256(q), _mm256_loadu_si256(q.add(1)));
             let dw = _mm256_broadcast_ss(&wb.d);
             let scb = sc.get_unchecked(b);
+            let quads = strip_products(dw, scb);
             for t in 0..N {
                 let xq = x.get_unchecked(t * stride + b).0.as_ptr() as *const __m256i;
                 let sums = _mm256_add_epi32(
                     _mm256_madd_epi16(w0, _mm256_load_si256(xq)),
                     _mm256_madd_epi16(w1, _mm256_load_si256(xq.add(1))),
                 );
-                let d = _mm256_mul_ps(dw, _mm256_load_ps(scb.d.get_unchecked(t).as_ptr()));
+                let d = product(&quads, t);
                 acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc[t]);
             }
         }
@@ -585,13 +616,13 @@ mod avx2 {
                     let wb = w.get_unchecked(r * nb + b);
                     prefetch_ahead(wb);
                     let (dw, mw) = f16_pair(wb);
-                    let dw = _mm256_set1_ps(dw);
+                    let quads = strip_products(_mm256_set1_ps(dw), scb);
                     offsets[r] = _mm256_fmadd_ps(_mm256_set1_ps(mw), sx, offsets[r]);
                     let qw = wb.unsigned();
                     for t in 0..N {
                         let xb = x.get_unchecked(t * nb + b);
                         let qx = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-                        let d = _mm256_mul_ps(dw, _mm256_load_ps(scb.d.get_unchecked(t).as_ptr()));
+                        let d = product(&quads, t);
                         acc[r][t] = _mm256_fmadd_ps(d, mul_sum_us8::<VNNI>(qw, qx), acc[r][t]);
                     }
                 }
@@ -625,16 +656,13 @@ mod avx2 {
                 for r in 0..R {
                     let wb = w.get_unchecked(r * nb + b);
                     prefetch_ahead(wb);
-                    let dw = wb.splat_scale();
+                    let quads = strip_products(wb.splat_scale(), sc.get_unchecked(b));
                     let qw = wb.signed();
                     // The sign trick of `mul_sum_i8`: |w| once, w's signs on each x.
                     let aw = wb.magnitudes(qw);
                     for t in 0..N {
                         let xb = x.get_unchecked(t * nb + b);
-                        let d = _mm256_mul_ps(
-                            dw,
-                            _mm256_load_ps(sc.get_unchecked(b).d.get_unchecked(t).as_ptr()),
-                        );
+                        let d = product(&quads, t);
                         let qx = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
                         let sx = _mm256_sign_epi8(qx, qw);
                         acc[r][t] = _mm256_fmadd_ps(d, mul_sum_us8::<VNNI>(aw, sx), acc[r][t]);
