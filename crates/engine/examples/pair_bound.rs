@@ -36,28 +36,10 @@ mod x86 {
             )
         };
         ($acc:literal, $t:literal, madd16) => {
-            concat!(
-                "vpmaddwd ymm8, ymm13, [{x} + 64 * ",
-                $t,
-                "]\n",
-                "vpmaddwd ymm10, ymm14, [{x} + 32 + 64 * ",
-                $t,
-                "]\n",
-                "vpaddd ymm8, ymm8, ymm10\n",
-                fold!($acc, $t),
-            )
+            concat!(madd16!($t), fold!($acc, $t))
         };
         ($acc:tt, $t:tt, shuffled) => {
-            concat!(
-                "vpmaddwd ymm8, ymm13, [{x} + 64 * ",
-                $t,
-                "]\n",
-                "vpmaddwd ymm10, ymm14, [{x} + 32 + 64 * ",
-                $t,
-                "]\n",
-                "vpaddd ymm8, ymm8, ymm10\n",
-                shuffled!($acc, $t),
-            )
+            concat!(madd16!($t), shuffled!($acc, $t))
         };
         ($acc:literal, $t:literal, offset) => {
             concat!(
@@ -70,6 +52,22 @@ mod x86 {
                 $t,
                 "]\n",
                 fold!($acc, $t),
+            )
+        };
+    }
+
+    /// The 16-bit step's integers of row `$t`'s pair: two `vpmaddwd`s
+    /// and an add.
+    macro_rules! madd16 {
+        ($t:tt) => {
+            concat!(
+                "vpmaddwd ymm8, ymm13, [{x} + 64 * ",
+                $t,
+                "]\n",
+                "vpmaddwd ymm10, ymm14, [{x} + 32 + 64 * ",
+                $t,
+                "]\n",
+                "vpaddd ymm8, ymm8, ymm10\n",
             )
         };
     }
@@ -91,39 +89,21 @@ mod x86 {
 
     /// The float steps of a pair with `d_w · d_x` taken by an in-lane
     /// shuffle from a product of four rows' scales (one `vmulps` before
-    /// rows 0 and 4): convert, `vpermilps`, FMA.
+    /// rows 0 and 4, the assembler's `.if`): convert, `vpermilps`, FMA.
     macro_rules! shuffled {
-        ($acc:tt, "0") => {
-            shuffled!(@ $acc, "0", "vmulps ymm11, ymm15, [{d}]\n", "0x00")
-        };
-        ($acc:tt, "1") => {
-            shuffled!(@ $acc, "1", "", "0x55")
-        };
-        ($acc:tt, "2") => {
-            shuffled!(@ $acc, "2", "", "0xAA")
-        };
-        ($acc:tt, "3") => {
-            shuffled!(@ $acc, "3", "", "0xFF")
-        };
-        ($acc:tt, "4") => {
-            shuffled!(@ $acc, "4", "vmulps ymm11, ymm15, [{d} + 32]\n", "0x00")
-        };
-        ($acc:tt, "5") => {
-            shuffled!(@ $acc, "5", "", "0x55")
-        };
-        ($acc:tt, "6") => {
-            shuffled!(@ $acc, "6", "", "0xAA")
-        };
-        ($acc:tt, "7") => {
-            shuffled!(@ $acc, "7", "", "0xFF")
-        };
-        (@ $acc:tt, $t:tt, $quad:literal, $imm:literal) => {
+        ($acc:tt, $t:tt) => {
             concat!(
-                $quad,
+                ".if (",
+                $t,
+                " & 3) == 0\n",
+                "vmulps ymm11, ymm15, [{d} + 8 * ",
+                $t,
+                "]\n",
+                ".endif\n",
                 "vcvtdq2ps ymm8, ymm8\n",
-                "vpermilps ymm9, ymm11, ",
-                $imm,
-                "\n",
+                "vpermilps ymm9, ymm11, 0x55 * (",
+                $t,
+                " & 3)\n",
                 "vfmadd231ps ymm",
                 $acc,
                 ", ymm9, ymm8\n",
