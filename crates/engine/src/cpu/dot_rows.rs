@@ -407,9 +407,10 @@ mod avx2 {
     }
 
     /// `dw · d_x` for each row of a strip, four rows a vector in both
-    /// halves ([`StripScales::quads`]): two multiplies a block for the
-    /// strip, where one a row took a multiplier pipe (shared by `vpmaddwd`,
-    /// `vpmaddubsw` and FMAs on AMD Zen 3) from the products.
+    /// halves ([`StripScales::quads`]): two multiplies per block for the
+    /// whole strip instead of one per row, each of which took a slot of the
+    /// multiplier pipes that `vpmaddwd`, `vpmaddubsw` and FMAs share on AMD
+    /// Zen 3.
     #[inline(always)]
     unsafe fn strip_products(dw: __m256, scb: &StripScales) -> [__m256; STRIP / 4] {
         std::array::from_fn(|q| _mm256_mul_ps(dw, _mm256_load_ps(scb.quads[q].as_ptr())))
