@@ -149,9 +149,10 @@ pub(super) mod tests {
 
     /// `kernel` (a form's entry point) gives every output value the
     /// portable `W`-lane kernel gives, row by row and group by group alone,
-    /// bit for bit: groups of 1, 3 and 8 query heads (whole and partial
-    /// runs of heads), one and two value slices per head, blocks starting
-    /// inside and at the edge of a tile.
+    /// bit for bit: groups of 1, 3, 4 and 8 query heads (whole and partial
+    /// runs of heads; 4 of 128 values is Llama 3's shape), one and two value
+    /// slices per head, blocks starting inside and at the edge of a tile,
+    /// and prompts of 40 and 200 rows.
     pub(in super::super) fn matches_the_portable_kernel<const W: usize>(
         kernel: unsafe fn(AttentionShape, &RowsInput<'_>, &mut RowsScratch, &mut [f32]),
     ) {
@@ -162,7 +163,13 @@ pub(super) mod tests {
             seed ^= seed << 17;
             (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
         };
-        for (d, n_head, n_kv_head) in [(64, 6, 2), (128, 4, 4), (64, 8, 1)] {
+        for (d, n_head, n_kv_head) in [
+            (64, 6, 2),
+            (128, 4, 4),
+            (64, 8, 1),
+            (128, 4, 1),
+            (128, 8, 2),
+        ] {
             let shape = AttentionShape {
                 n_head,
                 n_kv_head,
@@ -178,6 +185,8 @@ pub(super) mod tests {
                 (17, 23),
                 (40, 9),
                 (97, 32),
+                (1, 40),
+                (1, 200),
             ] {
                 let n = first_n_pos + rows - 1;
                 let keys: Vec<f16> = (0..n * kv_dim)
