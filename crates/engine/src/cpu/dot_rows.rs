@@ -538,7 +538,7 @@ mod avx2 {
                 let x = &x[t * nb..(t + strip) * nb];
                 let sc = &sc[(t / STRIP) * nb..(t / STRIP + 1) * nb];
                 let out = out.at(t, p * panel);
-                with_const!(strip, N in [8, 7, 6, 5, 4, 3, 2; else 1] => {
+                with_const!(strip, N in [8, 7, 6, 5, 4, 3, 2, 1] => {
                     // Narrower strips take more weight rows at a time.
                     const R: usize = match N {
                         2 => 4,
@@ -845,7 +845,7 @@ mod avx2 {
                 }
                 let sc = &sc[(t / STRIP) * nb..(t / STRIP + 1) * nb];
                 let out = out.at(t, p * panel);
-                with_const!(strip, N in [8, 7, 6, 5, 4, 3, 2; else 1] => {
+                with_const!(strip, N in [8, 7, 6, 5, 4, 3, 2, 1] => {
                     for first in (0..nb).step_by(chunk) {
                         let end = (first + chunk).min(nb);
                         for (r, kept) in sums.iter_mut().enumerate().take(rows) {

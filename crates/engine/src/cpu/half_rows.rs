@@ -442,8 +442,8 @@ mod avx512 {
                 while t < t0 + tn {
                     let rn = (t0 + tn - t).min(6);
                     let (wt, xt, o) = (&w[r * cols..], &x[t * cols..], out.at(t, r));
-                    with_const!(rm, M in [4, 3, 2; else 1] => {
-                        with_const!(rn, N in [6, 5, 4, 3, 2; else 1] => {
+                    with_const!(rm, M in [4, 3, 2, 1] => {
+                        with_const!(rn, N in [6, 5, 4, 3, 2, 1] => {
                             tile::<F, M, N>(wt, xt, cols, o)
                         })
                     });
@@ -626,8 +626,8 @@ mod avx2 {
                 while r < r_end {
                     let rm = (r_end - r).min(RM);
                     let (wt, xt, o) = (&w[r * cols..], &x[t * cols..], out.at(t, r));
-                    with_const!(rm, M in [3, 2; else 1] => {
-                        with_const!(rn, N in [6, 5, 4, 3, 2; else 1] => {
+                    with_const!(rm, M in [3, 2, 1] => {
+                        with_const!(rn, N in [6, 5, 4, 3, 2, 1] => {
                             tile::<BF16, M, N>(wt, xt, cols, o)
                         })
                     });

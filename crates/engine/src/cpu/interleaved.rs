@@ -297,7 +297,7 @@ pub(crate) mod vnni {
             while t < n {
                 let strip = (n - t).min(8);
                 let (x, xs, out) = (&x[t * nb..], &xs[t * nb..], out.at(t, g * GROUP));
-                with_const!(strip, N in [8, 7, 6, 5, 4, 3, 2; else 1] => {
+                with_const!(strip, N in [8, 7, 6, 5, 4, 3, 2, 1] => {
                     q8_0_tile::<N>(w, x, xs, nb, out)
                 });
                 t += strip;
@@ -373,7 +373,7 @@ mod avx2 {
             while t < n {
                 let strip = (n - t).min(4);
                 let (x, xs, out) = (&x[t * nb..], &xs[t * nb..], out.at(t, g * GROUP));
-                with_const!(strip, N in [4, 3, 2; else 1] => q4_0_tile::<N>(w, x, xs, nb, out));
+                with_const!(strip, N in [4, 3, 2, 1] => q4_0_tile::<N>(w, x, xs, nb, out));
                 t += strip;
             }
         }

@@ -685,7 +685,7 @@ mod vnni {
                 for (i, (t, strip)) in strips_of(n).enumerate() {
                     let (x, xs, out) = (&x[t * nb..], &xs[t * nb..], out.at(t, 0));
                     let pf = (later, i, strips);
-                    with_const!(strip, N in [3, 2; else 1] => {
+                    with_const!(strip, N in [3, 2, 1] => {
                         tile_buffered::<P, N>(u, pf, x, xs, nb, out)
                     });
                 }

@@ -24,20 +24,21 @@ pub mod team;
 pub use matmul::{Matrix, Role};
 
 /// `$body` with `$N` a `const usize` equal to the runtime value `$n`, for
-/// each listed value; the value after `else` takes every other one. The
-/// step from a strip's or tile's runtime size to the kernel instantiated
-/// for that size.
+/// each listed value: the step from a strip's or tile's runtime size to the
+/// kernel instantiated for that size. A value not listed is a caller's bug
+/// (its bound and its list disagree) and panics, where running another
+/// size's instance would leave outputs unwritten.
 macro_rules! with_const {
-    ($n:expr, $N:ident in [$($k:literal),+ ; else $d:literal] => $body:expr) => {
+    ($n:expr, $N:ident in [$($k:literal),+] => $body:expr) => {
         match $n {
             $($k => {
                 const $N: usize = $k;
                 $body
             })+
-            _ => {
-                const $N: usize = $d;
-                $body
-            }
+            other => unreachable!(
+                "with_const!: no instance for {} = {other}",
+                stringify!($n)
+            ),
         }
     };
 }
