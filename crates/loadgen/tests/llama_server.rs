@@ -163,6 +163,17 @@ fn prompts(run: usize, n: u64) -> Vec<String> {
         .collect()
 }
 
+/// Both clients ask llama-server to evaluate every prompt whole
+/// (`cache_prompt: false`): the prompts of one run share ~10 leading
+/// tokens, which the server would otherwise take from its cache for a
+/// turn's later requests and not for its first.
+fn no_prompt_cache() -> serde_json::Map<String, serde_json::Value> {
+    serde_json::json!({"cache_prompt": false})
+        .as_object()
+        .unwrap()
+        .clone()
+}
+
 /// servebench's client on `prompts`, at `concurrency`, without warm-up
 /// requests: the server is warmed once before the first round, and a
 /// warm-up would send `prompts[0]` twice, so that the first measured
@@ -178,7 +189,7 @@ async fn ours(url: &str, concurrency: u32, prompts: &[String]) -> Measured {
             model_name: None,
             ignore_eos: true,
             temperature: Some(0.0),
-            extra_body: None,
+            extra_body: Some(no_prompt_cache()),
         },
         api_key: None,
         timeout: Duration::from_secs(120),
@@ -243,7 +254,7 @@ fn reference_start(
 ) -> Child {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/ref_client.py");
     let mut cfg = serde_json::json!({
-        "url": url, "prompts": prompts, "max_tokens": MAX_TOKENS,
+        "url": url, "prompts": prompts, "max_tokens": MAX_TOKENS, "extra_body": no_prompt_cache(),
         "concurrency": concurrency, "requests": prompts.len(), "warmup": 0,
     });
     if let Some(t) = start_at {

@@ -14,6 +14,7 @@ Definitions follow METRICS.md, written again from scratch here:
 Usage: ref_client.py '{"url": "http://127.0.0.1:8080", "prompts": ["...", ...],
   "max_tokens": 32, "concurrency": 4, "requests": 16, "warmup": 1}'
 Request k (warm-up ones counted apart, from 0) sends prompts[k % len(prompts)].
+An optional "extra_body" object is merged into every request body.
 An optional "start_at" (Unix time, seconds) delays the measured load until
 then, so that another client can start its own at the same moment.
 Prints one JSON object.
@@ -67,6 +68,7 @@ def main():
             "prompt": prompts[k % len(prompts)], "max_tokens": cfg["max_tokens"],
             "stream": True, "stream_options": {"include_usage": True},
             "ignore_eos": True, "temperature": 0,
+            **cfg.get("extra_body", {}),
         })
 
     for k in range(cfg.get("warmup", 0)):
