@@ -255,7 +255,7 @@ fn reference_start(
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/ref_client.py");
     let mut cfg = serde_json::json!({
         "url": url, "prompts": prompts, "max_tokens": MAX_TOKENS, "extra_body": no_prompt_cache(),
-        "concurrency": concurrency, "requests": prompts.len(), "warmup": 0,
+        "concurrency": concurrency, "requests": prompts.len(),
     });
     if let Some(t) = start_at {
         cfg["start_at"] = t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64().into();

@@ -12,8 +12,8 @@ Definitions follow METRICS.md, written again from scratch here:
 - output throughput: sum of tokens / (first scheduled -> last completion).
 
 Usage: ref_client.py '{"url": "http://127.0.0.1:8080", "prompts": ["...", ...],
-  "max_tokens": 32, "concurrency": 4, "requests": 16, "warmup": 1}'
-Request k (warm-up ones counted apart, from 0) sends prompts[k % len(prompts)].
+  "max_tokens": 32, "concurrency": 4, "requests": 16}'
+Request k (from 0) sends prompts[k % len(prompts)].
 An optional "extra_body" object is merged into every request body.
 An optional "start_at" (Unix time, seconds) delays the measured load until
 then, so that another client can start its own at the same moment.
@@ -71,8 +71,6 @@ def main():
             **cfg.get("extra_body", {}),
         })
 
-    for k in range(cfg.get("warmup", 0)):
-        one_request(u.hostname, u.port, body(k))
     results, errors = [], []
     lock = threading.Lock()
     issued = [0]
